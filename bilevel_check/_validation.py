@@ -1,0 +1,138 @@
+"""Input validation at the public boundary.
+
+Every check raises :class:`InvalidInputError` (a ``ValueError``) or
+:class:`InvalidInputTypeError` (a ``TypeError``) whose message names the
+argument as the caller wrote it, what was expected and what was received.
+Validate once at the boundary; code inside the package trusts its inputs.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "InvalidInputError",
+    "InvalidInputTypeError",
+    "STOCHASTIC_ATOL",
+    "as_float_array",
+    "check_finite",
+    "check_gamma",
+    "check_tau",
+    "check_shape",
+    "check_stochastic",
+    "check_distribution",
+]
+
+#: Tolerance on the row sums of a transition tensor or policy (the issue's 1e-12).
+STOCHASTIC_ATOL = 1e-12
+
+
+class InvalidInputError(ValueError):
+    """Bad value passed to a public entry point; the message names the argument."""
+
+    def __init__(self, name: str, expected: str, received: str):
+        self.argument = name
+        self.expected = expected
+        self.received = received
+        super().__init__(f"{name}: expected {expected}; received {received}")
+
+
+class InvalidInputTypeError(TypeError):
+    """Bad type or dtype passed to a public entry point."""
+
+    def __init__(self, name: str, expected: str, received: str):
+        self.argument = name
+        self.expected = expected
+        self.received = received
+        super().__init__(f"{name}: expected {expected}; received {received}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def as_float_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """Convert to a float64 array, rejecting non-numeric dtypes (bool, complex, object)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise InvalidInputTypeError(name, "a real numeric array", f"{type(value).__name__} ({exc})") from exc
+    if arr.dtype == object or arr.dtype.kind not in "iuf":
+        raise InvalidInputTypeError(
+            name, "a real numeric array (integer or floating dtype)", _describe(arr)
+        )
+    arr = arr.astype(np.float64, copy=True)
+    if ndim is not None and arr.ndim != ndim:
+        raise InvalidInputError(name, f"a {ndim}-d array", f"{arr.ndim}-d array of shape {arr.shape}")
+    check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InvalidInputError(
+            name, "finite values (no NaN or inf)", f"{arr[idx]} at index {idx} ({int(bad.sum())} non-finite entries)"
+        )
+
+
+def _as_real_scalar(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
+            value = value.item()
+        else:
+            raise InvalidInputTypeError(name, "a real number", _describe(value))
+    value = float(value)
+    if not np.isfinite(value):
+        raise InvalidInputError(name, "a finite real number", repr(value))
+    return value
+
+
+def check_gamma(gamma, name: str = "gamma") -> float:
+    g = _as_real_scalar(gamma, name)
+    if not 0.0 <= g < 1.0:
+        raise InvalidInputError(name, "a discount factor in [0, 1)", repr(gamma))
+    return g
+
+
+def check_tau(tau, name: str = "tau") -> float:
+    t = _as_real_scalar(tau, name)
+    if not t > 0.0:
+        raise InvalidInputError(name, "a temperature tau > 0", repr(tau))
+    return t
+
+
+def check_shape(arr: np.ndarray, expected: tuple, name: str) -> None:
+    """``expected`` may hold ``None`` for a free axis."""
+    ok = arr.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, arr.shape))
+    if not ok:
+        exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise InvalidInputError(name, f"shape {exp}", f"shape {arr.shape}")
+
+
+def check_stochastic(arr: np.ndarray, name: str, *, atol: float = STOCHASTIC_ATOL) -> None:
+    """Last axis must be a probability vector: entries >= 0, sums within ``atol`` of 1."""
+    if (arr < 0).any():
+        idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+        raise InvalidInputError(name, "non-negative probabilities", f"{arr[idx]!r} at index {idx}")
+    sums = arr.sum(axis=-1)
+    dev = np.abs(sums - 1.0)
+    if (dev > atol).any():
+        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(dev)), dev.shape))
+        raise InvalidInputError(
+            name,
+            f"rows summing to 1 (tolerance {atol:g})",
+            f"row {idx} summing to {sums[idx]!r}",
+        )
+
+
+def check_distribution(arr: np.ndarray, name: str, size: int) -> None:
+    check_shape(arr, (size,), name)
+    check_stochastic(arr, name)

@@ -1,0 +1,39 @@
+"""The ``bilevel-check`` command line.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``;
+the module list below is the whole registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "bilevel_check.cli_core",  # solve, crosscheck
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bilevel-check",
+        description="Verified numerics and a test oracle for bilevel RL hyper-gradients.",
+    )
+    parser.add_argument("--version", action="version", version=f"bilevel-check {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

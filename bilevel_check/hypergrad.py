@@ -1,0 +1,132 @@
+"""The closed-form hyper-gradient (9) of ``phi(x) = f(x, pi*_x)`` (MATH.md section 3).
+
+With ``g = grad_pi f(x, pi*)`` and ``u = pi* * g``::
+
+    U[s, a, s'] = 1{s = s'} - gamma P[s, a, s']
+    b[s']       = sum_{s,a} u[s,a] U[s,a,s']
+    w           = (I - gamma P_{pi*})^{-T} b                       (the adjoint, [S])
+    grad phi    = grad_x f + (1/tau) sum_{s,a} u[s,a] dr[s,a,:] - (1/tau) Phi^T w
+
+Derivation: ``grad phi = grad_x f + sum g dpi*`` with ``dpi* = pi* (dQ* - dV*)/tau``.
+``sum_{s,a} u (dQ* - dV*) = sum u dr + sum_{s,a} u [gamma P dV* - dV*]
+= sum u dr - b^T dV* = sum u dr - b^T (I - gamma P_pi)^{-1} Phi = sum u dr - w^T Phi``.
+
+``form='adjoint'`` uses one S x S solve (the fast form);
+``form='sa'`` goes through the ``[SA, SA]`` implicit derivatives (independent check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import InvalidInputError, as_float_array, check_finite, check_shape
+from .implicit import ImplicitDerivatives, implicit_derivatives, implicit_derivatives_sa
+from .mdp import TabularMDP, check_reward_model, check_x
+from .soft import SoftSolution, solve_soft, state_chain
+from .upper import check_upper
+
+__all__ = ["HypergradResult", "hypergradient", "hypergradient_from_policy", "phi_value", "adjoint"]
+
+FORMS = ("adjoint", "sa")
+
+
+@dataclass
+class HypergradResult:
+    """``grad [d]``, ``phi = f(x, pi*)``, the lower solution, the adjoint ``w`` (adjoint form)
+    or the implicit derivatives (sa form)."""
+
+    grad: np.ndarray
+    phi: float
+    solution: SoftSolution
+    form: str
+    w: np.ndarray | None = None
+    derivatives: ImplicitDerivatives | None = None
+
+
+def adjoint(p_sas, gamma: float, pi_sa, u_sa) -> np.ndarray:
+    """``w = (I - gamma P_pi)^{-T} b`` with ``b[s'] = sum_{s,a} u[s,a] (1{s=s'} - gamma P[s,a,s'])``."""
+    S = p_sas.shape[0]
+    b = u_sa.sum(axis=1) - gamma * np.einsum("sa,sat->t", u_sa, p_sas)
+    return np.linalg.solve((np.eye(S) - gamma * state_chain(p_sas, pi_sa)).T, b)
+
+
+def hypergradient_from_policy(
+    p_sas, gamma: float, tau: float, pi_sa, dr_sad, gx_d, gpi_sa, *, form: str = "adjoint"
+) -> tuple[np.ndarray, np.ndarray | None, ImplicitDerivatives | None]:
+    """Formula (9) given the policy and the upper gradients; trusted inputs (no validation).
+
+    Returns ``(grad [d], w or None, derivatives or None)``.
+    """
+    if form == "adjoint":
+        u = pi_sa * gpi_sa
+        w = adjoint(p_sas, gamma, pi_sa, u)
+        phi_sd = np.einsum("sa,sad->sd", pi_sa, dr_sad)
+        grad = gx_d + (np.einsum("sa,sad->d", u, dr_sad) - phi_sd.T @ w) / tau
+        return grad, w, None
+    if form == "sa":
+        der = implicit_derivatives_sa(p_sas, gamma, tau, pi_sa, dr_sad)
+        return gx_d + np.einsum("sa,sad->d", gpi_sa, der.dpi), None, der
+    raise InvalidInputError("form", f"one of {FORMS}", repr(form))
+
+
+def hypergradient(
+    mdp: TabularMDP,
+    reward,
+    upper,
+    x,
+    *,
+    form: str = "adjoint",
+    solution: SoftSolution | None = None,
+    tol: float = 1e-12,
+    method: str = "newton",
+) -> HypergradResult:
+    """Closed-form hyper-gradient (9) at ``x``.
+
+    Args:
+        mdp: lower-level MDP.
+        reward: reward model (``value``, ``jacobian``, ``S``, ``A``, ``d``).
+        upper: upper objective (``value``, ``grad_x``, ``grad_pi``).
+        x: upper parameter ``[d]``.
+        form: ``'adjoint'`` (S x S solve) or ``'sa'`` (SA x SA, for checking).
+        solution: a lower solution at ``x`` to reuse (default: solve with ``method``).
+        tol: lower-level relative-residual tolerance.
+        method: lower solver, ``'newton'`` or ``'vi'``.
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)
+    check_reward_model(reward, mdp)
+    check_upper(upper, mdp.S, mdp.A)
+    x = check_x(x, reward.d)
+    if form not in FORMS:
+        raise InvalidInputError("form", f"one of {FORMS}", repr(form))
+    if solution is None:
+        solution = solve_soft(mdp, reward.value(x), method=method, tol=tol)
+    pi = solution.pi
+    gx = as_float_array(upper.grad_x(x, pi), "upper.grad_x(x, pi)", ndim=1)
+    check_shape(gx, (reward.d,), "upper.grad_x(x, pi)")
+    gpi = as_float_array(upper.grad_pi(x, pi), "upper.grad_pi(x, pi)", ndim=2)
+    check_shape(gpi, (mdp.S, mdp.A), "upper.grad_pi(x, pi)")
+    dr = reward.jacobian(x)
+    grad, w, der = hypergradient_from_policy(mdp.P, mdp.gamma, mdp.tau, pi, dr, gx, gpi, form=form)
+    check_finite(grad, "hyper-gradient")
+    return HypergradResult(grad, float(upper.value(x, pi)), solution, form, w, der)
+
+
+def phi_value(mdp: TabularMDP, reward, upper, x, *, tol: float = 1e-13, method: str = "newton") -> float:
+    """``phi(x) = f(x, pi*_x)``."""
+    x = check_x(x, reward.d)
+    sol = solve_soft(mdp, reward.value(x), method=method, tol=tol)
+    return float(upper.value(x, sol.pi))
+
+
+def implicit_derivatives_at(mdp: TabularMDP, reward, x, *, form: str = "adjoint", tol: float = 1e-12):
+    """Lower solution and implicit derivatives ``(dV*, dQ*, dlog pi*, dpi*)`` at ``x``."""
+    check_reward_model(reward, mdp)
+    x = check_x(x, reward.d)
+    sol = solve_soft(mdp, reward.value(x), tol=tol)
+    fn = {"adjoint": implicit_derivatives, "sa": implicit_derivatives_sa}.get(form)
+    if fn is None:
+        raise InvalidInputError("form", f"one of {FORMS}", repr(form))
+    return sol, fn(mdp.P, mdp.gamma, mdp.tau, sol.pi, reward.jacobian(x))

@@ -1,0 +1,72 @@
+"""Implicit derivatives of the soft-optimal solution (MATH.md section 2, Prop. 4.1).
+
+Differentiating the fixed point ``V* = T(V*, x)``:
+
+    dV* = dT/dV dV* + dT/dx = gamma P_{pi*} dV* + Phi,   Phi[s,:] = sum_a pi*[s,a] dr[s,a,:]
+    =>  dV* = (I - gamma P_{pi*})^{-1} Phi                                   [S, d]
+    dQ*[s,a] = dr[s,a] + gamma sum_s' P[s,a,s'] dV*[s']                        [S, A, d]
+    dlog pi*[s,a] = (dQ*[s,a] - dV*[s]) / tau,  dpi* = pi* dlog pi*           (from (5))
+
+The S x S form above is the fast one. :func:`implicit_derivatives_sa` solves the
+``[SA, SA]`` system ``dQ* = (I_SA - gamma P^{pi*})^{-1} dr`` instead and is kept
+as an independent check (the two agree by the push-through identity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .soft import state_chain
+
+__all__ = ["ImplicitDerivatives", "implicit_derivatives", "implicit_derivatives_sa", "sa_chain"]
+
+
+@dataclass
+class ImplicitDerivatives:
+    """``dV [S, d]``, ``dQ [S, A, d]``, ``dlog_pi [S, A, d]``, ``dpi [S, A, d]``."""
+
+    dV: np.ndarray
+    dQ: np.ndarray
+    dlog_pi: np.ndarray
+    dpi: np.ndarray
+
+
+def _from_dq_dv(pi_sa, tau, dQ, dV) -> ImplicitDerivatives:
+    dlog_pi = (dQ - dV[:, None, :]) / tau
+    return ImplicitDerivatives(dV, dQ, dlog_pi, pi_sa[:, :, None] * dlog_pi)
+
+
+def implicit_derivatives(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> ImplicitDerivatives:
+    """S x S form: one ``[S, S]`` solve with ``d`` right-hand sides.
+
+    Args:
+        p_sas: ``P [S, A, S]``; gamma, tau: the MDP's constants.
+        pi_sa: the soft-optimal policy ``[S, A]``.
+        dr_sad: reward Jacobian ``[S, A, d]`` at ``x``.
+    """
+    S = p_sas.shape[0]
+    phi_sd = np.einsum("sa,sad->sd", pi_sa, dr_sad)
+    dV = np.linalg.solve(np.eye(S) - gamma * state_chain(p_sas, pi_sa), phi_sd)
+    dQ = dr_sad + gamma * np.einsum("sat,td->sad", p_sas, dV)
+    return _from_dq_dv(pi_sa, tau, dQ, dV)
+
+
+def sa_chain(p_sas, pi_sa) -> np.ndarray:
+    """``P^pi[(s,a),(s',a')] = P[s,a,s'] pi[s',a']`` ([SA, SA], row-major (s, a))."""
+    S, A, _ = p_sas.shape
+    return np.einsum("sat,tb->satb", p_sas, pi_sa).reshape(S * A, S * A)
+
+
+def implicit_derivatives_sa(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> ImplicitDerivatives:
+    """SA x SA form: ``dQ* = (I_SA - gamma P^{pi*})^{-1} dr``, ``dV*(s) = sum_a pi* dQ*``.
+
+    Dense ``[SA, SA]`` solve: for checking only, never on the fast path.
+    """
+    S, A, d = dr_sad.shape
+    M = np.eye(S * A) - gamma * sa_chain(p_sas, pi_sa)
+    dQ = np.linalg.solve(M, dr_sad.reshape(S * A, d)).reshape(S, A, d)
+    # sum_a pi dQ = Phi + gamma P_pi dV = dV  (the V-equation of section 2)
+    dV = np.einsum("sa,sad->sd", pi_sa, dQ)
+    return _from_dq_dv(pi_sa, tau, dQ, dV)

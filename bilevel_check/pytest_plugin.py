@@ -1,0 +1,1 @@
+"""pytest plugin of bilevel-check (entry point ``pytest11``); filled in by the oracle work."""
