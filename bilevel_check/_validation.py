@@ -79,7 +79,7 @@ def check_finite(arr: np.ndarray, name: str) -> None:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise InvalidInputError(
-            name, "finite values (no NaN or inf)", f"{arr[idx]} at index {idx} ({int(bad.sum())} non-finite entries)"
+            name, "finite values (no NaN or inf)", f"{float(arr[idx])} at index {idx} ({int(bad.sum())} non-finite entries)"
         )
 
 
@@ -121,7 +121,7 @@ def check_stochastic(arr: np.ndarray, name: str, *, atol: float = STOCHASTIC_ATO
     """Last axis must be a probability vector: entries >= 0, sums within ``atol`` of 1."""
     if (arr < 0).any():
         idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
-        raise InvalidInputError(name, "non-negative probabilities", f"{arr[idx]!r} at index {idx}")
+        raise InvalidInputError(name, "non-negative probabilities", f"{float(arr[idx])!r} at index {idx}")
     sums = arr.sum(axis=-1)
     dev = np.abs(sums - 1.0)
     if (dev > atol).any():
@@ -129,7 +129,7 @@ def check_stochastic(arr: np.ndarray, name: str, *, atol: float = STOCHASTIC_ATO
         raise InvalidInputError(
             name,
             f"rows summing to 1 (tolerance {atol:g})",
-            f"row {idx} summing to {sums[idx]!r}",
+            f"row {idx} summing to {float(sums[idx])!r}",
         )
 
 

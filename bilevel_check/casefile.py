@@ -99,6 +99,8 @@ def _array(value, shape: tuple, where: str, field: str) -> np.ndarray:
 
     try:
         out = np.array(walk(value, 0, ""), dtype=np.float64)
+    except CaseError:
+        raise
     except ValueError as exc:  # ragged along a free axis
         raise CaseError(where, field, f"a rectangular {len(shape)}-d array", f"ragged nested lists ({exc})") from exc
     if out.ndim != len(shape):
