@@ -83,7 +83,7 @@ def check_finite(arr: np.ndarray, name: str) -> None:
         )
 
 
-def _as_real_scalar(value, name: str) -> float:
+def _as_real_scalar(value, name: str, expected: str = "a finite real number") -> float:
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
             value = value.item()
@@ -91,19 +91,19 @@ def _as_real_scalar(value, name: str) -> float:
             raise InvalidInputTypeError(name, "a real number", _describe(value))
     value = float(value)
     if not np.isfinite(value):
-        raise InvalidInputError(name, "a finite real number", repr(value))
+        raise InvalidInputError(name, expected, repr(value))
     return value
 
 
 def check_gamma(gamma, name: str = "gamma") -> float:
-    g = _as_real_scalar(gamma, name)
+    g = _as_real_scalar(gamma, name, "a discount factor in [0, 1)")
     if not 0.0 <= g < 1.0:
         raise InvalidInputError(name, "a discount factor in [0, 1)", repr(gamma))
     return g
 
 
 def check_tau(tau, name: str = "tau") -> float:
-    t = _as_real_scalar(tau, name)
+    t = _as_real_scalar(tau, name, "a finite temperature tau > 0")
     if not t > 0.0:
         raise InvalidInputError(name, "a temperature tau > 0", repr(tau))
     return t
