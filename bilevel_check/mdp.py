@@ -6,8 +6,9 @@ Axis names follow rlax: ``p_sas`` is ``P[s, a, s']``, ``r_sa`` a reward table,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

@@ -141,10 +141,14 @@ def _finish(mdp, r, V, method, tol, it, converged, throw, history=None, pi=None,
         log_pi = log_softmax_policy(Q, mdp.tau)
         pi = np.exp(log_pi)
     if throw and not converged:
+        if method == "policy_mirror_descent":
+            what = f"last step ||log pi_t+1 - log pi_t||_inf = {history[-1]:.3e}"
+        else:
+            what = f"relative residual {residual / max(1.0, float(np.max(np.abs(V)))):.3e}"
         raise ConvergenceError(
-            f"{method}: not converged after {it} iterations (relative residual "
-            f"{residual / max(1.0, float(np.max(np.abs(V)))):.3e} > tol={tol:g}); "
-            "raise max_iter, or use method='newton' when gamma is close to 1"
+            f"{method}: not converged after {it} iterations ({what} > tol={tol:g}); "
+            "raise max_iter or tol (float64 cannot go below about "
+            "cond(I - gamma P_pi) * eps relative), or use method='newton' when gamma is close to 1"
         )
     return SoftSolution(V, Q, pi, log_pi, residual, it, converged, method, tol, history or [])
 
@@ -239,16 +243,22 @@ def soft_policy_iteration(
     V = np.zeros(mdp.S) if V0 is None else as_float_array(V0, "V0", ndim=1)
     check_shape(V, (mdp.S,), "V0")
     converged, it, history = False, 0, []
+    TV = soft_bellman_v(mdp, r, V)
     for it in range(1, max_iter + 1):
-        Q = q_from_v(mdp, r, V)
-        log_pi = log_softmax_policy(Q, mdp.tau)
-        V_new, _ = _evaluate(mdp, r, np.exp(log_pi), log_pi)
-        res = float(np.max(np.abs(soft_bellman_v(mdp, r, V_new) - V_new)))
+        pi = softmax_policy(q_from_v(mdp, r, V), mdp.tau)
+        # Newton correction form: V + (I - gamma P_pi)^{-1} (T(V) - V). Algebraically
+        # the exact evaluation of pi, but the solve only sees the residual, so the
+        # new V is accurate to a few ulps of |V| (evaluating sum pi (r - tau log pi)
+        # directly loses cond(I - gamma P_pi) * eps * |Q| to cancellation).
+        V = V + np.linalg.solve(np.eye(mdp.S) - mdp.gamma * state_chain(mdp.P, pi), TV - V)
+        TV = soft_bellman_v(mdp, r, V)
+        res = float(np.max(np.abs(TV - V)))
         history.append(res)
-        V = V_new
         if _scaled(res, V) <= tol:
             converged = True
             break
+        if it >= 3 and res >= 0.5 * history[-2]:
+            break  # stagnated at the floating-point floor; reported below, not hidden
     return _finish(mdp, r, V, "policy_iteration", tol, it, converged, throw, history)
 
 
@@ -266,8 +276,9 @@ def policy_mirror_descent(
 
     ``log pi_{t+1} = (log pi_t + eta Q^{pi_t}) / (1 + eta tau)`` normalized per state,
     with ``Q^{pi_t}`` from exact evaluation. Stops when
-    ``||log pi_{t+1} - log pi_t||_inf <= tol`` (the iterates converge linearly, so
-    this bounds ``||log pi_t - log pi*||_inf`` up to the rate factor).
+    ``||log pi_{t+1} - log pi_t||_inf <= tol * max(1, ||Q^{pi_t}||_inf / tau)``
+    (the iterates converge linearly, so this bounds ``||log pi_t - log pi*||_inf``
+    up to the rate factor; the scale is the rounding level of ``eta Q / (1 + eta tau)``).
     The returned ``V, Q`` are the exact values of the returned policy.
     """
     r = _check_r(mdp, r_sa)
@@ -290,7 +301,9 @@ def policy_mirror_descent(
         step = float(np.max(np.abs(new - log_pi)))
         history.append(step)
         log_pi = new
-        if step <= tol:
+        # rounding in eta Q / (1 + eta tau) is about eps |Q| / tau: measure the step
+        # relative to max(1, |Q|_inf / tau) so that tol means the same at every scale
+        if step <= tol * max(1.0, float(np.max(np.abs(Q))) / mdp.tau):
             converged = True
             break
     pi = np.exp(log_pi)
