@@ -1,0 +1,324 @@
+"""Certified golden cases in ``reference/`` (schema ``bilevel-check/golden/v1``).
+
+Layout of the reference folder::
+
+    reference/manifest.json           seeds of every case + the regeneration recipe
+    reference/golden/<group>.json     one file per group (schema golden-v1)
+    reference/schema/golden-v1.json   JSON Schema of a group file
+    reference/schema/manifest-v1.json JSON Schema of the manifest
+
+Each case holds its inputs (a case file, schema ``bilevel-check/case/v1``), the
+certified outputs as decimal strings (``V [S]``, ``Q [S][A]``, ``pi [S][A]``,
+``phi``, ``grad [d]``; trajectory-level groups add ``grad_13``/``grad_14``, the
+two terms of Prop. 5.2, MATH.md section 5), the number of certified digits per
+output, the two independent routes that agreed and how far, flags and a tier.
+
+Certified digits are normwise: ``max_i |value_i - exact_i| <= 10^-k max_i |exact_i|``
+over the entries of one output. Every string carries at least ``k`` significant
+digits (checked on load).
+
+Public API (stable): :func:`load_golden`, :class:`GoldenCase`, :class:`GoldenError`,
+:data:`GOLDEN_SCHEMA`, :func:`golden_suite_version`, :func:`reference_root`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from ._validation import InvalidInputError
+
+__all__ = [
+    "GOLDEN_SCHEMA",
+    "MANIFEST_SCHEMA",
+    "GoldenError",
+    "GoldenCase",
+    "load_golden",
+    "load_manifest",
+    "golden_suite_version",
+    "reference_root",
+    "significant_digits",
+    "group_table",
+    "format_table",
+]
+
+#: Value of the ``schema`` field of every group file.
+GOLDEN_SCHEMA = "bilevel-check/golden/v1"
+#: Value of the ``schema`` field of ``reference/manifest.json``.
+MANIFEST_SCHEMA = "bilevel-check/golden-manifest/v1"
+#: Environment variable overriding the location of the reference folder.
+REFERENCE_ENV = "BILEVEL_CHECK_REFERENCE"
+
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class GoldenError(InvalidInputError):
+    """A missing, malformed or inconsistent golden file; names the file and the field."""
+
+    def __init__(self, where: str, field: str, expected: str, received: str):
+        self.where, self.field = where, field
+        super().__init__(f"{where}: {field}", expected, received)
+
+
+@dataclass
+class GoldenCase:
+    """One certified case.
+
+    Attributes:
+        id: unique case id (also the ``case["id"]``).
+        group: group name (file ``reference/golden/<group>.json``).
+        case: the case-file dict (``bilevel_check.casefile.load_case`` accepts it).
+        certified: output name -> decimal strings (scalar, list, or list of lists).
+        certified_digits: output name -> certified significant digits (normwise).
+        routes: output name -> ``{"a": route, "b": route, "agreement": digits}``.
+        flags: difficulty flags (``gamma_near_one``, ``low_temperature``, ...).
+        tier: ``"easy"``, ``"medium"`` or ``"hard"``.
+        spec: the generator and seed that rebuild ``case`` (see the manifest).
+        certificate: contraction certificate of ``V`` (``residual``, ``bound``) or None.
+        where: the file the case came from.
+    """
+
+    id: str
+    group: str
+    case: dict
+    certified: dict
+    certified_digits: dict
+    routes: dict
+    flags: list = field(default_factory=list)
+    tier: str = "easy"
+    spec: dict = field(default_factory=dict)
+    certificate: dict | None = None
+    where: str = "<golden>"
+
+    @property
+    def digits(self) -> int:
+        """The smallest certified digit count over all outputs."""
+        return min(self.certified_digits.values())
+
+    def load(self):
+        """The case as a :class:`bilevel_check.casefile.Case`."""
+        from .casefile import load_case
+
+        return load_case(self.case, where=f"{self.where}: case {self.id}")
+
+    def values(self, name: str, *, dtype=float):
+        """Output ``name`` converted entry-wise with ``dtype`` (``float`` or ``mpmath.mpf``)."""
+        return _convert(self.certified[name], dtype)
+
+
+def _convert(v, dtype):
+    if isinstance(v, list):
+        return [_convert(e, dtype) for e in v]
+    return dtype(v)
+
+
+def significant_digits(text: str) -> int:
+    """Significant digits written in a decimal string (``"-0.00120e5"`` -> 3); ``0`` -> a large number.
+
+    An exact zero (all digits 0) is exact at any precision and counts as 10**6.
+    """
+    mant = text.strip().lstrip("+-").split("e")[0].split("E")[0].replace(".", "")
+    stripped = mant.lstrip("0")
+    return len(stripped) if stripped else 10**6
+
+
+def reference_root(root=None) -> Path:
+    """The reference folder: ``root``, else ``$BILEVEL_CHECK_REFERENCE``, else ``reference/`` next to the package."""
+    if root is None:
+        root = os.environ.get(REFERENCE_ENV) or Path(__file__).resolve().parent.parent / "reference"
+    path = Path(root)
+    if not path.is_dir():
+        raise GoldenError(str(path), "<reference root>", f"a folder holding manifest.json and golden/ (set {REFERENCE_ENV} or pass root=)", "no such folder")
+    return path
+
+
+@lru_cache(maxsize=8)
+def _schema(root: str, name: str) -> dict:
+    path = Path(root) / "schema" / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GoldenError(str(path), "<schema>", "a readable JSON Schema", str(exc)) from exc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GoldenError(str(path), "<file>", "a readable JSON file", str(exc)) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GoldenError(str(path), "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+def _validate(obj, schema: dict, where: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(obj), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".") or "<root>"
+        received = repr(err.instance)
+        if len(received) > 80:
+            received = received[:77] + "..."
+        raise GoldenError(where, path, f"schema {schema.get('$id', '?')}: {err.message[:160]}", received)
+
+
+def load_manifest(*, root=None) -> dict:
+    """Read and validate ``reference/manifest.json`` (schema ``manifest-v1.json``)."""
+    base = reference_root(root)
+    path = base / "manifest.json"
+    man = _read_json(path)
+    _validate(man, _schema(str(base), "manifest-v1.json"), str(path))
+    return man
+
+
+def _flat(v):
+    if isinstance(v, list):
+        for e in v:
+            yield from _flat(e)
+    else:
+        yield v
+
+
+def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
+    from .casefile import CaseError, load_case
+
+    cid = raw["id"]
+    here = f"cases[{cid}]"
+    if raw["case"].get("id") != cid:
+        raise GoldenError(where, f"{here}.case.id", repr(cid), repr(raw["case"].get("id")))
+    try:
+        load_case(raw["case"], where=f"{where}: {here}.case")
+    except CaseError as exc:
+        raise GoldenError(where, f"{here}.case.{exc.field}", exc.expected, exc.received) from exc
+    cert, digs = raw["certified"], raw["certified_digits"]
+    for name, k in digs.items():
+        if name not in cert:
+            raise GoldenError(where, f"{here}.certified_digits.{name}", "an output present in certified", "missing output")
+        shortest = min(significant_digits(s) for s in _flat(cert[name]))
+        if shortest < k:
+            raise GoldenError(
+                where, f"{here}.certified_digits.{name}",
+                f"at most the significant digits written in certified.{name} ({shortest})", str(k),
+            )
+    for name in cert:
+        if name not in digs:
+            raise GoldenError(where, f"{here}.certified_digits.{name}", "a digit count for every certified output", "missing")
+        if name not in raw["routes"]:
+            raise GoldenError(where, f"{here}.routes.{name}", "the two routes that certified the output", "missing")
+    return GoldenCase(
+        id=cid, group=group, case=raw["case"], certified=cert, certified_digits=dict(digs),
+        routes=raw["routes"], flags=list(raw["flags"]), tier=raw["tier"], spec=raw["spec"],
+        certificate=raw.get("certificate"), where=where,
+    )
+
+
+def load_group_file(path, *, root=None) -> list[GoldenCase]:
+    """Load one group file, validated against ``schema/golden-v1.json`` and the case-file rules."""
+    base = reference_root(root)
+    path = Path(path)
+    obj = _read_json(path)
+    _validate(obj, _schema(str(base), "golden-v1.json"), str(path))
+    seen: set = set()
+    out = []
+    for raw in obj["cases"]:
+        if raw["id"] in seen:
+            raise GoldenError(str(path), f"cases[{raw['id']}].id", "a unique case id", "duplicate")
+        seen.add(raw["id"])
+        out.append(_check_case(raw, str(path), obj["group"]))
+    return out
+
+
+def load_golden(groups=None, *, root=None) -> list[GoldenCase]:
+    """Load the certified golden cases.
+
+    Args:
+        groups: group names to load (default: every group of the manifest).
+        root: the reference folder (default ``$BILEVEL_CHECK_REFERENCE`` or the
+            ``reference/`` folder next to the package).
+
+    Returns:
+        The cases, in manifest order.
+
+    Raises:
+        GoldenError: naming the file and the field, for a missing file, bad JSON,
+            a schema violation, an invalid embedded case, a certified-digit count
+            larger than the digits written, or a case count different from the manifest's.
+    """
+    base = reference_root(root)
+    man = load_manifest(root=base)
+    names = list(man["groups"])
+    if groups is not None:
+        groups = [groups] if isinstance(groups, str) else list(groups)
+        unknown = [g for g in groups if g not in man["groups"]]
+        if unknown:
+            raise GoldenError(str(base / "manifest.json"), "groups", f"group names among {names}", repr(unknown))
+        names = [g for g in names if g in groups]
+    cases: list[GoldenCase] = []
+    for g in names:
+        entry = man["groups"][g]
+        path = base / entry["file"]
+        loaded = load_group_file(path, root=base)
+        want = [c["id"] for c in entry["cases"]]
+        got = [c.id for c in loaded]
+        if got != want:
+            raise GoldenError(str(path), "cases", f"the {len(want)} cases listed in manifest.json", f"{len(got)} cases ({sorted(set(want) ^ set(got))[:4]} differ)")
+        cases.extend(loaded)
+    return cases
+
+
+def golden_suite_version(*, root=None) -> str:
+    """``"<suite_version>+<12 hex digits of sha256 over the manifest and group files>"``."""
+    base = reference_root(root)
+    man = load_manifest(root=base)
+    h = hashlib.sha256()
+    for rel in ["manifest.json"] + [man["groups"][g]["file"] for g in sorted(man["groups"])]:
+        p = base / rel
+        h.update(rel.encode())
+        h.update(p.read_bytes() if p.is_file() else b"<missing>")
+    return f"{man['suite_version']}+{h.hexdigest()[:12]}"
+
+
+def group_table(cases: list[GoldenCase]) -> list[dict]:
+    """Per group: cases, min/median certified digits (smallest over outputs per case), routes."""
+    import statistics
+
+    rows: dict[str, dict] = {}
+    for c in cases:
+        r = rows.setdefault(c.group, {"group": c.group, "cases": 0, "digits": [], "routes": set(), "tiers": {}})
+        r["cases"] += 1
+        r["digits"].append(c.digits)
+        r["tiers"][c.tier] = r["tiers"].get(c.tier, 0) + 1
+        for pair in c.routes.values():
+            r["routes"].add(f"{pair['a']} vs {pair['b']}")
+    out = []
+    for r in rows.values():
+        out.append({
+            "group": r["group"], "cases": r["cases"], "min_digits": min(r["digits"]),
+            "median_digits": statistics.median(r["digits"]), "tiers": r["tiers"], "routes": sorted(r["routes"]),
+        })
+    return out
+
+
+def format_table(cases: list[GoldenCase]) -> str:
+    """The certified-digits table as Markdown (group, cases, min/median digits, tiers, routes)."""
+    lines = [
+        "| group | cases | min digits | median digits | tiers (easy/medium/hard) | routes |",
+        "|---|---|---|---|---|---|",
+    ]
+    total = 0
+    for r in group_table(cases):
+        total += r["cases"]
+        t = r["tiers"]
+        tiers = f"{t.get('easy', 0)}/{t.get('medium', 0)}/{t.get('hard', 0)}"
+        lines.append(f"| {r['group']} | {r['cases']} | {r['min_digits']} | {r['median_digits']:g} | {tiers} | {'; '.join(r['routes'])} |")
+    lines.append(f"| **total** | **{total}** | | | | |")
+    return "\n".join(lines)
