@@ -102,6 +102,7 @@ class GoldenCase:
 
     def load(self):
         """The case as a :class:`bilevel_check.casefile.Case`."""
+        from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
         from .casefile import load_case
 
         return load_case(self.case, where=f"{self.where}: case {self.id}")
@@ -189,6 +190,7 @@ def _flat(v):
 
 
 def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
+    from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
     from .casefile import CaseError, load_case
 
     cid = raw["id"]
@@ -287,6 +289,10 @@ def golden_suite_version(*, root=None) -> str:
     return f"{man['suite_version']}+{h.hexdigest()[:12]}"
 
 
+def _short(route: str) -> str:
+    return re.sub(r",? \d+ digits", "", route)
+
+
 def group_table(cases: list[GoldenCase]) -> list[dict]:
     """Per group: cases, min/median certified digits (smallest over outputs per case), routes."""
     import statistics
@@ -298,7 +304,7 @@ def group_table(cases: list[GoldenCase]) -> list[dict]:
         r["digits"].append(c.digits)
         r["tiers"][c.tier] = r["tiers"].get(c.tier, 0) + 1
         for pair in c.routes.values():
-            r["routes"].add(f"{pair['a']} vs {pair['b']}")
+            r["routes"].add(f"{_short(pair['a'])} vs {_short(pair['b'])}")
     out = []
     for r in rows.values():
         out.append({

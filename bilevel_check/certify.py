@@ -1,0 +1,384 @@
+"""Certify golden cases: two independent mpmath routes per output (MATH.md section 7).
+
+Route A (``digits`` significant digits): the closed form of
+:mod:`bilevel_check.precise` -- Newton lower level, implicit derivatives,
+hyper-gradient (9); for trajectory objectives the exact enumeration of
+(13) + (14) of :mod:`bilevel_check.precise_traj` fed with route A's
+``pi*``, ``dV*``, ``dQ*``.
+
+Route B (``check_digits`` digits, written here, sharing no code with route A):
+
+* ``V, Q, pi, phi``: this module's own Newton iteration on ``F(V) = V - T(V)``
+  (soft policy iteration, Jacobian ``I - gamma P_pi``), plus the contraction
+  certificate of route A's ``V``: ``|V_A - V*|_inf <= |T(V_A) - V_A|_inf / (1 - gamma)``
+  with ``T`` evaluated at ``check_digits``.
+* ``grad``: the 5-point central difference of ``phi(x) = f(x, pi*_x)``
+  (error ``h^4 phi^(5) / 30``, ``h = 10^(-check_digits/5) min(1, tau)``).
+* ``grad_13``: the same difference of ``x -> E_{pi fixed}[l(d; x)]``; ``grad_14``
+  = route B ``grad`` minus route B ``grad_13``.
+
+Certified digits of an output = ``floor`` of the normwise agreement
+``-log10(max|a - b| / max|b|)``, capped at ``digits - 10`` (and, for ``V``, at
+the certificate's digits). Certification fails (raises) below 30 digits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import mpmath
+
+from ._validation import InvalidInputError
+
+__all__ = [
+    "MIN_DIGITS",
+    "CertificationError",
+    "mp_problem",
+    "mp_newton",
+    "mp_bellman",
+    "agreement",
+    "certify_case",
+    "certify_groups",
+]
+
+#: Every certified output must reach this many digits.
+MIN_DIGITS = 30
+
+
+class CertificationError(RuntimeError):
+    """The two routes agree on fewer than :data:`MIN_DIGITS` digits for some output."""
+
+
+def _mp(v):
+    return mpmath.mpf(v) if isinstance(v, str) else mpmath.mpf(repr(float(v))) if isinstance(v, float) else mpmath.mpf(v)
+
+
+def mp_problem(case: dict):
+    """Parse a case dict at the current mpmath precision.
+
+    Returns ``(P [S][A][S], gamma, tau, reward_fn, x)``; rows of ``P`` are
+    renormalized in working precision; ``reward_fn(x) -> (r [S][A], dr [S][A][d])``.
+    """
+    m = case["mdp"]
+    P = [[[_mp(v) for v in row] for row in sa] for sa in m["P"]]
+    P = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in P]
+    S, A = len(P), len(P[0])
+    gamma, tau = _mp(m["gamma"]), _mp(m["tau"])
+    x = [_mp(v) for v in case["x"]]
+    spec = case["reward"]
+    kind = spec["kind"]
+    if kind == "tabular":
+        def reward_fn(x):
+            d = len(x)
+            r = [[x[s * A + a] for a in range(A)] for s in range(S)]
+            dr = [[[mpmath.mpf(1) if k == s * A + a else mpmath.mpf(0) for k in range(d)] for a in range(A)] for s in range(S)]
+            return r, dr
+    elif kind == "linear":
+        F = [[[_mp(v) for v in f] for f in row] for row in spec["features"]]
+
+        def reward_fn(x):
+            return [[mpmath.fdot(F[s][a], x) for a in range(A)] for s in range(S)], F
+    elif kind == "quadratic":
+        c = [[_mp(v) for v in row] for row in spec["c"]]
+        M = [[_mp(v) for v in row] for row in spec["M"]]
+
+        def reward_fn(x):
+            d = len(x)
+            q = mpmath.fsum(x[i] * M[i][j] * x[j] for i in range(d) for j in range(d))
+            g = [mpmath.fsum((M[k][j] + M[j][k]) * x[j] for j in range(d)) for k in range(d)]
+            return [[c[s][a] * q for a in range(A)] for s in range(S)], [[[c[s][a] * gk for gk in g] for a in range(A)] for s in range(S)]
+    else:
+        raise InvalidInputError("reward.kind", "'tabular', 'linear' or 'quadratic'", repr(kind))
+    return P, gamma, tau, reward_fn, x
+
+
+def _lse(z):
+    """``log sum exp z`` with the max shift."""
+    m = max(z)
+    return m + mpmath.log(mpmath.fsum(mpmath.exp(v - m) for v in z))
+
+
+def mp_bellman(P, gamma, tau, r, V):
+    """``(T(V) [S], Q [S][A], pi [S][A])`` with ``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6), ``pi`` by (5)."""
+    S, A = len(P), len(P[0])
+    Q = [[r[s][a] + gamma * mpmath.fdot(P[s][a], V) for a in range(A)] for s in range(S)]
+    TV = [tau * _lse([q / tau for q in Q[s]]) for s in range(S)]
+    pi = [[mpmath.exp((Q[s][a] - TV[s]) / tau) for a in range(A)] for s in range(S)]
+    return TV, Q, pi
+
+
+def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
+    """Newton on ``F(V) = V - T(V)``: ``V <- V - (I - gamma P_pi)^{-1} (V - T(V))`` (MATH.md section 1).
+
+    Stops when the residual ``|T(V) - V|_inf`` stops decreasing below
+    ``10^(5 - dps) max(1, |V|_inf)``. Returns ``(V, residual)``.
+    """
+    S, A = len(P), len(P[0])
+    V = list(V0) if V0 is not None else [mpmath.mpf(0)] * S
+    tol = mpmath.mpf(10) ** (5 - mpmath.mp.dps)
+    for _ in range(max_iter):
+        TV, Q, pi = mp_bellman(P, gamma, tau, r, V)
+        res = [V[s] - TV[s] for s in range(S)]
+        rn = max(abs(v) for v in res)
+        if rn <= tol * max(1, max(abs(v) for v in V)):
+            return V, rn
+        J = mpmath.matrix(S, S)
+        for s in range(S):
+            for t in range(S):
+                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(pi[s][a] * P[s][a][t] for a in range(A))
+        step = mpmath.lu_solve(J, mpmath.matrix(res))
+        V = [V[s] - step[s] for s in range(S)]
+    raise CertificationError(f"mp_newton: no convergence in {max_iter} steps (residual {mpmath.nstr(rn, 5)})")
+
+
+def agreement(a, b, *, cap: float) -> float:
+    """Normwise digits of agreement ``-log10(max|a - b| / max|a|)`` of nested lists, at most ``cap``.
+
+    When ``a`` is exactly zero (e.g. ``grad phi(0) = 0`` for the quadratic family)
+    the agreement is absolute: ``-log10(max|b|)``.
+    """
+    fa, fb = list(_flat(a)), list(_flat(b))
+    diff = max(abs(_mp(u) - _mp(v)) for u, v in zip(fa, fb))
+    scale = max(abs(_mp(u)) for u in fa)
+    if diff == 0:
+        return float(cap)
+    if scale == 0:
+        return float(min(cap, -mpmath.log10(diff)))
+    return float(min(cap, -mpmath.log10(diff / scale)))
+
+
+def _flat(v):
+    if isinstance(v, (list, tuple)):
+        for e in v:
+            yield from _flat(e)
+    else:
+        yield v
+
+
+def _strings(v, digits):
+    """Decimal strings with ``digits`` significant digits (call inside ``workdps`` >= the values' precision)."""
+    if isinstance(v, (list, tuple)):
+        return [_strings(e, digits) for e in v]
+    v = _mp(v)
+    if v == 0:
+        return "0"
+    return mpmath.nstr(v, digits, strip_zeros=False, min_fixed=-4, max_fixed=6)
+
+
+def _fd5(fn, x, k, h):
+    """5-point central difference ``d fn / d x_k``: (-f(+2h) + 8 f(+h) - 8 f(-h) + f(-2h)) / (12 h)."""
+    def at(t):
+        y = list(x)
+        y[k] += t
+        return fn(y)
+
+    return (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+
+
+def _quadratic_phi(spec):
+    cx, cpi = _mp(spec["cx"]), _mp(spec["cpi"])
+    G = [[_mp(v) for v in row] for row in spec["G"]]
+
+    def f(x, pi):
+        lin = mpmath.fsum(G[s][a] * pi[s][a] for s in range(len(G)) for a in range(len(G[0])))
+        sq = mpmath.fsum(p * p for row in pi for p in row)
+        return cx / 2 * mpmath.fdot(x, x) + lin + cpi / 2 * sq
+
+    return f
+
+
+def _route_a(case: dict, digits: int):
+    """Closed form of :mod:`bilevel_check.precise` (and exact enumeration for trajectory uppers)."""
+    from . import precise
+
+    m = case["mdp"]
+    up = case["upper"]
+    if up["kind"] == "quadratic":
+        res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], up, case["x"], digits=digits)
+        return {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi, "grad": res.grad}
+    from .precise_traj import route_a_traj
+
+    return route_a_traj(case, digits)
+
+
+def _route_b(case: dict, check_digits: int, V_a):
+    """This module's Newton + certificate + 5-point differences, at ``check_digits``."""
+    out = {}
+    with mpmath.workdps(check_digits):
+        P, gamma, tau, reward_fn, x = mp_problem(case)
+        r, _ = reward_fn(x)
+        V_a = [_mp(v) for v in V_a]
+        TV, _, _ = mp_bellman(P, gamma, tau, r, V_a)
+        residual = max(abs(TV[s] - V_a[s]) for s in range(len(P)))
+        out["certificate"] = (residual, residual / (1 - gamma))
+        V, _ = mp_newton(P, gamma, tau, r)
+        _, Q, pi = mp_bellman(P, gamma, tau, r, V)
+        out.update(V=V, Q=Q, pi=pi)
+        up = case["upper"]
+        if up["kind"] == "quadratic":
+            f = _quadratic_phi(up)
+            f_fixed = None
+        else:
+            from .precise_traj import mp_traj_objective
+
+            f, f_fixed = mp_traj_objective(case, P, reward_fn)
+        out["phi"] = f(x, pi)
+        warm = {"V": V}
+
+        def phi(y):
+            ry, _ = reward_fn(y)
+            Vy, _ = mp_newton(P, gamma, tau, ry, warm["V"])
+            return f(y, mp_bellman(P, gamma, tau, ry, Vy)[2])
+
+        h = mpmath.mpf(10) ** (-check_digits // 5) * min(1, tau)
+        out["grad"] = [_fd5(phi, x, k, h) for k in range(len(x))]
+        if f_fixed is not None:
+            g13 = [_fd5(lambda y: f_fixed(y, pi), x, k, h) for k in range(len(x))]
+            out["grad_13"] = g13
+            out["grad_14"] = [g - g1 for g, g1 in zip(out["grad"], g13)]
+    return out
+
+
+def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = None, tier: str = "easy") -> dict:
+    """Build a case from its manifest entry and certify every output.
+
+    Args:
+        spec: ``{"id", "generator", "seed", "params"}`` (see :mod:`bilevel_check.golden_cases`).
+        digits: route A precision; the strings carry ``digits`` significant digits.
+        check_digits: route B precision (default ``digits + 40``).
+        tier: difficulty tier recorded with the case.
+
+    Returns:
+        The golden-case dict of schema ``bilevel-check/golden/v1``.
+
+    Raises:
+        CertificationError: an output certified to fewer than :data:`MIN_DIGITS` digits.
+    """
+    from .golden_cases import build_case, case_flags
+
+    if digits < MIN_DIGITS + 10:
+        raise InvalidInputError("digits", f"an integer >= {MIN_DIGITS + 10}", repr(digits))
+    check_digits = digits + 40 if check_digits is None else int(check_digits)
+    t0 = time.perf_counter()
+    case = build_case(spec)
+    a = _route_a(case, digits)
+    b = _route_b(case, check_digits, a["V"])
+    cap = digits - 10
+    resid, bound = b["certificate"]
+    with mpmath.workdps(check_digits):
+        vmax = max(abs(_mp(v)) for v in a["V"])
+        cert_digits = check_digits if bound == 0 else float(min(check_digits, -mpmath.log10(bound / max(vmax, mpmath.mpf(10) ** -check_digits))))
+        digs, routes = {}, {}
+        desc_a = f"precise closed form (9), Newton, {digits} digits"
+        desc_b = f"golden Newton, {check_digits} digits"
+        for name in a:
+            ag = agreement(a[name], b[name], cap=check_digits)
+            if name == "V":
+                ag = min(ag, cert_digits)
+            rb = desc_b + (" + contraction certificate" if name == "V" else "")
+            if name.startswith("grad"):
+                rb = f"5-point central difference of phi, {check_digits} digits"
+                if case["upper"]["kind"] != "quadratic":
+                    ra = f"exact trajectory enumeration of (13)+(14), {digits} digits"
+                else:
+                    ra = desc_a
+            else:
+                ra = desc_a
+            routes[name] = {"a": ra, "b": rb, "agreement": round(ag, 2)}
+            digs[name] = int(math.floor(min(ag, cap)))
+            if digs[name] < MIN_DIGITS:
+                raise CertificationError(f"{spec['id']}: {name} certified to {ag:.1f} < {MIN_DIGITS} digits")
+        _, _, _, reward_fn, x = mp_problem(case)
+        rmax = max(abs(float(v)) for v in _flat(reward_fn(x)[0]))
+        pi_min = float(min(_mp(p) for p in _flat(a["pi"])))
+        certified = {k: _strings(v, digits) for k, v in a.items()}
+        certificate = {"residual": _strings(resid, 6), "bound": _strings(bound, 6)}
+    flags = case_flags(case, pi_min)
+    if rmax >= 100:
+        flags.append("large_reward")
+    return {
+        "id": spec["id"], "tier": tier, "flags": flags,
+        "spec": {"generator": spec["generator"], "seed": spec["seed"], "params": spec["params"]},
+        "case": case,
+        "certified": certified,
+        "certified_digits": digs,
+        "routes": routes,
+        "certificate": certificate,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> dict:
+    from . import __version__
+
+    return {
+        "package_version": __version__,
+        "mpmath_version": mpmath.__version__,
+        "digits": digits,
+        "check_digits": check_digits,
+        "generator": f"bilevel-check certify --groups {group} --digits {digits} --check-digits {check_digits}",
+        "seconds": round(seconds, 2),
+    }
+
+
+def certify_groups(groups=None, *, digits: int = 60, check_digits: int | None = None, out=None,
+                   resume: bool = False, progress: bool = True) -> dict:
+    """Regenerate the golden files of ``groups`` into the reference folder ``out``.
+
+    Each finished case is kept in ``out/.partial/<group>/<id>.json`` (written
+    atomically); with ``resume=True`` a case whose partial file has the same spec
+    and digits is not recomputed. A group file is written (atomically) once all
+    its cases are done, then ``out/manifest.json`` is updated. Returns the manifest.
+    """
+    import json
+    from pathlib import Path
+
+    from ._io import atomic_write_json
+    from ._progress import Progress
+    from .golden import GOLDEN_SCHEMA, MANIFEST_SCHEMA, reference_root
+    from .golden_cases import default_specs
+
+    check_digits = digits + 40 if check_digits is None else int(check_digits)
+    specs = default_specs(groups)
+    if groups is not None:
+        missing = sorted(set(groups) - set(specs))
+        if missing:
+            raise InvalidInputError("groups", f"group names among {sorted(default_specs())}", repr(missing))
+    base = Path(out) if out is not None else reference_root()
+    total = sum(len(e["cases"]) for e in specs.values())
+    man_path = base / "manifest.json"
+    manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"groups": {}}
+    with Progress(total, desc="certify", enabled=progress) as bar:
+        for g, entry in specs.items():
+            t0, rows = time.perf_counter(), []
+            for spec in entry["cases"]:
+                part = base / ".partial" / g / f"{spec['id']}.json"
+                row = None
+                if resume and part.is_file():
+                    old = json.loads(part.read_text())
+                    same = old["spec"] == {k: spec[k] for k in ("generator", "seed", "params")}
+                    if same and old.get("digits") == [digits, check_digits]:
+                        row = old["row"]
+                if row is None:
+                    row = certify_case(spec, digits=digits, check_digits=check_digits, tier=entry["tier"])
+                    atomic_write_json(part, {"spec": row["spec"], "digits": [digits, check_digits], "row": row})
+                rows.append(row)
+                bar.update(1, info=f"{g}/{spec['id']}")
+            doc = {"schema": GOLDEN_SCHEMA, "group": g, "description": entry["description"],
+                   "provenance": _provenance(g, digits, check_digits, time.perf_counter() - t0), "cases": rows}
+            atomic_write_json(base / entry["file"], doc)
+            for spec in entry["cases"]:  # the group file now holds every row
+                (base / ".partial" / g / f"{spec['id']}.json").unlink(missing_ok=True)
+            for d in (base / ".partial" / g, base / ".partial"):
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+            manifest["groups"][g] = {"file": entry["file"], "description": entry["description"], "cases": entry["cases"]}
+    manifest.update({
+        "schema": MANIFEST_SCHEMA, "suite_version": "1", "digits": digits, "check_digits": check_digits,
+        "recipe": f"bilevel-check certify --digits {digits} --check-digits {check_digits} --out reference",
+        "total_cases": sum(len(e["cases"]) for e in manifest["groups"].values()),
+    })
+    manifest = {k: manifest[k] for k in ("schema", "suite_version", "recipe", "digits", "check_digits", "total_cases", "groups")}
+    atomic_write_json(man_path, manifest)
+    return manifest

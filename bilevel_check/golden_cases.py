@@ -1,0 +1,241 @@
+"""Seeded generators of the golden case inputs and the built-in manifest.
+
+Every golden case is rebuilt from ``(generator, seed, params)``: a numpy
+``Generator`` seeded with ``seed`` draws the arrays in a fixed order, and
+:func:`bilevel_check.casefile.make_case` writes them as ``repr`` decimal strings,
+so regeneration reproduces the case files byte for byte.
+
+Groups (file ``reference/golden/<group>.json``):
+
+* ``random_dense``      dense random ``P``, linear rewards (easy)
+* ``sparse_absorbing``  1-2 successors per (s, a), an absorbing state (medium)
+* ``quadratic_family``  the authors' ``r = c x^T M x`` (MATH.md section 6)
+* ``single_state``      ``S = 1`` (a bandit) and ``A = 1`` (a Markov reward process)
+* ``near_deterministic`` reward gaps >> tau, ``pi*`` entries down to ~1e-30
+* ``gamma_near_one``    gamma in {0.99, 0.995, 0.999}
+* ``low_temperature``   tau = 0.01 with ``|r| ~ 100+`` (``exp(r / tau)`` overflows float64 without max-shift)
+* ``problems``          named problems of :mod:`bilevel_check.problems`
+* ``model_free``        trajectory-level upper objectives (RLHF, reward shaping), MATH.md section 5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ._validation import InvalidInputError
+from .casefile import make_case
+
+__all__ = ["GENERATORS", "GROUPS", "default_specs", "build_case", "case_flags"]
+
+
+def _dense_P(rng, S, A, floor=0.05):
+    P = rng.random((S, A, S)) + floor
+    return P / P.sum(axis=-1, keepdims=True)
+
+
+def _sparse_P(rng, S, A):
+    """1-2 successors per (s, a); state S-1 absorbing."""
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        for a in range(A):
+            k = int(rng.integers(1, 3))
+            P[s, a, rng.choice(S, size=min(k, S), replace=False)] = rng.random(min(k, S)) + 0.1
+    P[S - 1] = 0.0
+    P[S - 1, :, S - 1] = 1.0
+    return P / P.sum(axis=-1, keepdims=True)
+
+
+def _quad_upper(rng, S, A, *, G=True, cx=1.0, cpi=1.0):
+    return {"kind": "quadratic", "cx": cx, "G": rng.normal(size=(S, A)) if G else np.zeros((S, A)), "cpi": cpi}
+
+
+def gen_linear(cid, seed, *, S, A, d, gamma, tau, sparse=False, scale=1.0, x_scale=1.0):
+    """Dense (or sparse-absorbing) ``P``, linear reward ``F @ x`` with ``F ~ scale N(0,1)``."""
+    rng = np.random.default_rng(seed)
+    P = _sparse_P(rng, S, A) if sparse else _dense_P(rng, S, A)
+    F = scale * rng.normal(size=(S, A, d))
+    upper = _quad_upper(rng, S, A)
+    x = x_scale * rng.normal(size=d)
+    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
+
+
+def gen_tabular(cid, seed, *, S, A, gamma, tau, scale=1.0):
+    """Tabular reward ``r = x.reshape(S, A)`` with ``x ~ scale N(0, 1)``."""
+    rng = np.random.default_rng(seed)
+    P = _dense_P(rng, S, A)
+    upper = _quad_upper(rng, S, A)
+    x = scale * rng.normal(size=S * A)
+    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "tabular"}, upper=upper, x=x)
+
+
+def gen_quadratic(cid, seed, *, S, A, d, gamma, tau, x_zero=False, G=False):
+    """The authors' family: ``c = U1 U2``, ``M ~ N(0,1)``, support of k ~ U{1..S-1} successors."""
+    rng = np.random.default_rng(seed)
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        for a in range(A):
+            k = int(rng.integers(1, max(S - 1, 1) + 1))
+            P[s, a, rng.choice(S, size=k, replace=False)] = 1.0
+    P /= P.sum(axis=-1, keepdims=True)
+    c = rng.random((S, A)) * rng.random((S, A))
+    M = rng.normal(size=(d, d))
+    x = np.zeros(d) if x_zero else rng.normal(size=d) / np.sqrt(d)
+    upper = _quad_upper(rng, S, A, G=G)
+    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "quadratic", "c": c, "M": M}, upper=upper, x=x)
+
+
+def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
+    """Near-deterministic ``pi*``: action 0 gets ``+gap`` reward over the others (``pi* ~ exp(-gap/tau)``)."""
+    rng = np.random.default_rng(seed)
+    P = _dense_P(rng, S, A)
+    F = rng.normal(size=(S, A, d))
+    F[:, 0, 0] += gap  # x[0] = 1 below, so r[s, 0] gets +gap
+    x = np.concatenate([[1.0], rng.normal(size=d - 1)])
+    upper = _quad_upper(rng, S, A)
+    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
+
+
+def gen_problem(cid, seed, *, name, gamma=None, tau=None, **kwargs):
+    """A named problem of :mod:`bilevel_check.problems` (``make_problem(name, seed=...) -> case dict``)."""
+    from . import problems
+
+    case = problems.make_case(name, seed=seed, **kwargs) if hasattr(problems, "make_case") else None
+    if case is None:
+        raise InvalidInputError("name", "a problem exposed by bilevel_check.problems.make_case", repr(name))
+    case = dict(case, id=cid)
+    if gamma is not None:
+        case["mdp"] = dict(case["mdp"], gamma=repr(float(gamma)))
+    if tau is not None:
+        case["mdp"] = dict(case["mdp"], tau=repr(float(tau)))
+    return case
+
+
+def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
+    """A tiny MDP with a trajectory-level upper objective (see :mod:`bilevel_check.precise_traj`)."""
+    from .precise_traj import make_traj_case
+
+    return make_traj_case(cid, seed, kind=kind, S=S, A=A, d=d, H=H, gamma=gamma, tau=tau, **kwargs)
+
+
+GENERATORS: dict[str, Callable] = {
+    "linear": gen_linear,
+    "tabular": gen_tabular,
+    "quadratic": gen_quadratic,
+    "gap": gen_gap,
+    "problem": gen_problem,
+    "model_free": gen_model_free,
+}
+
+#: group -> (description, tier, [(id, generator, seed, params)])
+GROUPS: dict[str, tuple[str, str, list]] = {
+    "random_dense": ("dense random P, linear and tabular rewards", "easy", [
+        ("dense-S2A2-g05", "linear", 101, dict(S=2, A=2, d=2, gamma=0.5, tau=1.0)),
+        ("dense-S3A2-g09", "linear", 102, dict(S=3, A=2, d=2, gamma=0.9, tau=0.5)),
+        ("dense-S4A3-g08", "linear", 103, dict(S=4, A=3, d=3, gamma=0.8, tau=2.0)),
+        ("dense-S5A3-g09", "linear", 104, dict(S=5, A=3, d=4, gamma=0.9, tau=1.0)),
+        ("dense-S3A3-tabular", "tabular", 105, dict(S=3, A=3, gamma=0.7, tau=0.7)),
+        ("dense-S6A4-g0", "linear", 106, dict(S=6, A=4, d=3, gamma=0.0, tau=1.0)),
+        ("dense-S8A4-g095", "linear", 107, dict(S=8, A=4, d=3, gamma=0.95, tau=0.2)),
+    ]),
+    "sparse_absorbing": ("1-2 successors per (s, a) and an absorbing last state", "medium", [
+        ("sparse-S3A2", "linear", 201, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, sparse=True)),
+        ("sparse-S4A2", "linear", 202, dict(S=4, A=2, d=3, gamma=0.95, tau=0.5, sparse=True)),
+        ("sparse-S5A3", "linear", 203, dict(S=5, A=3, d=2, gamma=0.9, tau=0.3, sparse=True)),
+        ("sparse-S6A2", "linear", 204, dict(S=6, A=2, d=4, gamma=0.8, tau=1.0, sparse=True)),
+        ("sparse-S8A3", "linear", 205, dict(S=8, A=3, d=3, gamma=0.9, tau=2.0, sparse=True)),
+    ]),
+    "quadratic_family": ("the authors' r = c x^T M x, f = |x|^2/2 + |pi|^2/2 (+ <G, pi>)", "easy", [
+        ("quad-S3A2-x0", "quadratic", 301, dict(S=3, A=2, d=3, gamma=0.5, tau=1.0, x_zero=True)),
+        ("quad-S4A3", "quadratic", 302, dict(S=4, A=3, d=4, gamma=0.5, tau=1.0)),
+        ("quad-S5A2", "quadratic", 303, dict(S=5, A=2, d=5, gamma=0.9, tau=0.5, G=True)),
+        ("quad-S10A5", "quadratic", 304, dict(S=10, A=5, d=6, gamma=0.5, tau=1.0)),
+        ("quad-S6A3-g099", "quadratic", 305, dict(S=6, A=3, d=3, gamma=0.99, tau=1.0, G=True)),
+    ]),
+    "single_state": ("S = 1 (a bandit) and A = 1 (a Markov reward process)", "easy", [
+        ("bandit-A3", "linear", 401, dict(S=1, A=3, d=2, gamma=0.5, tau=1.0)),
+        ("bandit-A5-g09", "linear", 402, dict(S=1, A=5, d=3, gamma=0.9, tau=0.3)),
+        ("mrp-S3A1", "linear", 403, dict(S=3, A=1, d=2, gamma=0.9, tau=1.0)),
+        ("trivial-S1A1", "linear", 404, dict(S=1, A=1, d=2, gamma=0.7, tau=0.5)),
+    ]),
+    "near_deterministic": ("reward gaps >> tau: pi* entries from ~1e-9 to ~1e-40", "hard", [
+        ("neardet-gap20", "gap", 501, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gap=20.0)),
+        ("neardet-gap5-tau01", "gap", 502, dict(S=4, A=3, d=2, gamma=0.8, tau=0.1, gap=5.0)),
+        ("neardet-gap50", "gap", 503, dict(S=3, A=3, d=3, gamma=0.5, tau=0.5, gap=50.0)),
+        ("neardet-gap8-tau005", "gap", 504, dict(S=5, A=2, d=2, gamma=0.9, tau=0.05, gap=8.0)),
+        ("neardet-gap100", "gap", 505, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gap=100.0)),
+    ]),
+    "gamma_near_one": ("gamma in {0.99, 0.995, 0.999}: I - gamma P_pi close to singular", "hard", [
+        ("g099-S3A2", "linear", 601, dict(S=3, A=2, d=2, gamma=0.99, tau=1.0)),
+        ("g0995-S4A2", "linear", 602, dict(S=4, A=2, d=3, gamma=0.995, tau=0.5)),
+        ("g0999-S3A3", "linear", 603, dict(S=3, A=3, d=2, gamma=0.999, tau=1.0)),
+        ("g099-sparse-S5A2", "linear", 604, dict(S=5, A=2, d=2, gamma=0.99, tau=0.5, sparse=True)),
+        ("g0999-tabular-S2A2", "tabular", 605, dict(S=2, A=2, gamma=0.999, tau=2.0)),
+    ]),
+    "low_temperature": ("tau down to 0.01 with |r| ~ 100+: exp(r / tau) overflows float64 without max-shift", "hard", [
+        ("lowtau-001-r100", "linear", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=100.0)),
+        ("lowtau-001-r300", "tabular", 702, dict(S=2, A=3, gamma=0.5, tau=0.01, scale=300.0)),
+        ("lowtau-005", "linear", 703, dict(S=4, A=2, d=3, gamma=0.9, tau=0.05, scale=5.0)),
+        ("lowtau-002-sparse", "linear", 704, dict(S=4, A=3, d=2, gamma=0.8, tau=0.02, sparse=True, scale=3.0)),
+        ("lowtau-001-g099", "linear", 705, dict(S=3, A=2, d=2, gamma=0.99, tau=0.01, scale=1.0, x_scale=0.05)),
+    ]),
+}
+
+
+def default_specs(groups=None) -> dict[str, dict]:
+    """The built-in manifest entries: group -> {"file", "description", "tier", "cases": [...]}.
+
+    Groups whose generators need a module that is not installed (``problems``,
+    ``precise_traj``) are left out.
+    """
+    from .precise_traj import TRAJ_GROUP  # model_free entries live beside their generator
+
+    table = dict(GROUPS)
+    table["model_free"] = TRAJ_GROUP
+    try:
+        from .problems import GOLDEN_PROBLEMS  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        table["problems"] = ("named problems of bilevel_check.problems", "medium", list(GOLDEN_PROBLEMS))
+    out = {}
+    for g, (desc, tier, rows) in table.items():
+        if groups is not None and g not in groups:
+            continue
+        out[g] = {"file": f"golden/{g}.json", "description": desc, "tier": tier,
+                  "cases": [{"id": i, "generator": gen, "seed": seed, "params": params} for i, gen, seed, params in rows]}
+    return out
+
+
+def build_case(spec: dict) -> dict:
+    """Rebuild a case dict from a manifest entry ``{"id", "generator", "seed", "params"}``."""
+    gen = GENERATORS.get(spec["generator"])
+    if gen is None:
+        raise InvalidInputError("generator", f"one of {sorted(GENERATORS)}", repr(spec["generator"]))
+    return gen(spec["id"], int(spec["seed"]), **spec["params"])
+
+
+def case_flags(case: dict, pi_min: float | None = None) -> list[str]:
+    """Difficulty flags of a case (``pi_min``: the smallest entry of ``pi*``, if known)."""
+    P = np.array([[[float(v) for v in row] for row in sa] for sa in case["mdp"]["P"]])
+    S, A = P.shape[:2]
+    gamma, tau = float(case["mdp"]["gamma"]), float(case["mdp"]["tau"])
+    flags = []
+    if gamma >= 0.99:
+        flags.append("gamma_near_one")
+    if tau <= 0.05:
+        flags.append("low_temperature")
+    if pi_min is not None and pi_min < 1e-6:
+        flags.append("near_deterministic")
+    if (P == 0).mean() >= 0.4:
+        flags.append("sparse_P")
+    if any(all(P[s, a, s] == 1.0 for a in range(A)) for s in range(S)) and S > 1:
+        flags.append("absorbing_state")
+    if S == 1:
+        flags.append("single_state")
+    if A == 1:
+        flags.append("single_action")
+    if case["upper"]["kind"] != "quadratic":
+        flags.append("trajectory_upper")
+    return flags

@@ -1,0 +1,271 @@
+"""Exact trajectory enumeration of the model-free hyper-gradient (13) + (14) in mpmath.
+
+Trajectory-level upper objectives (MATH.md sections 5-6)::
+
+    f(x, pi) = E_{d ~ rho_pi}[ l(d; x) ],
+    rho_pi(traj) = mu_u(s_0) prod_h pi(a_h | s_h) P_u(s_{h+1} | s_h, a_h)
+
+and Prop. 5.2::
+
+    grad phi(x) = E[ grad_x l(d; x) ]                                          (13)
+                + (1/tau) E[ l(d; x) sum_i sum_h (dQ*(s_h, a_h) - dV*(s_h)) ]   (14)
+
+For tiny MDPs the expectation is a finite sum over ``(S A)^H`` paths per
+trajectory: this module computes it exactly, at any mpmath precision, for two
+upper kinds registered in :data:`bilevel_check.casefile.UPPER_KINDS`:
+
+* ``{"kind": "rlhf", "H", "P_u": S x A x S, "mu_u": S, "features": S x A x d,
+  "r_true": S x A, "labels": "bernoulli" | "deterministic"}``: pairs of trajectories,
+  ``R_x(t) = sum_h features[s_h, a_h] . x``, Bradley-Terry logit ``z = R_x(t1) - R_x(t2)``,
+  ``l = BCE(y, sigma(z)) = softplus(z) - y z``; Bernoulli labels enter through
+  their mean ``sigma(R_true(t1) - R_true(t2))`` (``l`` is linear in ``y``),
+  deterministic labels are ``1{R_true(t1) > R_true(t2)}`` (1/2 on ties).
+* ``{"kind": "shaping", "H", "P_u", "mu_u", "r_u": S x A, "gamma_u"}``: one trajectory,
+  ``l = -sum_h gamma_u^h r_u(s_h, a_h)`` (independent of ``x``).
+
+:class:`TrajUpper` is the float64 twin (``value``, ``grad_x``, ``grad_pi``) used by
+the case-file builder; its ``grad_pi[s, a] = E[l N_sa / pi(a|s)]`` (``N_sa`` the
+visit count) turns (9) into (13) + (14).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import mpmath
+import numpy as np
+
+from ._validation import InvalidInputError
+from .casefile import UPPER_KINDS, _array, _num, _require, make_case
+
+__all__ = ["TRAJ_KINDS", "TRAJ_GROUP", "TrajUpper", "trajectories", "mp_traj_objective", "route_a_traj", "make_traj_case"]
+
+TRAJ_KINDS = ("rlhf", "shaping")
+
+
+def trajectories(S: int, A: int, H: int):
+    """Every path ``((s_0, a_0), ..., (s_{H-1}, a_{H-1}))`` (``(S A)^H`` of them)."""
+    return list(itertools.product(itertools.product(range(S), range(A)), repeat=H))
+
+
+def _prob(path, pi, P_u, mu_u, one):
+    p = mu_u[path[0][0]] * one
+    for h, (s, a) in enumerate(path):
+        p *= pi[s][a]
+        if h + 1 < len(path):
+            p *= P_u[s][a][path[h + 1][0]]
+    return p
+
+
+def _sigmoid_mp(z):
+    return 1 / (1 + mpmath.exp(-z))
+
+
+def _softplus_mp(z):
+    return z + mpmath.log(1 + mpmath.exp(-z)) if z > 0 else mpmath.log(1 + mpmath.exp(z))
+
+
+class _MPSpec:
+    """The upper spec parsed at the current mpmath precision."""
+
+    def __init__(self, spec: dict, S: int, A: int):
+        def mp(v):
+            return mpmath.mpf(v) if isinstance(v, str) else mpmath.mpf(repr(float(v)))
+
+        self.kind, self.H = spec["kind"], int(float(spec["H"]))
+        self.P_u = [[[mp(v) for v in row] for row in sa] for sa in spec["P_u"]]
+        self.P_u = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in self.P_u]
+        mu = [mp(v) for v in spec["mu_u"]]
+        self.mu_u = [v / mpmath.fsum(mu) for v in mu]
+        self.paths = trajectories(S, A, self.H)
+        if self.kind == "rlhf":
+            self.F = [[[mp(v) for v in f] for f in row] for row in spec["features"]]
+            rt = [[mp(v) for v in row] for row in spec["r_true"]]
+            self.Rt = [mpmath.fsum(rt[s][a] for s, a in p) for p in self.paths]
+            self.bern = spec["labels"] == "bernoulli"
+        else:
+            ru, gu = [[mp(v) for v in row] for row in spec["r_u"]], mp(spec["gamma_u"])
+            self.loss = [-mpmath.fsum(gu**h * ru[s][a] for h, (s, a) in enumerate(p)) for p in self.paths]
+
+    def label(self, i, j):
+        if self.bern:
+            return _sigmoid_mp(self.Rt[i] - self.Rt[j])
+        return mpmath.mpf(1) if self.Rt[i] > self.Rt[j] else mpmath.mpf(0) if self.Rt[i] < self.Rt[j] else mpmath.mpf(1) / 2
+
+    def expectation(self, x, pi, weights=None):
+        """``(E[l], E[grad_x l], E[l W])`` with ``W = sum over the tuple's paths of weights[path]`` ([d] each)."""
+        one = mpmath.mpf(1)
+        prob = [_prob(p, pi, self.P_u, self.mu_u, one) for p in self.paths]
+        d = len(x)
+        zero = [mpmath.mpf(0)] * d
+        W = weights if weights is not None else [zero] * len(self.paths)
+        if self.kind == "shaping":
+            El = mpmath.fsum(q * l for q, l in zip(prob, self.loss))
+            ElW = [mpmath.fsum(q * l * w[k] for q, l, w in zip(prob, self.loss, W)) for k in range(d)]
+            return El, list(zero), ElW
+        R = [mpmath.fsum(mpmath.fdot(self.F[s][a], x) for s, a in p) for p in self.paths]
+        dR = [[mpmath.fsum(self.F[s][a][k] for s, a in p) for k in range(d)] for p in self.paths]
+        El, Eg, ElW = mpmath.mpf(0), list(zero), list(zero)
+        n = len(self.paths)
+        for i in range(n):
+            for j in range(n):
+                q = prob[i] * prob[j]
+                if q == 0:
+                    continue
+                z, y = R[i] - R[j], self.label(i, j)
+                loss = _softplus_mp(z) - y * z
+                c = q * (_sigmoid_mp(z) - y)
+                El += q * loss
+                for k in range(d):
+                    Eg[k] += c * (dR[i][k] - dR[j][k])
+                    ElW[k] += q * loss * (W[i][k] + W[j][k])
+        return El, Eg, ElW
+
+
+def mp_traj_objective(case: dict, P=None, reward_fn=None):
+    """``(f, f)`` with ``f(x, pi) = E_{rho_pi}[l(d; x)]`` at the current precision (route B's phi)."""
+    S, A = len(case["mdp"]["P"]), len(case["mdp"]["P"][0])
+    spec = _MPSpec(case["upper"], S, A)
+
+    def f(x, pi):
+        return spec.expectation(x, pi)[0]
+
+    return f, f
+
+
+def route_a_traj(case: dict, digits: int) -> dict:
+    """Route A: ``pi*, dV*, dQ*`` from :mod:`bilevel_check.precise`, then exact (13) and (14)."""
+    from . import precise
+
+    m = case["mdp"]
+    S, A = len(m["P"]), len(m["P"][0])
+    dummy = {"kind": "quadratic", "cx": "0", "G": [["0"] * A for _ in range(S)], "cpi": "0"}
+    res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], dummy, case["x"], digits=digits)
+    with mpmath.workdps(digits):
+        tau = mpmath.mpf(m["tau"])
+        x = [mpmath.mpf(v) for v in case["x"]]
+        spec = _MPSpec(case["upper"], S, A)
+        pi = [[mpmath.mpf(v) for v in row] for row in res.pi]
+        dV = [[mpmath.mpf(v) for v in row] for row in res.dV]
+        dQ = [[[mpmath.mpf(v) for v in col] for col in row] for row in res.dQ]
+        W = [[mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(len(x))] for p in spec.paths]
+        El, g13, ElW = spec.expectation(x, pi, W)
+        g14 = [v / tau for v in ElW]
+        return {"V": res.V, "Q": res.Q, "pi": pi, "phi": El, "grad": [a + b for a, b in zip(g13, g14)],
+                "grad_13": g13, "grad_14": g14}
+
+
+class TrajUpper:
+    """Float64 exact enumeration of a trajectory objective: ``value``, ``grad_x``, ``grad_pi``."""
+
+    def __init__(self, spec: dict, S: int, A: int, where: str = "<case>"):
+        kind = spec["kind"]
+        H = _num(_require(spec, "H", where, "upper"), where, "upper.H")
+        if H != int(H) or not 1 <= H <= 4:
+            raise InvalidInputError("H", "an integer horizon 1 <= H <= 4 (exact enumeration)", repr(spec["H"]))
+        self.kind, self.S, self.A, self.H = kind, S, A, int(H)
+        P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
+        mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
+        if (P_u < 0).any() or np.abs(P_u.sum(-1) - 1).max() > 1e-12 or (mu_u < 0).any() or abs(mu_u.sum() - 1) > 1e-12:
+            raise InvalidInputError("P_u, mu_u", "stochastic rows (tolerance 1e-12)", "rows off the simplex")
+        self.P_u, self.mu_u = P_u / P_u.sum(-1, keepdims=True), mu_u / mu_u.sum()
+        self.paths = trajectories(S, A, self.H)
+        self.N = np.zeros((len(self.paths), S, A))  # visit counts
+        for i, p in enumerate(self.paths):
+            for s, a in p:
+                self.N[i, s, a] += 1
+        if kind == "rlhf":
+            self.F = _array(_require(spec, "features", where, "upper"), (S, A, None), where, "upper.features")
+            r_true = _array(_require(spec, "r_true", where, "upper"), (S, A), where, "upper.r_true")
+            labels = _require(spec, "labels", where, "upper")
+            if labels not in ("bernoulli", "deterministic"):
+                raise InvalidInputError("labels", "'bernoulli' or 'deterministic'", repr(labels))
+            Rt = np.einsum("isa,sa->i", self.N, r_true)
+            diff = Rt[:, None] - Rt[None, :]
+            self.Y = 1.0 / (1.0 + np.exp(-diff)) if labels == "bernoulli" else np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
+            self.dR = np.einsum("isa,sad->id", self.N, self.F)
+        else:
+            r_u = _array(_require(spec, "r_u", where, "upper"), (S, A), where, "upper.r_u")
+            g_u = _num(_require(spec, "gamma_u", where, "upper"), where, "upper.gamma_u")
+            self.loss = np.array([-sum(g_u**h * r_u[s, a] for h, (s, a) in enumerate(p)) for p in self.paths])
+
+    def _prob(self, pi):
+        return np.array([_prob(p, pi, self.P_u, self.mu_u, 1.0) for p in self.paths])
+
+    def _pair(self, x):
+        R = self.dR @ np.asarray(x, dtype=np.float64)
+        z = R[:, None] - R[None, :]
+        return z, np.logaddexp(0.0, z) - self.Y * z
+
+    def value(self, x, pi):
+        q = self._prob(pi)
+        if self.kind == "shaping":
+            return float(q @ self.loss)
+        return float(q @ self._pair(x)[1] @ q)
+
+    def grad_x(self, x, pi):
+        if self.kind == "shaping":
+            return np.zeros(np.asarray(x).shape[0])
+        q = self._prob(pi)
+        z, _ = self._pair(x)
+        c = np.outer(q, q) * (0.5 * (1.0 + np.tanh(0.5 * z)) - self.Y)
+        return c.sum(1) @ self.dR - c.sum(0) @ self.dR
+
+    def grad_pi(self, x, pi):
+        """``d f / d pi[s, a] = E[l N_sa] / pi[s, a]`` (score function of ``rho_pi``)."""
+        q = self._prob(pi)
+        if self.kind == "shaping":
+            lw = q * self.loss
+        else:
+            L = self._pair(x)[1]
+            lw = q * (L @ q) + q * (q @ L)  # each path as t1 and as t2
+        return np.einsum("i,isa->sa", lw, self.N) / np.asarray(pi, dtype=np.float64)
+
+
+def _traj_builder(spec, S, A):
+    return TrajUpper(spec, S, A)
+
+
+for _kind in TRAJ_KINDS:
+    UPPER_KINDS.setdefault(_kind, _traj_builder)
+
+
+def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli", gamma_u=0.9):
+    """A seeded tiny case with an ``rlhf`` or ``shaping`` upper objective.
+
+    ``shaping``: lower reward ``r_x = x_0 r_u + sum_k x_k (gamma P h_k - h_k)`` (linear
+    features ``[r_u, potential-based shaping terms]``, evaluated at ``x_0 = 1``).
+    """
+    rng = np.random.default_rng(seed)
+    P = rng.random((S, A, S)) + 0.1
+    P /= P.sum(-1, keepdims=True)
+    P_u = rng.random((S, A, S)) + 0.1
+    P_u /= P_u.sum(-1, keepdims=True)
+    mu_u = rng.random(S) + 0.1
+    mu_u /= mu_u.sum()
+    if kind == "rlhf":
+        F = rng.normal(size=(S, A, d))
+        upper = {"kind": "rlhf", "H": H, "P_u": P_u, "mu_u": mu_u, "features": F,
+                 "r_true": rng.normal(size=(S, A)), "labels": labels}
+        x = rng.normal(size=d)
+    elif kind == "shaping":
+        r_u = rng.normal(size=(S, A))
+        h = rng.normal(size=(d - 1, S))
+        shaping = gamma * np.einsum("sat,kt->sak", P, h) - h.T[:, None, :]
+        F = np.concatenate([r_u[:, :, None], shaping], axis=2)
+        upper = {"kind": "shaping", "H": H, "P_u": P_u, "mu_u": mu_u, "r_u": r_u, "gamma_u": gamma_u}
+        x = np.concatenate([[1.0], rng.normal(size=d - 1)])
+    else:
+        raise InvalidInputError("kind", f"one of {TRAJ_KINDS}", repr(kind))
+    upper = {k: (v if isinstance(v, str) else v.tolist() if isinstance(v, np.ndarray) else v) for k, v in upper.items()}
+    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
+
+
+#: The ``model_free`` golden group (description, tier, rows), read by :mod:`bilevel_check.golden_cases`.
+TRAJ_GROUP = ("trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration", "hard", [
+    ("rlhf-S2A2-H2-bern", "model_free", 801, dict(kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0)),
+    ("rlhf-S3A2-H2-det", "model_free", 802, dict(kind="rlhf", S=3, A=2, d=2, H=2, gamma=0.8, tau=0.5, labels="deterministic")),
+    ("rlhf-S2A2-H3-bern", "model_free", 803, dict(kind="rlhf", S=2, A=2, d=3, H=3, gamma=0.5, tau=1.0)),
+    ("shaping-S3A2-H3", "model_free", 804, dict(kind="shaping", S=3, A=2, d=3, H=3, gamma=0.9, tau=1.0)),
+    ("shaping-S2A3-H2", "model_free", 805, dict(kind="shaping", S=2, A=3, d=2, H=2, gamma=0.7, tau=0.5)),
+])
