@@ -16,9 +16,35 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ._validation import InvalidInputError, as_float_array, check_shape
+from ._validation import (
+    InvalidInputError,
+    as_float_array,
+    check_distribution,
+    check_shape,
+    check_stochastic,
+)
+from .trajectories import (
+    ENUMERATION_CAP,
+    _check_policy,
+    check_horizon,
+    enumerate_trajectories,
+    rho_gradient,
+    sample_trajectories,
+)
 
-__all__ = ["UpperObjective", "QuadraticUpper", "check_upper"]
+__all__ = [
+    "UpperObjective",
+    "QuadraticUpper",
+    "check_upper",
+    "sigmoid",
+    "softplus",
+    "bt_prob",
+    "bce_from_logit",
+    "bce_grad_logit",
+    "TrajectoryUpper",
+    "RLHFUpper",
+    "ShapingUpper",
+]
 
 
 @runtime_checkable
@@ -71,3 +97,272 @@ def check_upper(upper, S: int, A: int, name: str = "upper") -> None:
     G = getattr(upper, "G", None)
     if G is not None:
         check_shape(np.asarray(G), (S, A), f"{name}.G")
+
+
+# ----------------------------------------------------------------------------- Bradley-Terry / BCE
+# MATH.md section 6. Everything goes through the logit z = R1 - R2 so that no
+# probability is ever formed and logged: log sigma(z) = -softplus(-z).
+
+
+def sigmoid(z):
+    """``sigma(z) = 1 / (1 + exp(-z))`` without overflow (exp of a non-positive number only)."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))  # in (0, 1]
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def softplus(z):
+    """``log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|))`` (max-shifted log-sum-exp of ``(0, z)``)."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def bt_prob(R1, R2):
+    """Bradley-Terry ``P(t1 > t2) = e^{R1} / (e^{R1} + e^{R2}) = sigma(R1 - R2)`` (MATH.md section 6).
+
+    Stable for any finite returns (only ``exp`` of non-positive numbers is taken).
+    Broadcasts over arrays.
+    """
+    return sigmoid(np.asarray(R1, dtype=np.float64) - np.asarray(R2, dtype=np.float64))
+
+
+def bce_from_logit(z, y):
+    """``BCE(y, sigma(z)) = -y log sigma(z) - (1-y) log(1 - sigma(z)) = softplus(z) - y z``.
+
+    Finite for every finite ``z`` (tested up to ``|z| = 1e4``); equals the naive form
+    wherever that is finite. ``y`` in ``[0, 1]`` (a soft label is allowed; BCE is
+    linear in ``y``, so ``E_y[BCE(y, p)] = BCE(E[y], p)``). Broadcasts.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    return softplus(z) - np.asarray(y, dtype=np.float64) * z
+
+
+def bce_grad_logit(z, y):
+    """``d BCE(y, sigma(z)) / dz = sigma(z) - y``."""
+    return sigmoid(z) - np.asarray(y, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- trajectory objectives
+
+
+class TrajectoryUpper:
+    """Base of the trajectory-level objectives ``f(x, pi) = E_{d ~ rho_pi}[ l(d; x) ]`` (section 5).
+
+    ``d`` is an ``m``-tuple of i.i.d. trajectories of horizon ``H`` drawn with ``pi``
+    in the upper MDP ``(P_u, mu_u)``. Subclasses define ``m`` and
+    :meth:`losses` (``l`` and ``grad_x l`` per sample). This class provides
+
+    * exact ``value``, ``grad_x``, ``grad_pi`` by enumerating all ``(S A)^{H m}``
+      tuples (``mode='exact'``; refused above ``cap``, naming the count), with
+      ``grad_pi f[s,a] = sum_d l(d) d rho_pi(d) / d pi[s,a]`` (entries of ``pi`` free);
+    * sampling estimates (``mode='sample'``, ``n_samples`` tuples from ``seed``):
+      ``mean l``, ``mean grad_x l`` and the score-function estimate
+      ``grad_pi f[s,a] ~ mean_d l(d) sum_i sum_h 1{(s^i_h, a^i_h) = (s,a)} / pi[s,a]``;
+    * ``mode='auto'``: exact when the tuple count is at most ``cap``.
+
+    The three protocol methods share one evaluation per ``(x, pi)`` (cached), so in
+    sampling mode they are computed from the same sample.
+    """
+
+    m: int = 1
+    MODES = ("auto", "exact", "sample")
+
+    def __init__(self, P_u, mu_u, H, *, mode="auto", n_samples=10_000, seed=0, cap=None):
+        P = as_float_array(P_u, "P_u", ndim=3)
+        S, A = P.shape[:2]
+        check_shape(P, (S, A, S), "P_u")
+        check_stochastic(P, "P_u")
+        mu = as_float_array(mu_u, "mu_u", ndim=1)
+        check_distribution(mu, "mu_u", S)
+        self.P_u, self.mu_u = P / P.sum(axis=-1, keepdims=True), mu / mu.sum()
+        self.S, self.A, self.H = S, A, check_horizon(H)
+        if mode not in self.MODES:
+            raise InvalidInputError("mode", f"one of {self.MODES}", repr(mode))
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise InvalidInputError("n_samples", "a positive integer", repr(n_samples))
+        self.cap = ENUMERATION_CAP if cap is None else int(cap)
+        self.mode, self.n_samples = mode, int(n_samples)
+        self.rng = np.random.default_rng(seed)
+        self._cache = None
+
+    # -- to be provided by subclasses
+    def losses(self, x, states, actions):  # pragma: no cover - abstract
+        """``(l [n], grad_x l [n, d])`` for tuples ``states, actions [n, m, H]``."""
+        raise NotImplementedError
+
+    # -- enumeration / sampling of m-tuples
+    def n_tuples(self) -> int:
+        return (self.S * self.A) ** (self.H * self.m)
+
+    def enumerate_tuples(self, pi):
+        """All tuples: ``(states [n, m, H], actions [n, m, H], weight [n], single)``, where
+        ``weight = prod_i rho_pi(t_i)`` and ``single`` the enumerated trajectories."""
+        n = self.n_tuples()
+        if n > self.cap:
+            raise InvalidInputError(
+                "H", f"(S A)^(H m) <= {self.cap} enumerated tuples for the exact route (use mode='sample')",
+                f"(S A)^(H m) = ({self.S}*{self.A})^({self.H}*{self.m}) = {n}",
+            )
+        single = enumerate_trajectories(self.P_u, self.mu_u, pi, self.H)
+        N = single.n
+        idx = np.indices((N,) * self.m).reshape(self.m, -1).T  # [n, m]
+        w = np.exp(single.log_prob[idx].sum(axis=1))
+        return single.states[idx], single.actions[idx], w, single
+
+    def sample_tuples(self, pi, n: int, rng):
+        """``n`` i.i.d. tuples: ``(states [n, m, H], actions [n, m, H])``."""
+        t = sample_trajectories(self.P_u, self.mu_u, pi, self.H, n * self.m, rng)
+        return t.states.reshape(n, self.m, self.H), t.actions.reshape(n, self.m, self.H)
+
+    # -- exact and sampled f, grad_x f, grad_pi f
+    def exact(self, x, pi):
+        """``(f, grad_x f [d], grad_pi f [S, A])`` by enumeration."""
+        x = as_float_array(x, "x", ndim=1)
+        pi = self._policy(pi)
+        st, ac, w, single = self.enumerate_tuples(pi)
+        l, gl = self.losses(x, st, ac)
+        N, p = single.n, single.prob
+        gpi = np.zeros((self.S, self.A))
+        lt = l.reshape((N,) * self.m)
+        for i in range(self.m):
+            # L_i[t] = sum over tuples with t_i = t of l * prod_{j != i} rho(t_j)
+            arr = np.moveaxis(lt, i, 0)
+            while arr.ndim > 1:
+                arr = arr @ p
+            gpi += rho_gradient(self.P_u, self.mu_u, pi, single, arr)
+        return float(w @ l), w @ gl, gpi
+
+    def sampled(self, x, pi, *, n_samples=None, rng=None):
+        """``(f, grad_x f, grad_pi f)`` estimated from ``n_samples`` tuples (score function for ``pi``)."""
+        x = as_float_array(x, "x", ndim=1)
+        pi = self._policy(pi)
+        n = self.n_samples if n_samples is None else int(n_samples)
+        st, ac = self.sample_tuples(pi, n, self.rng if rng is None else rng)
+        l, gl = self.losses(x, st, ac)
+        flat = (st * self.A + ac).reshape(n, -1)
+        counts = np.zeros((n, self.S * self.A))
+        np.add.at(counts, (np.repeat(np.arange(n), flat.shape[1]), flat.ravel()), 1.0)
+        score = (l @ counts / n).reshape(self.S, self.A)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gpi = np.where(score != 0, score / pi, 0.0)
+        return float(l.mean()), gl.mean(axis=0), gpi
+
+    def _policy(self, pi):
+        return _check_policy(pi, self.S, self.A)
+
+    def _evaluate(self, x, pi):
+        x = np.asarray(x, dtype=np.float64)
+        pi = np.asarray(pi, dtype=np.float64)
+        key = (x.tobytes(), pi.tobytes())
+        if self._cache is None or self._cache[0] != key:
+            exact = self.mode == "exact" or (self.mode == "auto" and self.n_tuples() <= self.cap)
+            self._cache = (key, self.exact(x, pi) if exact else self.sampled(x, pi))
+        return self._cache[1]
+
+    def value(self, x, pi):
+        return self._evaluate(x, pi)[0]
+
+    def grad_x(self, x, pi):
+        return self._evaluate(x, pi)[1].copy()
+
+    def grad_pi(self, x, pi):
+        return self._evaluate(x, pi)[2].copy()
+
+
+class RLHFUpper(TrajectoryUpper):
+    """RLHF reward learning with Bradley-Terry preferences (MATH.md sections 5-6), ``m = 2``.
+
+    ``R_x(t) = sum_{h<H} r_x(s_h, a_h)`` (undiscounted, ``r_x = reward_model.value(x)``),
+    ``z = R_x(t1) - R_x(t2)``,
+
+        l(d; x) = E_y[ BCE(y, sigma(z)) ] + ridge/2 |x|^2 = softplus(z) - ybar z + ridge/2 |x|^2,
+
+    where ``ybar = E[y]``: with ``labels='bernoulli'`` the label is
+    ``y ~ Bernoulli(sigma(R_true(t1) - R_true(t2)))`` and, BCE being linear in ``y``,
+    ``l`` uses the soft label ``ybar = sigma(R_true(t1) - R_true(t2))`` (no label noise
+    enters ``l``); with ``labels='deterministic'`` the higher true return wins
+    (``ybar = 1`` or ``0``; ties, ``|dR_true| <= tie_rtol (|R1| + |R2|)``, give 1/2).
+    ``grad_x l = (sigma(z) - ybar)(grad R_x(t1) - grad R_x(t2)) + ridge x``.
+
+    Args:
+        P_u, mu_u, H: upper MDP and horizon.
+        reward_model: the learned reward (``value``, ``jacobian``, ``S``, ``A``, ``d``).
+        true_reward: hidden ground truth ``[S, A]`` that produces the labels.
+        labels: ``'bernoulli'`` or ``'deterministic'``.
+        ridge: weight of an optional ``ridge/2 |x|^2`` in ``l`` (default 0).
+        tie_rtol: relative tie threshold for deterministic labels (rounding of an H-term sum).
+        mode, n_samples, seed, cap: see :class:`TrajectoryUpper`.
+    """
+
+    m = 2
+    LABELS = ("bernoulli", "deterministic")
+
+    def __init__(self, P_u, mu_u, H, reward_model, true_reward, *, labels="bernoulli", ridge=0.0,
+                 tie_rtol=1e-12, **kwargs):
+        super().__init__(P_u, mu_u, H, **kwargs)
+        for attr in ("value", "jacobian", "S", "A", "d"):
+            if not hasattr(reward_model, attr):
+                raise InvalidInputError("reward_model", "a reward model with value, jacobian, S, A, d",
+                                        f"{type(reward_model).__name__} without {attr!r}")
+        if (reward_model.S, reward_model.A) != (self.S, self.A):
+            raise InvalidInputError("reward_model", f"a reward over S={self.S}, A={self.A}",
+                                    f"S={reward_model.S}, A={reward_model.A}")
+        self.reward_model, self.d = reward_model, reward_model.d
+        rt = as_float_array(true_reward, "true_reward", ndim=2)
+        check_shape(rt, (self.S, self.A), "true_reward")
+        self.true_reward = rt
+        if labels not in self.LABELS:
+            raise InvalidInputError("labels", f"one of {self.LABELS}", repr(labels))
+        for name, v in (("ridge", ridge), ("tie_rtol", tie_rtol)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise InvalidInputError(name, "a finite number >= 0", repr(v))
+        self.labels, self.ridge, self.tie_rtol = labels, float(ridge), float(tie_rtol)
+
+    def label(self, states, actions):
+        """``ybar = E[y]`` for tuples ``[n, 2, H]``."""
+        Rt = self.true_reward[states, actions].sum(axis=-1)  # [n, 2]
+        if self.labels == "bernoulli":
+            return bt_prob(Rt[:, 0], Rt[:, 1])
+        diff = Rt[:, 0] - Rt[:, 1]
+        tie = np.abs(diff) <= self.tie_rtol * (np.abs(Rt[:, 0]) + np.abs(Rt[:, 1]))
+        return np.where(tie, 0.5, (diff > 0).astype(np.float64))
+
+    def losses(self, x, states, actions):
+        x = np.asarray(x, dtype=np.float64)
+        r = self.reward_model.value(x)
+        dr = self.reward_model.jacobian(x)
+        z = r[states[:, 0], actions[:, 0]].sum(-1) - r[states[:, 1], actions[:, 1]].sum(-1)
+        dz = dr[states[:, 0], actions[:, 0]].sum(-2) - dr[states[:, 1], actions[:, 1]].sum(-2)  # [n, d]
+        y = self.label(states, actions)
+        l = bce_from_logit(z, y) + 0.5 * self.ridge * float(x @ x)
+        gl = bce_grad_logit(z, y)[:, None] * dz + self.ridge * x[None, :]
+        return l, gl
+
+
+class ShapingUpper(TrajectoryUpper):
+    """Reward-shaping upper level (MATH.md section 6), ``m = 1``:
+    ``l(t; x) = -sum_{h<H} gamma_u^h r_true(s_h, a_h)`` (no ``x`` dependence), so
+    ``f(x, pi) = -E_{rho_pi}[discounted true return]`` and ``grad_x f = 0``.
+
+    Args:
+        P_u, mu_u, H: upper MDP and horizon.
+        gamma_u: upper discount in ``[0, 1]``.
+        r_true: true (sparse) reward ``[S, A]``.
+        mode, n_samples, seed, cap: see :class:`TrajectoryUpper`.
+    """
+
+    m = 1
+
+    def __init__(self, P_u, mu_u, H, gamma_u, r_true, **kwargs):
+        super().__init__(P_u, mu_u, H, **kwargs)
+        if isinstance(gamma_u, bool) or not isinstance(gamma_u, (int, float)) or not 0.0 <= gamma_u <= 1.0:
+            raise InvalidInputError("gamma_u", "a discount in [0, 1]", repr(gamma_u))
+        self.gamma_u = float(gamma_u)
+        rt = as_float_array(r_true, "r_true", ndim=2)
+        check_shape(rt, (self.S, self.A), "r_true")
+        self.r_true = rt
+
+    def losses(self, x, states, actions):
+        disc = self.gamma_u ** np.arange(self.H)
+        l = -(self.r_true[states[:, 0], actions[:, 0]] * disc).sum(axis=-1)
+        return l, np.zeros((l.size, np.asarray(x).size))
