@@ -1,0 +1,251 @@
+"""M-SoBiRL, Algorithm 1 of Yang, Gao & Yuan (arXiv 2405.19697), model-based (MATH.md section 4).
+
+Exact iterate definitions (float64, the torch path reproduces them to 1e-10).
+For ``k = 0, ..., K-1``, with ``r_k = r_{x_k}``, ``dr_k = dr(x_k)`` ([S, A, d]),
+``T_x(Q) = r_x + gamma P tau logsumexp(Q / tau)`` (max-shifted):
+
+1. ``pi_k = softmax(Q_k / tau)`` per state, ``V_k = tau logsumexp(Q_k / tau)``           (10)
+2. ``g_k = grad_pi f(x_k, pi_k)``, ``u_k = pi_k * g_k``,
+   ``b_k[s'] = sum_a u_k[s', a] - gamma sum_{s,a} u_k[s, a] P[s, a, s']``,
+   ``A_k = I - gamma P_{pi_k}``  (``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']``),
+   ``w_{k+1} = w_k - zeta A_k (A_k^T w_k - b_k)``
+3. ``pit_k = softmax((r_k + gamma P V_k) / tau)``  (the policy of ``T_{x_k}(Q_k)``),
+   ``Phi_k[s, :] = sum_a pit_k[s, a] dr_k[s, a, :]``,
+   ``h_k = grad_x f(x_k, pi_k) + (1/tau) sum_{s,a} u_k[s, a] dr_k[s, a, :] - (1/tau) Phi_k^T w_{k+1}``
+4. ``x_{k+1} = x_k - beta h_k``
+5. ``Q_{k+1} = T_{x_{k+1}}^N (Q_k)`` (N warm-started soft Bellman sweeps).
+
+Defaults: ``Q_0 = 0`` (uniform ``pi_0``), ``w_0 = 0``, ``x_0`` from the problem.
+Diagnostics at each ``k`` (not used by the iteration): ``phi(x_k) = f(x_k, pi*_{x_k})``
+with ``pi*`` from Newton (relative residual 1e-12) and, with ``track_true_grad``,
+``grad phi(x_k)`` by the closed form (9) and ``||h_k - grad phi(x_k)||``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._io import atomic_write_json
+from .._progress import Progress
+from .._validation import InvalidInputError, as_float_array, check_shape
+from ..hypergrad import hypergradient, phi_value
+from ..mdp import TabularMDP, check_reward_model, check_x
+from ..soft import log_softmax_policy, soft_bellman_q, soft_values, state_chain
+from ..upper import check_upper
+
+__all__ = ["History", "m_sobirl", "m_sobirl_step"]
+
+
+@dataclass
+class History:
+    """Iterates and diagnostics of one M-SoBiRL run (``n`` = iterations done, ``<= K``).
+
+    Attributes:
+        x: ``[n+1, d]``, ``x_0 .. x_n``.
+        h: ``[n, d]`` the estimators ``h_k``.
+        h_norm: ``[n]`` ``||h_k||_2``.
+        phi: ``[n]`` ``phi(x_k)`` (exact lower level), NaN when not tracked.
+        grad_norm: ``[n]`` ``||grad phi(x_k)||_2`` (closed form), NaN when not tracked.
+        true_grad_err: ``[n]`` ``||h_k - grad phi(x_k)||_2``, NaN when not tracked.
+        Q: final ``Q_n [S, A]``; w: final ``w_n [S]``.
+        params: ``K, beta, zeta, N`` and the problem name/seed when known.
+        stopped: whether the callback stopped the run early.
+    """
+
+    x: np.ndarray
+    h: np.ndarray
+    h_norm: np.ndarray
+    phi: np.ndarray
+    grad_norm: np.ndarray
+    true_grad_err: np.ndarray
+    Q: np.ndarray
+    w: np.ndarray
+    params: dict = field(default_factory=dict)
+    stopped: bool = False
+
+    @property
+    def iterations(self) -> int:
+        return int(self.h_norm.shape[0])
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
+
+        def arr(a):
+            return np.where(np.isfinite(a), a, np.nan).astype(object).tolist() if a.size else []
+
+        def clean(v):
+            if isinstance(v, list):
+                return [clean(e) for e in v]
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+
+        return {
+            "schema": "bilevel-check/history/v1",
+            "algorithm": "m_sobirl",
+            "params": self.params,
+            "iterations": self.iterations,
+            "stopped": self.stopped,
+            "x": clean(arr(self.x)),
+            "h_norm": clean(arr(self.h_norm)),
+            "phi": clean(arr(self.phi)),
+            "grad_norm": clean(arr(self.grad_norm)),
+            "true_grad_err": clean(arr(self.true_grad_err)),
+            "Q": clean(arr(self.Q)),
+            "w": clean(arr(self.w)),
+        }
+
+    def save(self, path) -> None:
+        """Write :meth:`to_json` atomically."""
+        atomic_write_json(path, self.to_json())
+
+
+def m_sobirl_step(mdp: TabularMDP, reward, upper, x_d, q_sa, w_s, *, beta: float, zeta: float, N: int):
+    """One iteration (steps 1-5 above); trusted inputs.
+
+    Returns ``(x_next [d], q_next [S, A], w_next [S], h [d], pi_k [S, A])``.
+    """
+    P, gamma, tau = mdp.P, mdp.gamma, mdp.tau
+    S = P.shape[0]
+    pi = np.exp(log_softmax_policy(q_sa, tau))  # step 1
+    v_s = soft_values(q_sa, tau)
+    g_pi = upper.grad_pi(x_d, pi)  # step 2
+    u = pi * g_pi
+    b = u.sum(axis=1) - gamma * np.einsum("sa,sat->t", u, P)
+    A_k = np.eye(S) - gamma * state_chain(P, pi)
+    w_next = w_s - zeta * (A_k @ (A_k.T @ w_s - b))
+    r_sa = reward.value(x_d)  # step 3
+    dr = reward.jacobian(x_d)
+    pit = np.exp(log_softmax_policy(r_sa + gamma * (P @ v_s), tau))
+    phi_sd = np.einsum("sa,sad->sd", pit, dr)
+    h = upper.grad_x(x_d, pi) + (np.einsum("sa,sad->d", u, dr) - phi_sd.T @ w_next) / tau
+    x_next = x_d - beta * h  # step 4
+    r_next = reward.value(x_next)  # step 5
+    q_next = q_sa
+    for _ in range(N):
+        q_next = soft_bellman_q(mdp, r_next, q_next)
+    return x_next, q_next, w_next, h, pi
+
+
+def _unpack(problem_or_parts):
+    if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
+        p = problem_or_parts
+        return p.mdp, p.reward, p.upper, p.x0, dict(getattr(p, "defaults", {})), {"problem": p.name, "seed": p.seed}
+    if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
+        mdp, reward, upper = problem_or_parts
+        return mdp, reward, upper, None, {}, {}
+    raise InvalidInputError(
+        "problem_or_parts", "a Problem or a tuple (mdp, reward, upper)", type(problem_or_parts).__name__
+    )
+
+
+def _pos(value, name: str, *, integer: bool = False, allow_zero: bool = False):
+    kind = numbers.Integral if integer else numbers.Real
+    ok = not isinstance(value, bool) and isinstance(value, kind) and np.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "an integer" if integer else "a finite real number"
+        raise InvalidInputError(name, f"{what} {'>= 0' if allow_zero else '> 0'}", repr(value))
+    return int(value) if integer else float(value)
+
+
+def m_sobirl(
+    problem_or_parts,
+    *,
+    K: int | None = None,
+    beta: float | None = None,
+    zeta: float | None = None,
+    N: int | None = None,
+    x0=None,
+    Q0=None,
+    w0=None,
+    callback: Callable | None = None,
+    track_true_grad: bool = True,
+    track_phi: bool = True,
+    progress: bool = False,
+) -> History:
+    """Run M-SoBiRL (Algorithm 1, MATH.md section 4) for ``K`` iterations.
+
+    Args:
+        problem_or_parts: a :class:`~bilevel_check.problems.Problem` or ``(mdp, reward, upper)``.
+        K, beta, zeta, N: iterations, x step, w step, inner soft Bellman sweeps
+            (default: the problem's ``defaults``; required with bare parts).
+        x0: start ``[d]`` (default the problem's ``x0``; required with bare parts).
+        Q0: ``[S, A]`` (default zeros). w0: ``[S]`` (default zeros).
+        callback: ``callback(k, state) -> bool | None`` after iteration ``k``;
+            ``state`` has ``x`` (= ``x_{k+1}``), ``Q``, ``w``, ``h``, ``pi``, ``phi``,
+            ``true_grad_err``; returning ``True`` stops the run.
+        track_true_grad: record ``||grad phi(x_k)||`` and ``||h_k - grad phi(x_k)||``.
+        track_phi: record ``phi(x_k)`` (implied by ``track_true_grad``).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        :class:`History`.
+    """
+    mdp, reward, upper, px0, defaults, meta = _unpack(problem_or_parts)
+    if not isinstance(mdp, TabularMDP):
+        raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)
+    check_reward_model(reward, mdp)
+    check_upper(upper, mdp.S, mdp.A)
+    given = {"K": K, "beta": beta, "zeta": zeta, "N": N}
+    hp = {}
+    for key, val in given.items():
+        val = defaults.get(key) if val is None else val
+        if val is None:
+            raise InvalidInputError(key, "a value (no problem defaults with bare parts)", "None")
+        hp[key] = val
+    K = _pos(hp["K"], "K", integer=True, allow_zero=True)
+    N = _pos(hp["N"], "N", integer=True, allow_zero=True)
+    beta, zeta = _pos(hp["beta"], "beta"), _pos(hp["zeta"], "zeta")
+    if x0 is None:
+        if px0 is None:
+            raise InvalidInputError("x0", "a start point [d] (bare parts have no default)", "None")
+        x0 = px0
+    x = check_x(x0, reward.d, "x0")
+    S, A = mdp.S, mdp.A
+    q = np.zeros((S, A)) if Q0 is None else as_float_array(Q0, "Q0", ndim=2)
+    check_shape(q, (S, A), "Q0")
+    w = np.zeros(S) if w0 is None else as_float_array(w0, "w0", ndim=1)
+    check_shape(w, (S,), "w0")
+    if callback is not None and not callable(callback):
+        raise InvalidInputError("callback", "a callable or None", type(callback).__name__)
+
+    xs, hs = [x.copy()], []
+    phis, gnorms, errs = (np.full(K, np.nan) for _ in range(3))
+    stopped = False
+    with Progress(K, desc="m_sobirl", enabled=bool(progress)) as bar:
+        for k in range(K):
+            if track_true_grad:
+                hg = hypergradient(mdp, reward, upper, x)
+                phis[k], true_grad = hg.phi, hg.grad
+            elif track_phi:
+                phis[k], true_grad = phi_value(mdp, reward, upper, x, tol=1e-12), None
+            else:
+                true_grad = None
+            x, q, w, h, pi = m_sobirl_step(mdp, reward, upper, x, q, w, beta=beta, zeta=zeta, N=N)
+            if not (np.all(np.isfinite(x)) and np.all(np.isfinite(q))):
+                raise FloatingPointError(
+                    f"m_sobirl diverged at iteration {k} (non-finite x or Q); beta={beta} is too large "
+                    "for this problem: decrease beta"
+                )
+            if true_grad is not None:
+                gnorms[k] = np.linalg.norm(true_grad)
+                errs[k] = np.linalg.norm(h - true_grad)
+            xs.append(x.copy())
+            hs.append(h)
+            bar.update(1, info=f"|h|={np.linalg.norm(h):.2e} phi={phis[k]:.6g}")
+            if callback is not None:
+                state = {"x": x, "Q": q, "w": w, "h": h, "pi": pi, "phi": phis[k], "true_grad_err": errs[k]}
+                if callback(k, state):
+                    stopped = True
+                    break
+    n = len(hs)
+    h_arr = np.array(hs).reshape(n, reward.d)
+    params = {"K": K, "beta": beta, "zeta": zeta, "N": N, **meta}
+    return History(
+        x=np.array(xs), h=h_arr, h_norm=np.linalg.norm(h_arr, axis=1),
+        phi=phis[:n], grad_norm=gnorms[:n], true_grad_err=errs[:n],
+        Q=q, w=w, params=params, stopped=stopped,
+    )

@@ -1,0 +1,370 @@
+"""Named, seeded benchmark problems for the bilevel algorithms (MATH.md sections 4 and 6).
+
+Every constructor seeds ``rng = numpy.random.default_rng(seed)`` first and then
+draws the whole instance from ``rng`` in a fixed, documented order, so a
+``(name, seed, overrides)`` triple names one instance on every machine. (The
+authors' script draws its instance before seeding; here the seed comes first.)
+
+``get_problem(name, seed=..., **overrides)`` looks a constructor up in
+:data:`PROBLEMS`; the overrides are its keyword arguments.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import InvalidInputError, InvalidInputTypeError, as_float_array, check_shape
+from .mdp import LinearReward, QuadraticReward, TabularMDP
+from .soft import state_chain
+from .upper import QuadraticUpper
+
+__all__ = [
+    "Problem",
+    "TargetOccupancyUpper",
+    "ranmdp",
+    "ranmdp_small",
+    "garnet",
+    "gridworld",
+    "get_problem",
+    "PROBLEMS",
+]
+
+
+@dataclass
+class Problem:
+    """A bilevel instance ``min_x phi(x) = f(x, pi*_x)`` with its lower MDP (section 1).
+
+    Attributes:
+        name: registry name.
+        mdp: lower-level :class:`~bilevel_check.mdp.TabularMDP`.
+        reward: reward model ``r_x [S, A]``, ``dr [S, A, d]``.
+        upper: upper objective ``f(x, pi)`` (``value``, ``grad_x``, ``grad_pi``).
+        x0: starting point ``[d]``.
+        seed: the seed the instance was drawn from.
+        defaults: algorithm hyper-parameters ``beta, zeta, N, K`` for M-SoBiRL (section 4).
+        known: known facts, e.g. ``phi_star`` and ``x_star`` (with their derivation in ``note``).
+        params: the constructor arguments (for provenance).
+    """
+
+    name: str
+    mdp: TabularMDP
+    reward: object
+    upper: object
+    x0: np.ndarray
+    seed: int
+    defaults: dict = field(default_factory=dict)
+    known: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+    @property
+    def d(self) -> int:
+        return int(self.reward.d)
+
+    def parts(self):
+        """``(mdp, reward, upper)``."""
+        return self.mdp, self.reward, self.upper
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _int(value, name: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidInputTypeError(name, "an integer", f"{type(value).__name__} {value!r}")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        rng_txt = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise InvalidInputError(name, f"an integer {rng_txt}", repr(value))
+    return v
+
+
+def _seed(seed) -> int:
+    return _int(seed, "seed", 0)
+
+
+def _prob(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise InvalidInputError(name, "a probability in [0, 1]", repr(value))
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- the authors' synthetic problem
+
+
+def _ranmdp_parts(rng, S: int, A: int, d: int):
+    """Draw ``(c [S,A], M [d,d], P [S,A,S], x0 [d])`` in this order (MATH.md section 6).
+
+    * ``c = U1 * U2``: two ``rng.uniform(size=(S, A))`` arrays, multiplied.
+    * ``M = rng.standard_normal((d, d))``.
+    * for ``s`` then ``a`` (row-major): ``k = rng.integers(1, S)`` (uniform on ``{1..S-1}``),
+      ``support = rng.choice(S, k, replace=False)``, ``w = rng.uniform(size=k)``;
+      ``P[s, a, support] = w / w.sum()``.
+    * ``x0 = rng.standard_normal(d) / sqrt(d)`` (``|x0| ~ 1``). The paper does not state
+      the authors' starting point; this choice makes ``x0^T M x0 = O(1)``.
+    """
+    c = rng.uniform(size=(S, A)) * rng.uniform(size=(S, A))
+    M = rng.standard_normal((d, d))
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        for a in range(A):
+            k = int(rng.integers(1, S))
+            support = rng.choice(S, size=k, replace=False)
+            w = rng.uniform(size=k)
+            P[s, a, support] = w / w.sum()
+    x0 = rng.standard_normal(d) / np.sqrt(d)
+    return c, M, P, x0
+
+
+def ranmdp(*, S: int = 10, A: int = 5, d: int = 100, gamma: float = 0.5, tau: float = 1.0, seed: int = 0) -> Problem:
+    """The authors' synthetic problem (MATH.md section 6).
+
+    ``r_x[s, a] = c[s, a] x^T M x`` (:class:`QuadraticReward`), upper
+    ``f(x, pi) = 0.5 |x|^2 + 0.5 |pi|_F^2`` (``QuadraticUpper(cx=1, G=0, cpi=1)``).
+
+    Known optimum: ``f >= 0.5 |x|^2 + 0.5 sum_s |pi(s, .)|^2 >= 0.5 |x|^2 + S/(2A)``
+    (Cauchy-Schwarz on each simplex row), with equality at ``x = 0``, where ``r = 0``,
+    ``pi*`` is uniform and ``grad phi(0) = 0`` (``dr(0) = 0``). So ``phi* = S/(2A)``,
+    ``x* = 0``. Defaults (as run by the authors): ``beta=8e-3, zeta=0.5, N=10, K=3000``.
+    Draw order: see :func:`_ranmdp_parts`. Needs ``S >= 2`` (supports of size 1..S-1).
+    """
+    S, A, d = _int(S, "S", 2), _int(A, "A", 1), _int(d, "d", 1)
+    seed = _seed(seed)
+    rng = np.random.default_rng(seed)
+    c, M, P, x0 = _ranmdp_parts(rng, S, A, d)
+    mdp = TabularMDP(P, gamma, tau)
+    return Problem(
+        name="ranmdp",
+        mdp=mdp,
+        reward=QuadraticReward(c, M),
+        upper=QuadraticUpper(cx=1.0, G=np.zeros((S, A)), cpi=1.0),
+        x0=x0,
+        seed=seed,
+        defaults={"beta": 8e-3, "zeta": 0.5, "N": 10, "K": 3000},
+        known={
+            "phi_star": S / (2.0 * A),
+            "x_star": np.zeros(d),
+            "note": "f >= |x|^2/2 + S/(2A) by Cauchy-Schwarz per row; equality at x = 0 (r = 0, pi uniform)",
+        },
+        params={"S": S, "A": A, "d": d, "gamma": float(gamma), "tau": float(tau)},
+    )
+
+
+def ranmdp_small(*, S: int = 6, A: int = 4, d: int = 3, gamma: float = 0.5, tau: float = 1.0, seed: int = 0) -> Problem:
+    """:func:`ranmdp` at ``S=6, A=4, d=3`` (same construction, same draw order); ``K=300``."""
+    p = ranmdp(S=S, A=A, d=d, gamma=gamma, tau=tau, seed=seed)
+    p.name = "ranmdp_small"
+    p.defaults = {"beta": 8e-3, "zeta": 0.5, "N": 10, "K": 300}
+    return p
+
+
+# ----------------------------------------------------------------------------- GARNET
+
+
+def garnet(
+    S: int = 20,
+    A: int = 4,
+    branching: int = 3,
+    *,
+    d: int = 8,
+    gamma: float = 0.8,
+    tau: float = 1.0,
+    seed: int = 0,
+) -> Problem:
+    """GARNET(S, A, branching) with a linear-feature reward and a quadratic upper level.
+
+    Draw order from ``rng = default_rng(seed)``:
+
+    * for ``s`` then ``a``: ``support = rng.choice(S, branching, replace=False)``;
+      cut points ``u = sort(rng.uniform(size=branching - 1))``; the probabilities are the
+      gaps of the uniform partition ``0 < u_1 < ... < u_{b-1} < 1`` of ``[0, 1]``.
+    * features ``F = rng.standard_normal((S, A, d)) / sqrt(d)``; ``r_x = F @ x`` (:class:`LinearReward`).
+    * ``G = rng.standard_normal((S, A))``; upper ``f = 0.5 |x|^2 + <G, pi> + 0.5 |pi|_F^2``.
+    * ``x0 = rng.standard_normal(d)``.
+    """
+    S, A = _int(S, "S", 1), _int(A, "A", 1)
+    branching = _int(branching, "branching", 1, S)
+    d, seed = _int(d, "d", 1), _seed(seed)
+    rng = np.random.default_rng(seed)
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        for a in range(A):
+            support = rng.choice(S, size=branching, replace=False)
+            cuts = np.sort(rng.uniform(size=branching - 1))
+            P[s, a, support] = np.diff(np.concatenate(([0.0], cuts, [1.0])))
+    F = rng.standard_normal((S, A, d)) / np.sqrt(d)
+    G = rng.standard_normal((S, A))
+    x0 = rng.standard_normal(d)
+    return Problem(
+        name="garnet",
+        mdp=TabularMDP(P, gamma, tau),
+        reward=LinearReward(F),
+        upper=QuadraticUpper(cx=1.0, G=G, cpi=1.0),
+        x0=x0,
+        seed=seed,
+        defaults={"beta": 0.05, "zeta": 0.5, "N": 10, "K": 1000},
+        known={"branching": branching},
+        params={"S": S, "A": A, "branching": branching, "d": d, "gamma": float(gamma), "tau": float(tau)},
+    )
+
+
+# ----------------------------------------------------------------------------- gridworld
+
+
+class TargetOccupancyUpper:
+    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} 1_target + cx/2 |x|^2``.
+
+    The first term is minus the normalized discounted occupancy of the target cells
+    (the probability that the state at a Geometric(1-g) time is a target) under ``pi``
+    started from ``mu_u``, with ``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']``.
+
+    Gradient in ``pi`` (entries of ``pi`` treated as free): with ``M = I - g P_pi``,
+    ``y = M^{-T} mu_u`` (discounted visitation) and ``z = M^{-1} 1_target``,
+    ``d M^{-1} = -M^{-1} dM M^{-1}`` and ``dM / d pi[s, a] = -g e_s P[s, a, :]`` give::
+
+        grad_pi f[s, a] = -(1 - g) g y[s] (P[s, a, :] @ z)
+
+    Args:
+        p_sas: transitions ``[S, A, S]``.
+        g: discount in ``[0, 1)``.
+        target: target indicator or weights ``[S]``.
+        mu_u: start distribution ``[S]``.
+        cx: ridge weight on ``x``.
+    """
+
+    def __init__(self, p_sas, g: float, target, mu_u, *, cx: float = 0.0):
+        self.P = as_float_array(p_sas, "p_sas", ndim=3)
+        S = self.P.shape[0]
+        self.target = as_float_array(target, "target", ndim=1)
+        check_shape(self.target, (S,), "target")
+        self.mu_u = as_float_array(mu_u, "mu_u", ndim=1)
+        check_shape(self.mu_u, (S,), "mu_u")
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not 0.0 <= float(g) < 1.0:
+            raise InvalidInputError("g", "a discount in [0, 1)", repr(g))
+        if isinstance(cx, bool) or not isinstance(cx, numbers.Real) or not np.isfinite(cx):
+            raise InvalidInputError("cx", "a finite real number", repr(cx))
+        self.g, self.cx, self.S = float(g), float(cx), S
+
+    def _solves(self, pi):
+        M = np.eye(self.S) - self.g * state_chain(self.P, np.asarray(pi, dtype=np.float64))
+        return np.linalg.solve(M.T, self.mu_u), np.linalg.solve(M, self.target)
+
+    def occupancy(self, pi) -> float:
+        """``(1 - g) mu_u^T (I - g P_pi)^{-1} 1_target``."""
+        _, z = self._solves(pi)
+        return float((1.0 - self.g) * self.mu_u @ z)
+
+    def value(self, x, pi):
+        x = np.asarray(x, dtype=np.float64)
+        return -self.occupancy(pi) + 0.5 * self.cx * float(x @ x)
+
+    def grad_x(self, x, pi):
+        return self.cx * np.asarray(x, dtype=np.float64)
+
+    def grad_pi(self, x, pi):
+        y, z = self._solves(pi)
+        return -(1.0 - self.g) * self.g * y[:, None] * (self.P @ z)
+
+
+#: moves as (drow, dcol): up, down, left, right, stay
+_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1), (0, 0))
+
+
+def gridworld_transitions(N: int, *, slip: float = 0.1, stay: bool = False) -> np.ndarray:
+    """``P[s, a, s']`` on an ``N x N`` grid, state ``s = row * N + col``.
+
+    Actions up, down, left, right (+ stay). With probability ``1 - slip`` the chosen
+    move is made, with probability ``slip`` a move drawn uniformly from all actions;
+    a move off the grid leaves the agent in place.
+    """
+    moves = _MOVES if stay else _MOVES[:4]
+    S, A = N * N, len(moves)
+    det = np.zeros((A, S, S))
+    for s in range(S):
+        r, c = divmod(s, N)
+        for a, (dr, dc) in enumerate(moves):
+            rr, cc = r + dr, c + dc
+            t = rr * N + cc if 0 <= rr < N and 0 <= cc < N else s
+            det[a, s, t] = 1.0
+    P = (1.0 - slip) * det + slip * det.mean(axis=0, keepdims=True)
+    return P.transpose(1, 0, 2).copy()
+
+
+def gridworld(
+    N: int = 4,
+    *,
+    slip: float = 0.1,
+    stay: bool = False,
+    gamma: float = 0.9,
+    tau: float = 0.1,
+    cx: float = 1e-2,
+    target: int | None = None,
+    seed: int = 0,
+) -> Problem:
+    """``N x N`` gridworld where ``x [S]`` is a state reward paid on arrival.
+
+    Lower reward: ``r_x(s, a) = sum_s' P[s, a, s'] x[s']`` (expected arrival reward),
+    i.e. :class:`LinearReward` with features ``F = P`` and ``d = S = N^2``.
+    Upper: :class:`TargetOccupancyUpper` with the same ``P`` and ``gamma``, start cell
+    ``(0, 0)``, target cell ``target`` (default the opposite corner ``N^2 - 1``) and ridge ``cx``.
+    The only random draw is ``x0 = 0.1 * rng.standard_normal(S)``.
+    """
+    N = _int(N, "N", 2)
+    slip = _prob(slip, "slip")
+    if not isinstance(stay, bool):
+        raise InvalidInputTypeError("stay", "a bool", f"{type(stay).__name__} {stay!r}")
+    S = N * N
+    target = S - 1 if target is None else _int(target, "target", 0, S - 1)
+    seed = _seed(seed)
+    rng = np.random.default_rng(seed)
+    P = gridworld_transitions(N, slip=slip, stay=stay)
+    mdp = TabularMDP(P, gamma, tau)
+    onehot_t = np.zeros(S)
+    onehot_t[target] = 1.0
+    mu_u = np.zeros(S)
+    mu_u[0] = 1.0
+    x0 = 0.1 * rng.standard_normal(S)
+    return Problem(
+        name="gridworld",
+        mdp=mdp,
+        reward=LinearReward(mdp.P),
+        upper=TargetOccupancyUpper(mdp.P, mdp.gamma, onehot_t, mu_u, cx=cx),
+        x0=x0,
+        seed=seed,
+        defaults={"beta": 0.5, "zeta": 0.5, "N": 10, "K": 500},
+        known={"target": target, "occupancy_upper_bound": 1.0},
+        params={"N": N, "slip": slip, "stay": stay, "gamma": float(gamma), "tau": float(tau), "cx": float(cx)},
+    )
+
+
+# ----------------------------------------------------------------------------- registry
+
+#: name -> constructor; each takes keyword ``seed`` and its own keyword overrides.
+PROBLEMS: dict[str, Callable[..., Problem]] = {
+    "ranmdp": ranmdp,
+    "ranmdp_small": ranmdp_small,
+    "garnet": garnet,
+    "gridworld": gridworld,
+}
+
+
+def get_problem(name: str, *, seed: int = 0, **overrides) -> Problem:
+    """Build the named problem: ``PROBLEMS[name](seed=seed, **overrides)``.
+
+    Raises:
+        InvalidInputError: ``name`` not in :data:`PROBLEMS`, or an override the
+            constructor does not take (named in the message).
+    """
+    if not isinstance(name, str) or name not in PROBLEMS:
+        raise InvalidInputError("name", f"one of {sorted(PROBLEMS)}", repr(name))
+    import inspect
+
+    ctor = PROBLEMS[name]
+    accepted = set(inspect.signature(ctor).parameters)
+    for key in overrides:
+        if key not in accepted:
+            raise InvalidInputError(key, f"an override of {name!r}: one of {sorted(accepted - {'seed'})}", repr(overrides[key]))
+    return ctor(seed=seed, **overrides)
