@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import InvalidInputError, InvalidInputTypeError, as_float_array, check_shape
-from .mdp import LinearReward, QuadraticReward, TabularMDP
+from .mdp import CallableReward, LinearReward, QuadraticReward, TabularMDP, TabularReward
 from .soft import state_chain
-from .upper import QuadraticUpper
+from .upper import QuadraticUpper, RLHFUpper, ShapingUpper
 
 __all__ = [
     "Problem",
@@ -29,6 +29,8 @@ __all__ = [
     "ranmdp_small",
     "garnet",
     "gridworld",
+    "rlhf_tabular",
+    "shaping_chain",
     "get_problem",
     "PROBLEMS",
 ]
@@ -340,6 +342,107 @@ def gridworld(
     )
 
 
+# ----------------------------------------------------------------------------- trajectory-level (SoBiRL)
+
+
+def rlhf_tabular(
+    *,
+    S: int = 3,
+    A: int = 2,
+    H: int = 2,
+    gamma: float = 0.8,
+    tau: float = 1.0,
+    labels: str = "bernoulli",
+    ridge: float = 0.05,
+    reward_scale: float = 2.0,
+    seed: int = 0,
+) -> Problem:
+    """RLHF reward learning with a hidden true reward (MATH.md sections 5-6), enumerable.
+
+    Lower: tabular reward ``r_x = x.reshape(S, A)`` (:class:`TabularReward`, ``d = S A``)
+    on ``P``; upper: :class:`~bilevel_check.upper.RLHFUpper` on the same ``(P, mu)``
+    (uniform ``mu``), pairs (``m = 2``) of horizon-``H`` trajectories, Bradley-Terry
+    preferences labelled by the hidden ``r_true`` and a ridge ``ridge/2 |x|^2`` in ``l``
+    (keeps a finite minimizer). Defaults: ``(S A)^(2H) = 1296`` pairs, so the exact
+    enumerated estimator is cheap.
+
+    Draw order: ``P = rng.uniform(size=(S, A, S))`` normalized per row, then
+    ``r_true = reward_scale * rng.standard_normal((S, A))``. ``x0 = 0`` (uniform ``pi``).
+    """
+    S, A, H = _int(S, "S", 1), _int(A, "A", 1), _int(H, "H", 1)
+    seed = _seed(seed)
+    rng = np.random.default_rng(seed)
+    P = rng.uniform(size=(S, A, S))
+    P /= P.sum(axis=-1, keepdims=True)
+    r_true = float(reward_scale) * rng.standard_normal((S, A))
+    mdp = TabularMDP(P, gamma, tau)
+    reward = TabularReward(S, A)
+    return Problem(
+        name="rlhf_tabular",
+        mdp=mdp,
+        reward=reward,
+        upper=RLHFUpper(mdp.P, mdp.mu, H, reward, r_true, labels=labels, ridge=ridge),
+        x0=np.zeros(S * A),
+        seed=seed,
+        defaults={"beta": 1.0, "K": 300, "eta": 5.0, "delta": 1e-8, "n_samples": 2000},
+        known={"true_reward": r_true, "n_pairs": (S * A) ** (2 * H)},
+        params={"S": S, "A": A, "H": H, "gamma": float(gamma), "tau": float(tau), "labels": labels,
+                "ridge": float(ridge), "reward_scale": float(reward_scale)},
+    )
+
+
+def shaping_chain(
+    *,
+    S: int = 4,
+    H: int = 5,
+    gamma: float = 0.9,
+    tau: float = 0.5,
+    slip: float = 0.1,
+    seed: int = 0,
+) -> Problem:
+    """Reward shaping on a chain with a sparse true reward at the end (MATH.md section 6).
+
+    States ``0 .. S-1``, actions left (0) / right (1); the chosen move is made with
+    probability ``1 - slip``, the opposite one with ``slip`` (walls keep the agent in
+    place). True reward ``r_u[S-1, :] = 1``, zero elsewhere. Lower reward
+    ``r_x(s, a) = r_u(s, a) + x[s]`` (a state bonus, ``d = S``; not potential-based, so
+    it does change ``pi*``). Upper: :class:`~bilevel_check.upper.ShapingUpper`,
+    ``f = -E[sum_{h<H} gamma^h r_u(s_h, a_h)]`` from ``s_0 = 0`` (``(2S)^H`` paths,
+    32768 by default). ``phi`` has no finite minimizer (bonuses drive ``pi*`` towards
+    the greedy policy); ``phi > -sum_{h=S-1}^{H-1} gamma^h``.
+    The only random draw is ``x0 = 0.1 * rng.standard_normal(S)``.
+    """
+    S, H = _int(S, "S", 2), _int(H, "H", 1)
+    slip = _prob(slip, "slip")
+    seed = _seed(seed)
+    rng = np.random.default_rng(seed)
+    P = np.zeros((S, 2, S))
+    for s in range(S):
+        left, right = max(s - 1, 0), min(s + 1, S - 1)
+        P[s, 0, left] += 1.0 - slip
+        P[s, 0, right] += slip
+        P[s, 1, right] += 1.0 - slip
+        P[s, 1, left] += slip
+    r_u = np.zeros((S, 2))
+    r_u[S - 1, :] = 1.0
+    F = np.repeat(np.eye(S)[:, None, :], 2, axis=1)  # [S, 2, S]: bonus x[s] for both actions
+    reward = CallableReward(lambda x: r_u + F @ np.asarray(x, dtype=np.float64), lambda x: F, S=S, A=2, d=S)
+    mu_u = np.zeros(S)
+    mu_u[0] = 1.0
+    x0 = 0.1 * rng.standard_normal(S)
+    return Problem(
+        name="shaping_chain",
+        mdp=TabularMDP(P, gamma, tau),
+        reward=reward,
+        upper=ShapingUpper(P, mu_u, H, gamma, r_u),
+        x0=x0,
+        seed=seed,
+        defaults={"beta": 1.0, "K": 200, "eta": 5.0, "delta": 1e-8, "n_samples": 2000},
+        known={"phi_lower_bound": -float(sum(gamma**h for h in range(S - 1, H))), "r_true": r_u},
+        params={"S": S, "H": H, "gamma": float(gamma), "tau": float(tau), "slip": slip},
+    )
+
+
 # ----------------------------------------------------------------------------- registry
 
 #: name -> constructor; each takes keyword ``seed`` and its own keyword overrides.
@@ -348,6 +451,8 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "ranmdp_small": ranmdp_small,
     "garnet": garnet,
     "gridworld": gridworld,
+    "rlhf_tabular": rlhf_tabular,
+    "shaping_chain": shaping_chain,
 }
 
 

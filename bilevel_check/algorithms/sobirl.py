@@ -37,52 +37,84 @@ from ..model_free import _check_common, model_free_hypergradient_exact, sobirl_e
 from ..soft import ConvergenceError, policy_mirror_descent, solve_soft
 from ..trajectories import check_rng
 
-__all__ = ["SoBiRLHistory", "SoBiRLResult", "sobirl", "BaselineReport", "reward_fitting_baseline"]
+__all__ = ["SoBiRLHistory", "sobirl", "BaselineReport", "reward_fitting_baseline"]
 
 ESTIMATORS = ("sample", "exact")
 
 
 @dataclass
 class SoBiRLHistory:
-    """Per-iteration records (index k): ``x [K+1][d]`` (including the last iterate),
-    ``h_norm``, ``phi`` (``phi(x_k) = f(x_k, pi*_{x_k})``), ``grad_norm`` (true
-    ``||grad phi(x_k)||``), ``est_error`` (``||h_k - grad phi(x_k)||``), ``pmd_steps``
-    and ``log_pi_error`` (``||log pi_k - log pi*_{x_k}||_inf`` reached)."""
+    """Iterates and diagnostics of one SoBiRL run (``n`` = iterations done, ``<= K``),
+    laid out like M-SoBiRL's ``History``.
 
-    x: list = field(default_factory=list)
-    h_norm: list = field(default_factory=list)
-    phi: list = field(default_factory=list)
-    grad_norm: list = field(default_factory=list)
-    est_error: list = field(default_factory=list)
-    pmd_steps: list = field(default_factory=list)
-    log_pi_error: list = field(default_factory=list)
+    Attributes:
+        x: ``[n+1, d]``, ``x_0 .. x_n``.
+        h: ``[n, d]`` the estimates ``h_k``; h_norm: ``[n]`` ``||h_k||_2``.
+        phi: ``[n]`` ``phi(x_k) = f(x_k, pi*_{x_k})`` (exact lower level).
+        grad_norm: ``[n]`` true ``||grad phi(x_k)||_2`` (closed form (9)), NaN when not tracked.
+        true_grad_err: ``[n]`` ``||h_k - grad phi(x_k)||_2``, NaN when not tracked.
+        pmd_steps: ``[n]`` PMD steps spent at iteration ``k``.
+        log_pi_err: ``[n]`` ``||log pi_k - log pi*_{x_k}||_inf`` reached (``<= delta``).
+        pi: the last policy ``pi_{n-1}`` ``[S, A]``.
+        params: the settings and the problem name/seed when known.
+        stopped: whether the callback stopped the run early.
+    """
 
-    def as_dict(self) -> dict:
-        out = {k: [float(v) for v in getattr(self, k)] for k in
-               ("h_norm", "phi", "grad_norm", "est_error", "pmd_steps", "log_pi_error")}
-        out["x"] = [np.asarray(v).tolist() for v in self.x]
+    x: np.ndarray
+    h: np.ndarray
+    h_norm: np.ndarray
+    phi: np.ndarray
+    grad_norm: np.ndarray
+    true_grad_err: np.ndarray
+    pmd_steps: np.ndarray
+    log_pi_err: np.ndarray
+    pi: np.ndarray
+    params: dict = field(default_factory=dict)
+    stopped: bool = False
+
+    @property
+    def iterations(self) -> int:
+        return int(self.h_norm.shape[0])
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
+
+        def arr(a):
+            a = np.asarray(a, dtype=np.float64)
+            return np.where(np.isfinite(a), a, np.nan).astype(object).tolist() if a.size else []
+
+        def clean(v):
+            if isinstance(v, list):
+                return [clean(e) for e in v]
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+
+        out = {"schema": "bilevel-check/history/v1", "algorithm": "sobirl", "params": self.params,
+               "iterations": self.iterations, "stopped": self.stopped}
+        for key in ("x", "h_norm", "phi", "grad_norm", "true_grad_err", "pmd_steps", "log_pi_err", "pi"):
+            out[key] = clean(arr(getattr(self, key)))
         return out
 
     def save(self, path) -> None:
-        """Write the history as JSON (atomically)."""
-        atomic_write_json(path, self.as_dict())
+        """Write :meth:`to_json` atomically."""
+        atomic_write_json(path, self.to_json())
 
 
-@dataclass
-class SoBiRLResult:
-    """Final ``x``, the policy ``pi`` of the last PMD solve, the history and the settings."""
-
-    x: np.ndarray
-    pi: np.ndarray
-    history: SoBiRLHistory
-    iterations: int
-    settings: dict
+def _unpack(problem_or_parts):
+    if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
+        p = problem_or_parts
+        return (p.mdp, p.reward, p.upper, p.x0, dict(getattr(p, "defaults", {})),
+                {"problem": p.name, "seed": p.seed})
+    if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
+        return (*problem_or_parts, None, {}, {})
+    raise InvalidInputError("problem_or_parts", "a Problem or a tuple (mdp, reward, upper)",
+                            type(problem_or_parts).__name__)
 
 
 def _check_pos(v, name, *, integer=False):
     ok = not isinstance(v, bool) and isinstance(v, (int, np.integer) if integer else (int, float, np.integer, np.floating))
     if not ok or not np.isfinite(v) or v <= 0:
         raise InvalidInputError(name, f"a positive {'integer' if integer else 'finite number'}", repr(v))
+    return int(v) if integer else float(v)
 
 
 def _pmd_to_accuracy(mdp, r, pi, log_pi_star, *, delta, eta, max_steps):
@@ -103,59 +135,71 @@ def _pmd_to_accuracy(mdp, r, pi, log_pi_star, *, delta, eta, max_steps):
 
 
 def sobirl(
-    mdp,
-    reward,
-    upper,
-    x0,
+    problem_or_parts,
     *,
-    beta: float,
-    K: int,
-    delta: float = 1e-6,
-    eta: float = 1.0,
+    K: int | None = None,
+    beta: float | None = None,
+    x0=None,
+    delta: float | None = None,
+    eta: float | None = None,
     estimator: str = "sample",
-    n_samples: int = 1000,
+    n_samples: int | None = None,
     implicit: str = "exact",
     seed: int = 0,
     drop_exploration_term: bool = False,
     max_pmd_steps: int = 10_000,
     callback: Callable | None = None,
+    track_true_grad: bool = True,
     progress: bool = False,
-) -> SoBiRLResult:
-    """Run ``K`` iterations of SoBiRL (Algorithm 2) from ``x0``.
+) -> SoBiRLHistory:
+    """Run ``K`` iterations of SoBiRL (Algorithm 2, MATH.md section 5).
 
     Args:
-        mdp, reward: lower MDP and reward model ``r_x``.
-        upper: a :class:`~bilevel_check.upper.TrajectoryUpper` (RLHF, shaping, ...).
-        x0: initial ``x [d]``.
-        beta: step size of ``x_{k+1} = x_k - beta h_k``.
-        K: iterations.
-        delta: lower-level accuracy ``||log pi_k - log pi*_{x_k}||_inf <= delta``.
-        eta: PMD step size.
-        estimator: ``'sample'`` (15) from ``n_samples`` tuples, or ``'exact'`` (enumerated).
-        implicit: ``'exact'`` or ``'rollout'`` for ``dQ_k, dV_k`` (sample estimator only).
-        seed: seeds the ``numpy.random.Generator`` used by the sampler.
+        problem_or_parts: a :class:`~bilevel_check.problems.Problem` or ``(mdp, reward, upper)``
+            with ``upper`` a :class:`~bilevel_check.upper.TrajectoryUpper`.
+        K, beta: iterations and step of ``x_{k+1} = x_k - beta h_k`` (default: the
+            problem's ``defaults``; required with bare parts).
+        x0: start ``[d]`` (default the problem's ``x0``; required with bare parts).
+        delta: lower accuracy ``||log pi_k - log pi*_{x_k}||_inf <= delta`` (default
+            the problem's, else 1e-8). eta: PMD step (default the problem's, else 1).
+        estimator: ``'sample'`` (15) from ``n_samples`` tuples (default the problem's,
+            else 1000), or ``'exact'`` (the expectation of (15), enumerated).
+        implicit: ``'exact'`` or ``'rollout'`` for ``dQ_k, dV_k`` (sample estimator).
+        seed: seeds the ``numpy.random.Generator`` of the sampler.
         drop_exploration_term: drop (14) (alternating reward-fitting baseline).
-        callback: ``callback(k, record) -> bool``; ``record`` has ``x, h, pi, phi,
-            grad_phi``; returning ``True`` stops the loop after iteration ``k``.
+        callback: ``callback(k, state) -> bool | None`` after iteration ``k``; ``state``
+            has ``x`` (= ``x_{k+1}``), ``h``, ``pi``, ``phi``, ``true_grad_err``;
+            returning ``True`` stops the run.
+        track_true_grad: record ``||grad phi(x_k)||`` and ``||h_k - grad phi(x_k)||``.
         progress: show a progress bar on stderr.
     """
+    mdp, reward, upper, px0, defaults, meta = _unpack(problem_or_parts)
+    fallback = {"delta": 1e-8, "eta": 1.0, "n_samples": 1000}
+    given = {"K": K, "beta": beta, "delta": delta, "eta": eta, "n_samples": n_samples}
+    hp = {}
+    for key, val in given.items():
+        val = defaults.get(key, fallback.get(key)) if val is None else val
+        if val is None:
+            raise InvalidInputError(key, "a value (no problem defaults with bare parts)", "None")
+        hp[key] = val
+    if x0 is None:
+        if px0 is None:
+            raise InvalidInputError("x0", "a start point [d] (bare parts have no default)", "None")
+        x0 = px0
     x = _check_common(mdp, reward, upper, x0).copy()
-    _check_pos(beta, "beta")
-    _check_pos(K, "K", integer=True)
-    _check_pos(delta, "delta")
-    _check_pos(eta, "eta")
-    _check_pos(n_samples, "n_samples", integer=True)
+    K, n_samples = _check_pos(hp["K"], "K", integer=True), _check_pos(hp["n_samples"], "n_samples", integer=True)
+    beta, delta, eta = (_check_pos(hp[k], k) for k in ("beta", "delta", "eta"))
     _check_pos(max_pmd_steps, "max_pmd_steps", integer=True)
     if estimator not in ESTIMATORS:
         raise InvalidInputError("estimator", f"one of {ESTIMATORS}", repr(estimator))
     if callback is not None and not callable(callback):
         raise InvalidInputError("callback", "a callable or None", type(callback).__name__)
     rng = check_rng(seed, "seed")
-    hist = SoBiRLHistory()
     pi = np.full((mdp.S, mdp.A), 1.0 / mdp.A)
-    k = 0
-    with Progress(K, desc="SoBiRL", enabled=progress) as bar:
-        for k in range(int(K)):
+    xs, hs, rec = [x.copy()], [], {k: [] for k in ("phi", "grad_norm", "err", "steps", "lpe")}
+    stopped = False
+    with Progress(K, desc="sobirl", enabled=bool(progress)) as bar:
+        for k in range(K):
             r = reward.value(x)
             star = solve_soft(mdp, r, tol=1e-12)
             pi, steps, err = _pmd_to_accuracy(mdp, r, pi, star.log_pi, delta=delta, eta=eta, max_steps=max_pmd_steps)
@@ -163,48 +207,59 @@ def sobirl(
                 res = model_free_hypergradient_exact(mdp, reward, upper, x, pi=pi)
                 h = res.term13 if drop_exploration_term else res.grad
             else:
-                h = sobirl_estimator(mdp, reward, upper, x, pi, n_samples=int(n_samples), rng=rng,
-                                     implicit=implicit, drop_exploration_term=drop_exploration_term).grad
-            true = hypergradient(mdp, reward, upper, x, solution=star)
-            hist.x.append(x.copy())
-            hist.h_norm.append(float(np.linalg.norm(h)))
-            hist.phi.append(true.phi)
-            hist.grad_norm.append(float(np.linalg.norm(true.grad)))
-            hist.est_error.append(float(np.linalg.norm(h - true.grad)))
-            hist.pmd_steps.append(steps)
-            hist.log_pi_error.append(err)
+                h = sobirl_estimator(mdp, reward, upper, x, pi, n_samples=n_samples, rng=rng, implicit=implicit,
+                                     drop_exploration_term=drop_exploration_term).grad
+            if track_true_grad:
+                true = hypergradient(mdp, reward, upper, x, solution=star)
+                phi_k, gnorm, gerr = true.phi, float(np.linalg.norm(true.grad)), float(np.linalg.norm(h - true.grad))
+            else:
+                phi_k, gnorm, gerr = float(upper.value(x, star.pi)), np.nan, np.nan
             x = x - beta * h
-            bar.update(1, info=f"|grad phi|={hist.grad_norm[-1]:.3e}")
-            if callback is not None and callback(k, {"x": hist.x[-1], "h": h, "pi": pi, "phi": true.phi,
-                                                     "grad_phi": true.grad}):
+            if not np.all(np.isfinite(x)):
+                raise FloatingPointError(f"sobirl diverged at iteration {k} (non-finite x); decrease beta={beta}")
+            for key, v in zip(("phi", "grad_norm", "err", "steps", "lpe"), (phi_k, gnorm, gerr, steps, err)):
+                rec[key].append(v)
+            xs.append(x.copy())
+            hs.append(h)
+            bar.update(1, info=f"|h|={np.linalg.norm(h):.2e} phi={phi_k:.6g}")
+            if callback is not None and callback(k, {"x": x, "h": h, "pi": pi, "phi": phi_k, "true_grad_err": gerr}):
+                stopped = True
                 break
-    hist.x.append(x.copy())
-    settings = {"beta": beta, "K": K, "delta": delta, "eta": eta, "estimator": estimator,
-                "n_samples": n_samples, "implicit": implicit, "seed": seed,
-                "drop_exploration_term": drop_exploration_term}
-    return SoBiRLResult(x, pi, hist, k + 1, settings)
+    n = len(hs)
+    h_arr = np.array(hs).reshape(n, reward.d)
+    params = {"K": K, "beta": beta, "delta": delta, "eta": eta, "estimator": estimator, "n_samples": n_samples,
+              "implicit": implicit, "seed": seed, "drop_exploration_term": bool(drop_exploration_term), **meta}
+    return SoBiRLHistory(
+        x=np.array(xs), h=h_arr, h_norm=np.linalg.norm(h_arr, axis=1), phi=np.array(rec["phi"]),
+        grad_norm=np.array(rec["grad_norm"]), true_grad_err=np.array(rec["err"]),
+        pmd_steps=np.array(rec["steps"], dtype=np.int64), log_pi_err=np.array(rec["lpe"]),
+        pi=pi, params=params, stopped=stopped,
+    )
 
 
 @dataclass
 class BaselineReport:
     """Where the reward-fitting baseline stopped: ``x``, the norm of its own update
-    direction ``||E[grad_x l]||`` there, the true ``||grad phi(x)||`` and ``phi(x)``."""
+    direction ``||E_{pi*_x}[grad_x l]||`` there, the true ``||grad phi(x)||`` and ``phi(x)``."""
 
     x: np.ndarray
     fit_grad_norm: float
     true_grad_norm: float
     phi: float
-    result: SoBiRLResult
+    history: SoBiRLHistory
 
 
-def reward_fitting_baseline(mdp, reward, upper, x0, *, beta: float, K: int, delta: float = 1e-8,
-                            eta: float = 1.0, **kwargs) -> BaselineReport:
-    """Run the alternating reward-fitting baseline (SoBiRL without (14), exact expectation)
-    and report the true ``||grad phi||`` (closed form (9)) at the point where it stops."""
-    res = sobirl(mdp, reward, upper, x0, beta=beta, K=K, delta=delta, eta=eta, estimator="exact",
-                 drop_exploration_term=True, **kwargs)
-    x = res.x
+def reward_fitting_baseline(problem_or_parts, **kwargs) -> BaselineReport:
+    """Run the alternating reward-fitting baseline (SoBiRL without (14), ``estimator='exact'``
+    unless given) and report the true ``||grad phi||`` (closed form (9)) where it stops.
+
+    Keyword arguments are those of :func:`sobirl`.
+    """
+    kwargs.setdefault("estimator", "exact")
+    hist = sobirl(problem_or_parts, drop_exploration_term=True, **kwargs)
+    mdp, reward, upper, *_ = _unpack(problem_or_parts)
+    x = hist.x[-1]
     star = solve_soft(mdp, reward.value(x), tol=1e-12)
     fit = model_free_hypergradient_exact(mdp, reward, upper, x, pi=star.pi)
     true = hypergradient(mdp, reward, upper, x, solution=star)
-    return BaselineReport(x, float(np.linalg.norm(fit.term13)), float(np.linalg.norm(true.grad)), true.phi, res)
+    return BaselineReport(x, float(np.linalg.norm(fit.term13)), float(np.linalg.norm(true.grad)), true.phi, hist)
