@@ -97,19 +97,23 @@ def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
     return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
 
 
-def gen_problem(cid, seed, *, name, gamma=None, tau=None, **kwargs):
-    """A named problem of :mod:`bilevel_check.problems` (``make_problem(name, seed=...) -> case dict``)."""
-    from . import problems
+def gen_problem(cid, seed, *, name, **overrides):
+    """A named problem of :mod:`bilevel_check.problems` at its start point ``x0``, as a case."""
+    from .mdp import LinearReward, QuadraticReward
+    from .problems import get_problem
+    from .upper import QuadraticUpper
 
-    case = problems.make_case(name, seed=seed, **kwargs) if hasattr(problems, "make_case") else None
-    if case is None:
-        raise InvalidInputError("name", "a problem exposed by bilevel_check.problems.make_case", repr(name))
-    case = dict(case, id=cid)
-    if gamma is not None:
-        case["mdp"] = dict(case["mdp"], gamma=repr(float(gamma)))
-    if tau is not None:
-        case["mdp"] = dict(case["mdp"], tau=repr(float(tau)))
-    return case
+    p = get_problem(name, seed=seed, **overrides)
+    if isinstance(p.reward, LinearReward):
+        reward = {"kind": "linear", "features": p.reward.F}
+    elif isinstance(p.reward, QuadraticReward):
+        reward = {"kind": "quadratic", "c": p.reward.c, "M": p.reward.M}
+    else:
+        raise InvalidInputError("name", "a problem with a linear or quadratic reward", f"{name!r} ({type(p.reward).__name__})")
+    if not isinstance(p.upper, QuadraticUpper):
+        raise InvalidInputError("name", "a problem with a quadratic upper level", f"{name!r} ({type(p.upper).__name__})")
+    upper = {"kind": "quadratic", "cx": p.upper.cx, "G": p.upper.G, "cpi": p.upper.cpi}
+    return make_case(cid, P=p.mdp.P, gamma=p.mdp.gamma, tau=p.mdp.tau, reward=reward, upper=upper, x=p.x0)
 
 
 def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
@@ -173,6 +177,12 @@ GROUPS: dict[str, tuple[str, str, list]] = {
         ("g099-sparse-S5A2", "linear", 604, dict(S=5, A=2, d=2, gamma=0.99, tau=0.5, sparse=True)),
         ("g0999-tabular-S2A2", "tabular", 605, dict(S=2, A=2, gamma=0.999, tau=2.0)),
     ]),
+    "problems": ("named problems of bilevel_check.problems at their start point x0", "medium", [
+        ("ranmdp_small-seed0", "problem", 0, dict(name="ranmdp_small")),
+        ("ranmdp_small-seed1-g09", "problem", 1, dict(name="ranmdp_small", gamma=0.9)),
+        ("garnet-S20-seed0", "problem", 0, dict(name="garnet")),
+        ("garnet-S10-seed2-g095", "problem", 2, dict(name="garnet", S=10, gamma=0.95, tau=0.5)),
+    ]),
     "low_temperature": ("tau down to 0.01 with |r| ~ 100+: exp(r / tau) overflows float64 without max-shift", "hard", [
         ("lowtau-001-r100", "linear", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=100.0)),
         ("lowtau-001-r300", "tabular", 702, dict(S=2, A=3, gamma=0.5, tau=0.01, scale=300.0)),
@@ -186,19 +196,11 @@ GROUPS: dict[str, tuple[str, str, list]] = {
 def default_specs(groups=None) -> dict[str, dict]:
     """The built-in manifest entries: group -> {"file", "description", "tier", "cases": [...]}.
 
-    Groups whose generators need a module that is not installed (``problems``,
-    ``precise_traj``) are left out.
     """
     from .precise_traj import TRAJ_GROUP  # model_free entries live beside their generator
 
     table = dict(GROUPS)
     table["model_free"] = TRAJ_GROUP
-    try:
-        from .problems import GOLDEN_PROBLEMS  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        table["problems"] = ("named problems of bilevel_check.problems", "medium", list(GOLDEN_PROBLEMS))
     out = {}
     for g, (desc, tier, rows) in table.items():
         if groups is not None and g not in groups:

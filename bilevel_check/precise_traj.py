@@ -23,9 +23,9 @@ upper kinds registered in :data:`bilevel_check.casefile.UPPER_KINDS`:
 * ``{"kind": "shaping", "H", "P_u", "mu_u", "r_u": S x A, "gamma_u"}``: one trajectory,
   ``l = -sum_h gamma_u^h r_u(s_h, a_h)`` (independent of ``x``).
 
-:class:`TrajUpper` is the float64 twin (``value``, ``grad_x``, ``grad_pi``) used by
-the case-file builder; its ``grad_pi[s, a] = E[l N_sa / pi(a|s)]`` (``N_sa`` the
-visit count) turns (9) into (13) + (14).
+The float64 builder registered for these kinds returns the independently written
+exact-enumeration objectives of :mod:`bilevel_check.upper` (``RLHFUpper``,
+``ShapingUpper``), whose ``grad_pi`` turns (9) into (13) + (14).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from ._validation import InvalidInputError
 from .casefile import UPPER_KINDS, _array, _num, _require, make_case
 
-__all__ = ["TRAJ_KINDS", "TRAJ_GROUP", "TrajUpper", "trajectories", "mp_traj_objective", "route_a_traj", "make_traj_case"]
+__all__ = ["TRAJ_KINDS", "TRAJ_GROUP", "trajectories", "mp_traj_objective", "route_a_traj", "make_traj_case"]
 
 TRAJ_KINDS = ("rlhf", "shaping")
 
@@ -155,75 +155,27 @@ def route_a_traj(case: dict, digits: int) -> dict:
                 "grad_13": g13, "grad_14": g14}
 
 
-class TrajUpper:
-    """Float64 exact enumeration of a trajectory objective: ``value``, ``grad_x``, ``grad_pi``."""
-
-    def __init__(self, spec: dict, S: int, A: int, where: str = "<case>"):
-        kind = spec["kind"]
-        H = _num(_require(spec, "H", where, "upper"), where, "upper.H")
-        if H != int(H) or not 1 <= H <= 4:
-            raise InvalidInputError("H", "an integer horizon 1 <= H <= 4 (exact enumeration)", repr(spec["H"]))
-        self.kind, self.S, self.A, self.H = kind, S, A, int(H)
-        P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
-        mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
-        if (P_u < 0).any() or np.abs(P_u.sum(-1) - 1).max() > 1e-12 or (mu_u < 0).any() or abs(mu_u.sum() - 1) > 1e-12:
-            raise InvalidInputError("P_u, mu_u", "stochastic rows (tolerance 1e-12)", "rows off the simplex")
-        self.P_u, self.mu_u = P_u / P_u.sum(-1, keepdims=True), mu_u / mu_u.sum()
-        self.paths = trajectories(S, A, self.H)
-        self.N = np.zeros((len(self.paths), S, A))  # visit counts
-        for i, p in enumerate(self.paths):
-            for s, a in p:
-                self.N[i, s, a] += 1
-        if kind == "rlhf":
-            self.F = _array(_require(spec, "features", where, "upper"), (S, A, None), where, "upper.features")
-            r_true = _array(_require(spec, "r_true", where, "upper"), (S, A), where, "upper.r_true")
-            labels = _require(spec, "labels", where, "upper")
-            if labels not in ("bernoulli", "deterministic"):
-                raise InvalidInputError("labels", "'bernoulli' or 'deterministic'", repr(labels))
-            Rt = np.einsum("isa,sa->i", self.N, r_true)
-            diff = Rt[:, None] - Rt[None, :]
-            self.Y = 1.0 / (1.0 + np.exp(-diff)) if labels == "bernoulli" else np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
-            self.dR = np.einsum("isa,sad->id", self.N, self.F)
-        else:
-            r_u = _array(_require(spec, "r_u", where, "upper"), (S, A), where, "upper.r_u")
-            g_u = _num(_require(spec, "gamma_u", where, "upper"), where, "upper.gamma_u")
-            self.loss = np.array([-sum(g_u**h * r_u[s, a] for h, (s, a) in enumerate(p)) for p in self.paths])
-
-    def _prob(self, pi):
-        return np.array([_prob(p, pi, self.P_u, self.mu_u, 1.0) for p in self.paths])
-
-    def _pair(self, x):
-        R = self.dR @ np.asarray(x, dtype=np.float64)
-        z = R[:, None] - R[None, :]
-        return z, np.logaddexp(0.0, z) - self.Y * z
-
-    def value(self, x, pi):
-        q = self._prob(pi)
-        if self.kind == "shaping":
-            return float(q @ self.loss)
-        return float(q @ self._pair(x)[1] @ q)
-
-    def grad_x(self, x, pi):
-        if self.kind == "shaping":
-            return np.zeros(np.asarray(x).shape[0])
-        q = self._prob(pi)
-        z, _ = self._pair(x)
-        c = np.outer(q, q) * (0.5 * (1.0 + np.tanh(0.5 * z)) - self.Y)
-        return c.sum(1) @ self.dR - c.sum(0) @ self.dR
-
-    def grad_pi(self, x, pi):
-        """``d f / d pi[s, a] = E[l N_sa] / pi[s, a]`` (score function of ``rho_pi``)."""
-        q = self._prob(pi)
-        if self.kind == "shaping":
-            lw = q * self.loss
-        else:
-            L = self._pair(x)[1]
-            lw = q * (L @ q) + q * (q @ L)  # each path as t1 and as t2
-        return np.einsum("i,isa->sa", lw, self.N) / np.asarray(pi, dtype=np.float64)
-
-
 def _traj_builder(spec, S, A):
-    return TrajUpper(spec, S, A)
+    """Float64 model of an ``rlhf`` / ``shaping`` spec: the exact-enumeration
+    :class:`~bilevel_check.upper.RLHFUpper` / :class:`~bilevel_check.upper.ShapingUpper`
+    (written independently of this module)."""
+    from .mdp import LinearReward
+    from .upper import RLHFUpper, ShapingUpper
+
+    where = "<case>"
+    H = _num(_require(spec, "H", where, "upper"), where, "upper.H")
+    if H != int(H) or not 1 <= H <= 4:
+        raise InvalidInputError("H", "an integer horizon 1 <= H <= 4 (exact enumeration)", repr(spec["H"]))
+    P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
+    mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
+    if spec["kind"] == "rlhf":
+        F = _array(_require(spec, "features", where, "upper"), (S, A, None), where, "upper.features")
+        r_true = _array(_require(spec, "r_true", where, "upper"), (S, A), where, "upper.r_true")
+        labels = _require(spec, "labels", where, "upper")
+        return RLHFUpper(P_u, mu_u, int(H), LinearReward(F), r_true, labels=labels, mode="exact")
+    r_u = _array(_require(spec, "r_u", where, "upper"), (S, A), where, "upper.r_u")
+    g_u = _num(_require(spec, "gamma_u", where, "upper"), where, "upper.gamma_u")
+    return ShapingUpper(P_u, mu_u, int(H), g_u, r_u, mode="exact")
 
 
 for _kind in TRAJ_KINDS:
