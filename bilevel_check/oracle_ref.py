@@ -1,0 +1,189 @@
+"""Desired values for the oracle: certified golden decimals or the float64 reference.
+
+:func:`resolve_cases` turns the ``cases`` argument of the ``check_*`` functions of
+:mod:`bilevel_check.oracle` into :class:`Resolved` records holding the float64
+problem, the desired outputs, the route that produced them, and the two
+quantities the tolerance policy needs: ``cond_inf(I - gamma P_pi*)`` and
+``||Q*||_inf / tau``.
+
+Routes:
+
+* golden case: the certified decimal strings (``V``, ``Q``, ``pi``, ``grad``), route
+  ``"golden <group>: <route a> vs <route b>, <k> certified digits"``;
+* any other case (and the implicit derivatives, which the golden suite does not
+  certify): :data:`REF_ROUTE`, the float64 Newton solve and closed form, accepted only
+  after the SA x SA form (MATH.md section 2, push-through identity) agrees; the
+  agreement in digits is part of the route string.
+
+:func:`generated_cases` is the seeded generated suite (``verify --suite hypothesis``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import InvalidInputError, InvalidInputTypeError
+from .oracle_report import digits_of_agreement
+
+__all__ = ["REF_ROUTE", "Resolved", "resolve_cases", "generated_cases", "KINDS"]
+
+REF_ROUTE = "float64 reference: Newton lower level + closed form S x S, cross-checked with SA x SA form"
+KINDS = ("soft", "hypergradient", "implicit", "estimator")
+
+
+@dataclass
+class Resolved:
+    id: str
+    raw: dict | None
+    problem: object  # casefile.CaseProblem
+    desired: dict
+    route: str
+    cond: float
+    q_over_tau: float
+    golden: object = None
+    notes: dict = field(default_factory=dict)
+
+
+def _norm_digits(a: np.ndarray, b: np.ndarray) -> float:
+    scale = float(np.max(np.abs(b), initial=0.0))
+    err = float(np.max(np.abs(a - b), initial=0.0))
+    if err == 0.0:
+        return 17.0
+    return digits_of_agreement(scale + err, scale) if scale > 0 else 0.0
+
+
+def _reference(cp, kind: str) -> tuple[dict, str, np.ndarray, np.ndarray]:
+    """Float64 desired values for ``kind`` plus the route string, ``pi*`` and ``Q*``."""
+    from .hypergrad import hypergradient_from_policy
+    from .implicit import implicit_derivatives, implicit_derivatives_sa
+    from .soft import solve_soft
+
+    m, rw, up, x = cp.mdp, cp.reward, cp.upper, cp.x
+    sol = solve_soft(m, rw.value(x), tol=1e-13)
+    pi = sol.pi
+    if kind == "soft":
+        return {"V": sol.V, "Q": sol.Q, "pi": pi}, f"{REF_ROUTE} (residual {sol.residual:.2g})", pi, sol.Q
+    dr = rw.jacobian(x)
+    if kind == "implicit":
+        a = implicit_derivatives(m.P, m.gamma, m.tau, pi, dr)
+        b = implicit_derivatives_sa(m.P, m.gamma, m.tau, pi, dr)
+        agree = min(_norm_digits(getattr(a, k), getattr(b, k)) for k in ("dV", "dQ", "dpi"))
+        out = {"dV": a.dV, "dQ": a.dQ, "dlog_pi": a.dlog_pi, "dpi": a.dpi}
+        return out, f"{REF_ROUTE}: forms agree to {agree:.1f} digits", pi, sol.Q
+    gx, gpi = np.asarray(up.grad_x(x, pi), float), np.asarray(up.grad_pi(x, pi), float)
+    g1, _, _ = hypergradient_from_policy(m.P, m.gamma, m.tau, pi, dr, gx, gpi, form="adjoint")
+    g2, _, _ = hypergradient_from_policy(m.P, m.gamma, m.tau, pi, dr, gx, gpi, form="sa")
+    return {"grad": g1}, f"{REF_ROUTE}: forms agree to {_norm_digits(g1, g2):.1f} digits", pi, sol.Q
+
+
+def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    from .soft import state_chain
+
+    m = cp.mdp
+    M = np.eye(m.S) - m.gamma * state_chain(m.P, pi)
+    cond = float(np.linalg.norm(M, np.inf) * np.linalg.norm(np.linalg.inv(M), np.inf))
+    return cond, float(np.max(np.abs(q))) / float(m.tau)
+
+
+_GOLDEN_OUT = {"soft": ("V", "Q", "pi"), "hypergradient": ("grad",), "estimator": ("grad",)}
+
+
+def _resolve_one(item, kind: str) -> Resolved:
+    from .casefile import Case, CaseProblem, load_case
+    from .golden import GoldenCase
+
+    golden = raw = None
+    if isinstance(item, GoldenCase):
+        golden, case = item, item.load()
+    elif isinstance(item, Case):
+        case = item
+    elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], CaseProblem):
+        cid, cp = item
+        desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
+        cond, qt = _cond(cp, pi, q)
+        return Resolved(str(cid), None, cp, desired, route, cond, qt)
+    elif isinstance(item, (dict, str)) or hasattr(item, "__fspath__"):
+        from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
+
+        case = load_case(item)
+    else:
+        raise InvalidInputTypeError("cases", "golden cases, case dicts/paths, Case objects or (id, CaseProblem)",
+                                    type(item).__name__)
+    raw, cp = case.raw, case.to_float64()
+    names = _GOLDEN_OUT.get(kind, ())
+    if golden is not None and all(n in golden.certified for n in names) and names:
+        desired = {n: np.array(golden.values(n), dtype=float) for n in names}
+        if "grad" in desired:
+            desired["grad"] = desired["grad"].reshape(-1)
+        pi = np.array(golden.values("pi"), dtype=float)
+        q = np.array(golden.values("Q"), dtype=float)
+        r = golden.routes.get(names[0], {})
+        digits = min(golden.certified_digits[n] for n in names)
+        route = f"golden {golden.group}: {r.get('a', '?')} vs {r.get('b', '?')}, {digits} certified digits"
+    else:
+        desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
+    cond, qt = _cond(cp, pi, q)
+    return Resolved(case.id, raw, cp, desired, route, cond, qt, golden)
+
+
+def resolve_cases(cases, *, need: str, seed: int = 0):
+    """Yield :class:`Resolved` records; ``cases`` as documented in :mod:`bilevel_check.oracle`."""
+    if need not in KINDS:
+        raise InvalidInputError("need", f"one of {KINDS}", repr(need))
+    if isinstance(cases, str) and cases == "golden":
+        from .golden import load_golden
+
+        cases = load_golden()
+    elif isinstance(cases, str) and cases == "generated":
+        cases = generated_cases(seed=seed)
+    elif isinstance(cases, (dict, tuple)) or not hasattr(cases, "__iter__") or isinstance(cases, str):
+        cases = [cases]
+    cases = list(cases)
+    if not cases:
+        raise InvalidInputError("cases", "at least one case", "an empty collection")
+    for item in cases:
+        yield _resolve_one(item, need)
+
+
+def generated_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
+    """``n`` seeded case dicts (schema ``bilevel-check/case/v1``) spread over the hard regimes.
+
+    Case 0 has ``tau = 0.01`` with ``|r| ~ 100`` (``exp(r / tau)`` overflows float64
+    without the max-shift), case 1 ``gamma = 0.99``, case 2 a bandit (``S = 1``); the rest
+    draw ``S in 1..5``, ``A in 1..4``, ``gamma`` from {0, 0.5, 0.9, 0.99}, ``tau``
+    log-uniform on [0.05, 3] and a linear, tabular or quadratic reward.
+    """
+    from .casefile import make_case
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidInputError("n", "an integer >= 1", repr(n))
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(int(n)):
+        S, A, d = int(rng.integers(2, 6)), int(rng.integers(2, 5)), int(rng.integers(1, 4))
+        gamma = float(rng.choice([0.0, 0.5, 0.9, 0.99]))
+        tau = float(math.exp(rng.uniform(math.log(0.05), math.log(3.0))))
+        kind = str(rng.choice(["linear", "tabular", "quadratic"]))
+        scale = 1.0
+        if i == 0:
+            tau, gamma, kind, scale = 0.01, 0.9, "linear", 100.0
+        elif i == 1:
+            gamma = 0.99
+        elif i == 2:
+            S = 1
+        P = rng.random((S, A, S)) + 0.05
+        P /= P.sum(axis=-1, keepdims=True)
+        if kind == "linear":
+            reward, d = {"kind": "linear", "features": scale * rng.normal(size=(S, A, d))}, d
+        elif kind == "tabular":
+            reward, d = {"kind": "tabular"}, S * A
+        else:
+            reward = {"kind": "quadratic", "c": rng.random((S, A)), "M": rng.normal(size=(d, d)) / d}
+        x = rng.normal(size=d)
+        upper = {"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(S, A)), "cpi": 1.0}
+        cid = f"gen{seed}-{i}-S{S}A{A}d{d}-{kind}-g{gamma:g}-t{tau:.2g}"
+        out.append(make_case(cid, P=P, gamma=gamma, tau=tau, reward=reward, upper=upper, x=x))
+    return out
