@@ -32,8 +32,8 @@ def test_smoke_exact_estimator_decreases_phi_and_tracks_grad_phi():
     assert hist.phi[-1] < hist.phi[0] - 0.05
     assert np.all(hist.log_pi_err <= 1e-8)
     # with ||log pi_k - log pi*|| <= 1e-8 the expected estimate (15) is within O(delta)
-    # of grad phi (Lipschitz in log pi with constant O(|l| H m / tau) ~ 10)
-    assert np.all(hist.true_grad_err <= 1e-6)
+    # of grad phi (Lipschitz in log pi with constant O(|l| H m / tau) ~ 10; measured 4.4e-10)
+    assert np.all(hist.true_grad_err <= 10 * 1e-8)
     # first step against an independent route: finite differences of phi at x_0
     h0 = (hist.x[0] - hist.x[1]) / hist.params["beta"]
     np.testing.assert_allclose(h0, _fd_grad_phi(p, p.x0), rtol=0, atol=1e-7)
