@@ -238,3 +238,14 @@ def test_bad_inputs_name_the_argument():
         ShapingUpper(P, mu, 0, 0.5, np.zeros((3, 2)))
     with pytest.raises(InvalidInputError, match="mode"):
         ShapingUpper(P, mu, 2, 0.5, np.zeros((3, 2)), mode="fast")
+
+
+def test_deterministic_labels_higher_true_return_wins_and_ties_give_half():
+    _, P, mu, _ = _setup(9)
+    r_true = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    up = RLHFUpper(P, mu, 1, TabularReward(3, 2), r_true, labels="deterministic")
+    st = np.array([[[0], [0]], [[0], [1]], [[2], [2]], [[1], [0]]])
+    ac = np.array([[[0], [1]], [[0], [1]], [[0], [1]], [[0], [1]]])
+    # returns (1 vs 0), (1 vs 1), (0.5 vs 0.5), (0 vs 0): by the definition in MATH.md section 6
+    np.testing.assert_array_equal(up.label(st, ac), [1.0, 0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(up.label(st[:, ::-1], ac[:, ::-1]), [0.0, 0.5, 0.5, 0.5])
