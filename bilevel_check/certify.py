@@ -279,8 +279,11 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
             rb = desc_b + (" + contraction certificate" if name == "V" else "")
             if name.startswith("grad"):
                 rb = f"5-point central difference of phi, {check_digits} digits"
-                if case["upper"]["kind"] != "quadratic":
+                kind = case["upper"]["kind"]
+                if kind in ("rlhf", "shaping"):
                     ra = f"exact trajectory enumeration of (13)+(14), {digits} digits"
+                elif kind == "target_occupancy":
+                    ra = f"precise implicit derivatives + occupancy gradient in pi, {digits} digits"
                 else:
                     ra = desc_a
             else:

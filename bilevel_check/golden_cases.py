@@ -99,8 +99,9 @@ def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
 
 def gen_problem(cid, seed, *, name, **overrides):
     """A named problem of :mod:`bilevel_check.problems` at its start point ``x0``, as a case."""
+    from . import precise_traj  # noqa: F401  (registers the target_occupancy kind)
     from .mdp import LinearReward, QuadraticReward
-    from .problems import get_problem
+    from .problems import TargetOccupancyUpper, get_problem
     from .upper import QuadraticUpper
 
     p = get_problem(name, seed=seed, **overrides)
@@ -110,9 +111,14 @@ def gen_problem(cid, seed, *, name, **overrides):
         reward = {"kind": "quadratic", "c": p.reward.c, "M": p.reward.M}
     else:
         raise InvalidInputError("name", "a problem with a linear or quadratic reward", f"{name!r} ({type(p.reward).__name__})")
-    if not isinstance(p.upper, QuadraticUpper):
-        raise InvalidInputError("name", "a problem with a quadratic upper level", f"{name!r} ({type(p.upper).__name__})")
-    upper = {"kind": "quadratic", "cx": p.upper.cx, "G": p.upper.G, "cpi": p.upper.cpi}
+    if isinstance(p.upper, QuadraticUpper):
+        upper = {"kind": "quadratic", "cx": p.upper.cx, "G": p.upper.G, "cpi": p.upper.cpi}
+    elif isinstance(p.upper, TargetOccupancyUpper):
+        u = p.upper
+        upper = {"kind": "target_occupancy", "P_u": u.P, "g": u.g, "target": u.target, "mu_u": u.mu_u, "cx": u.cx}
+    else:
+        raise InvalidInputError("name", "a problem with a quadratic or target-occupancy upper level",
+                                f"{name!r} ({type(p.upper).__name__})")
     return make_case(cid, P=p.mdp.P, gamma=p.mdp.gamma, tau=p.mdp.tau, reward=reward, upper=upper, x=p.x0)
 
 
@@ -182,6 +188,8 @@ GROUPS: dict[str, tuple[str, str, list]] = {
         ("ranmdp_small-seed1-g09", "problem", 1, dict(name="ranmdp_small", gamma=0.9)),
         ("garnet-S20-seed0", "problem", 0, dict(name="garnet")),
         ("garnet-S10-seed2-g095", "problem", 2, dict(name="garnet", S=10, gamma=0.95, tau=0.5)),
+        ("gridworld-N3-seed0", "problem", 0, dict(name="gridworld", N=3)),
+        ("gridworld-N4-seed1", "problem", 1, dict(name="gridworld", N=4)),
     ]),
     "low_temperature": ("tau down to 0.01 with |r| ~ 100+: exp(r / tau) overflows float64 without max-shift", "hard", [
         ("lowtau-001-r100", "linear", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=100.0)),
@@ -238,6 +246,6 @@ def case_flags(case: dict, pi_min: float | None = None) -> list[str]:
         flags.append("single_state")
     if A == 1:
         flags.append("single_action")
-    if case["upper"]["kind"] != "quadratic":
+    if case["upper"]["kind"] in ("rlhf", "shaping"):
         flags.append("trajectory_upper")
     return flags

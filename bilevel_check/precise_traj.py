@@ -23,6 +23,10 @@ upper kinds registered in :data:`bilevel_check.casefile.UPPER_KINDS`:
 * ``{"kind": "shaping", "H", "P_u", "mu_u", "r_u": S x A, "gamma_u"}``: one trajectory,
   ``l = -sum_h gamma_u^h r_u(s_h, a_h)`` (independent of ``x``).
 
+A third kind, ``{"kind": "target_occupancy", "P_u", "g", "target": S, "mu_u": S, "cx"}``
+(the gridworld upper level, ``f = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2``),
+is evaluated here in closed form (an S x S solve in mpmath) for the same two routes.
+
 The float64 builder registered for these kinds returns the independently written
 exact-enumeration objectives of :mod:`bilevel_check.upper` (``RLHFUpper``,
 ``ShapingUpper``), whose ``grad_pi`` turns (9) into (13) + (14).
@@ -122,9 +126,47 @@ class _MPSpec:
         return El, Eg, ElW
 
 
+class _MPOccupancy:
+    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2`` in mpmath, with
+    ``grad_pi f[s, a] = -(1 - g) g y[s] (P_u[s, a, :] . z)``, ``y = M^{-T} mu_u``, ``z = M^{-1} target``."""
+
+    def __init__(self, spec: dict, S: int, A: int):
+        def mp(v):
+            return mpmath.mpf(v) if isinstance(v, str) else mpmath.mpf(repr(float(v)))
+
+        P = [[[mp(v) for v in row] for row in sa] for sa in spec["P_u"]]
+        self.P = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in P]
+        self.g, self.cx = mp(spec["g"]), mp(spec["cx"])
+        self.target = mpmath.matrix([mp(v) for v in spec["target"]])
+        self.mu = mpmath.matrix([mp(v) for v in spec["mu_u"]])
+        self.S, self.A = S, A
+
+    def _M(self, pi):
+        S, A = self.S, self.A
+        M = mpmath.matrix(S, S)
+        for s in range(S):
+            for t in range(S):
+                M[s, t] = (1 if s == t else 0) - self.g * mpmath.fsum(pi[s][a] * self.P[s][a][t] for a in range(A))
+        return M
+
+    def value(self, x, pi):
+        z = mpmath.lu_solve(self._M(pi), self.target)
+        occ = (1 - self.g) * mpmath.fsum(self.mu[s] * z[s] for s in range(self.S))
+        return -occ + self.cx / 2 * mpmath.fdot(x, x)
+
+    def grad_pi(self, pi):
+        M = self._M(pi)
+        z, y = mpmath.lu_solve(M, self.target), mpmath.lu_solve(M.T, self.mu)
+        return [[-(1 - self.g) * self.g * y[s] * mpmath.fsum(self.P[s][a][t] * z[t] for t in range(self.S))
+                 for a in range(self.A)] for s in range(self.S)]
+
+
 def mp_traj_objective(case: dict, P=None, reward_fn=None):
-    """``(f, f)`` with ``f(x, pi) = E_{rho_pi}[l(d; x)]`` at the current precision (route B's phi)."""
+    """``(f, f_fixed)``: ``f(x, pi)`` at the current precision (route B's phi); ``f_fixed``
+    is ``f`` for trajectory kinds (its x-derivative at fixed pi is term (13)) and None otherwise."""
     S, A = len(case["mdp"]["P"]), len(case["mdp"]["P"][0])
+    if case["upper"]["kind"] == "target_occupancy":
+        return _MPOccupancy(case["upper"], S, A).value, None
     spec = _MPSpec(case["upper"], S, A)
 
     def f(x, pi):
@@ -134,7 +176,8 @@ def mp_traj_objective(case: dict, P=None, reward_fn=None):
 
 
 def route_a_traj(case: dict, digits: int) -> dict:
-    """Route A: ``pi*, dV*, dQ*`` from :mod:`bilevel_check.precise`, then exact (13) and (14)."""
+    """Route A for non-quadratic uppers: ``pi*, dV*, dQ*`` from :mod:`bilevel_check.precise`, then
+    exact (13) and (14) (trajectory kinds) or ``grad_x f + sum grad_pi f * dpi*`` (occupancy)."""
     from . import precise
 
     m = case["mdp"]
@@ -144,15 +187,35 @@ def route_a_traj(case: dict, digits: int) -> dict:
     with mpmath.workdps(digits):
         tau = mpmath.mpf(m["tau"])
         x = [mpmath.mpf(v) for v in case["x"]]
-        spec = _MPSpec(case["upper"], S, A)
+        d = len(x)
         pi = [[mpmath.mpf(v) for v in row] for row in res.pi]
         dV = [[mpmath.mpf(v) for v in row] for row in res.dV]
         dQ = [[[mpmath.mpf(v) for v in col] for col in row] for row in res.dQ]
-        W = [[mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(len(x))] for p in spec.paths]
+        if case["upper"]["kind"] == "target_occupancy":
+            occ = _MPOccupancy(case["upper"], S, A)
+            gpi = occ.grad_pi(pi)
+            grad = [occ.cx * x[k] + mpmath.fsum(gpi[s][a] * pi[s][a] * (dQ[s][a][k] - dV[s][k])
+                                                 for s in range(S) for a in range(A)) / tau for k in range(d)]
+            return {"V": res.V, "Q": res.Q, "pi": pi, "phi": occ.value(x, pi), "grad": grad}
+        spec = _MPSpec(case["upper"], S, A)
+        W = [[mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)] for p in spec.paths]
         El, g13, ElW = spec.expectation(x, pi, W)
         g14 = [v / tau for v in ElW]
         return {"V": res.V, "Q": res.Q, "pi": pi, "phi": El, "grad": [a + b for a, b in zip(g13, g14)],
                 "grad_13": g13, "grad_14": g14}
+
+
+def _occupancy_builder(spec, S, A):
+    """Float64 model of a ``target_occupancy`` spec: :class:`bilevel_check.problems.TargetOccupancyUpper`."""
+    from .problems import TargetOccupancyUpper
+
+    where = "<case>"
+    P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
+    target = _array(_require(spec, "target", where, "upper"), (S,), where, "upper.target")
+    mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
+    g = _num(_require(spec, "g", where, "upper"), where, "upper.g")
+    cx = _num(_require(spec, "cx", where, "upper"), where, "upper.cx")
+    return TargetOccupancyUpper(P_u / P_u.sum(-1, keepdims=True), g, target, mu_u, cx=cx)
 
 
 def _traj_builder(spec, S, A):
@@ -180,6 +243,7 @@ def _traj_builder(spec, S, A):
 
 for _kind in TRAJ_KINDS:
     UPPER_KINDS.setdefault(_kind, _traj_builder)
+UPPER_KINDS.setdefault("target_occupancy", _occupancy_builder)
 
 
 def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli", gamma_u=0.9):
