@@ -300,9 +300,9 @@ def gridworld(
     *,
     slip: float = 0.1,
     stay: bool = False,
-    gamma: float = 0.9,
-    tau: float = 0.1,
-    cx: float = 1e-2,
+    gamma: float = 0.8,
+    tau: float = 1.0,
+    cx: float = 0.1,
     target: int | None = None,
     seed: int = 0,
 ) -> Problem:
@@ -313,6 +313,13 @@ def gridworld(
     Upper: :class:`TargetOccupancyUpper` with the same ``P`` and ``gamma``, start cell
     ``(0, 0)``, target cell ``target`` (default the opposite corner ``N^2 - 1``) and ridge ``cx``.
     The only random draw is ``x0 = 0.1 * rng.standard_normal(S)``.
+
+    ``r_x`` is invariant (in ``pi*``) to ``x -> x + c 1``, so only the ridge fixes that
+    direction; M-SoBiRL's estimator bias drifts along it, and at small ``tau`` or ``cx``
+    (e.g. ``tau=0.2, cx=1e-3``) the defaults below make ``x`` run away. The defaults
+    (``gamma=0.8, tau=1, cx=0.1``; ``beta=0.5, zeta=0.5, N=10, K=600``) reach
+    ``||grad phi|| ~ 3e-6`` at seed 0. ``zeta`` must stay below ``2 / ||I - gamma P_pi||_2^2``,
+    which shrinks as ``pi`` funnels mass into the target.
     """
     N = _int(N, "N", 2)
     slip = _prob(slip, "slip")
@@ -336,7 +343,7 @@ def gridworld(
         upper=TargetOccupancyUpper(mdp.P, mdp.gamma, onehot_t, mu_u, cx=cx),
         x0=x0,
         seed=seed,
-        defaults={"beta": 0.5, "zeta": 0.5, "N": 10, "K": 500},
+        defaults={"beta": 0.5, "zeta": 0.5, "N": 10, "K": 600},
         known={"target": target, "occupancy_upper_bound": 1.0},
         params={"N": N, "slip": slip, "stay": stay, "gamma": float(gamma), "tau": float(tau), "cx": float(cx)},
     )
