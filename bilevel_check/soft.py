@@ -37,6 +37,11 @@ __all__ = [
 ]
 
 
+#: relative residual (about sqrt(eps)) below which a Newton step that fails to halve it
+#: counts as stagnation at the floating-point floor (cond(I - gamma P_pi) * eps).
+_STAGNATION_FLOOR = 1.5e-8
+
+
 class ConvergenceError(RuntimeError):
     """An iterative solver stopped at ``max_iter`` above its tolerance."""
 
@@ -257,7 +262,9 @@ def soft_policy_iteration(
         if _scaled(res, V) <= tol:
             converged = True
             break
-        if it >= 3 and res >= 0.5 * history[-2]:
+        # Stagnation only counts near the floating-point floor: far from V* (small tau,
+        # large |r|) Newton can contract linearly at a ratio above 0.5 for a few steps.
+        if it >= 3 and res >= 0.5 * history[-2] and _scaled(res, V) <= _STAGNATION_FLOOR:
             break  # stagnated at the floating-point floor; reported below, not hidden
     return _finish(mdp, r, V, "policy_iteration", tol, it, converged, throw, history)
 
