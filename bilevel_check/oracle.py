@@ -176,7 +176,7 @@ def _same(a: dict, b: dict) -> str | None:
         if diff.any():
             i = tuple(int(v) for v in np.argwhere(diff)[0])
             return (f"two calls with identical inputs differ in {int(diff.sum())} entries of {k!r}, "
-                    f"e.g. {k}[{','.join(map(str, i))}]: {x[i]!r} vs {y[i]!r} (unseeded randomness?)")
+                    f"e.g. {k}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} (unseeded randomness?)")
     return None
 
 

@@ -114,9 +114,10 @@ class OracleReport:
         xf = sum(1 for c in self.cases if c.expected_failure and not c.passed)
         s = (f"{self.kind} check of {self.implementation}: {state}: {self.n_failed} of {self.n_entries} "
              f"entries failed in {nfc} of {len(self.cases)} cases")
-        if xf:
-            s += f" ({xf} expected failures)"
-        return s
+        extra = [f"{sum(1 for c in self.cases if c.error)} raised or returned a wrong shape",
+                 f"{sum(1 for c in self.cases if c.determinism)} non-deterministic"]
+        extra = [e for e in extra if not e.startswith("0 ")] + ([f"{xf} expected failures"] if xf else [])
+        return s + (f" ({'; '.join(extra)})" if extra else "")
 
     # ------------------------------------------------------------------ renderers
 

@@ -1,0 +1,260 @@
+"""Implementations for the oracle's own tests: deliberately wrong ones and correct ones.
+
+All follow the protocol of :func:`bilevel_check.oracle.check_hypergradient`:
+``fn(problem) -> grad [d]`` (``problem``: arrays ``P [S,A,S], mu, x``, floats
+``gamma, tau``, callables ``reward, reward_jacobian, upper_value, upper_grad_x,
+upper_grad_pi``), except the ``soft_*`` (``fn(P, gamma, tau, r) -> (V, Q, pi)``) and
+``implicit_*`` (``fn(problem) -> (dV, dQ, dpi)``) ones.
+
+Every bug below is one seen in real bilevel RL code or a classic slip; each is
+one edit away from :func:`_closed_form`, a self-contained numpy version of (9)
+(MATH.md section 3) written without the package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BUGS = [
+    "exploration_dropped",
+    "detached_value",
+    "adjoint_untransposed",
+    "missing_inv_tau",
+    "unnormalized_policy",
+    "no_max_shift",
+    "unseeded_instance",
+    "axes_swapped",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _softmax(z, axis=-1):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _soft_newton(P, gamma, tau, r, *, v0=None, tol=0.0, max_iter=200):
+    """Soft policy iteration (Newton on V - T(V)) with max-shifted log-softmax."""
+    S = P.shape[0]
+    V = np.zeros(S) if v0 is None else v0
+    for _ in range(max_iter):
+        Q = r + gamma * P @ V
+        z = Q / tau - (Q / tau).max(axis=1, keepdims=True)
+        log_pi = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        pi = np.exp(log_pi)
+        Ppi = np.einsum("sa,sat->st", pi, P)
+        V_new = np.linalg.solve(np.eye(S) - gamma * Ppi, (pi * (r - tau * log_pi)).sum(axis=1))
+        done = np.max(np.abs(V_new - V)) <= tol * max(1.0, np.max(np.abs(V_new)))
+        V = V_new
+        if done:
+            break
+    Q = r + gamma * P @ V
+    return V, Q, _softmax(Q / tau)
+
+
+def _closed_form(p, *, pi=None, transpose=True, inv_tau=True, grad_pi_path=True):
+    """(9): grad = gx + (1/tau) [sum u dr - Phi^T w], w = (I - gamma P_pi)^{-T} b."""
+    r, dr = p.reward(p.x), p.reward_jacobian(p.x)
+    if pi is None:
+        pi = _soft_newton(p.P, p.gamma, p.tau, r)[2]
+    gx, gpi = p.upper_grad_x(p.x, pi), p.upper_grad_pi(p.x, pi)
+    if not grad_pi_path:
+        return gx
+    u = pi * gpi
+    b = u.sum(axis=1) - p.gamma * np.einsum("sa,sat->t", u, p.P)
+    M = np.eye(p.S) - p.gamma * np.einsum("sa,sat->st", pi, p.P)
+    w = np.linalg.solve(M.T if transpose else M, b)
+    phi = np.einsum("sa,sad->sd", pi, dr)
+    k = 1.0 / p.tau if inv_tau else 1.0
+    return gx + k * (np.einsum("sa,sad->d", u, dr) - phi.T @ w)
+
+
+# ----------------------------------------------------------------------------- bugs
+
+
+def exploration_dropped(p):
+    """Alternating reward fitting: grad = grad_x f only, the policy's dependence on x
+    (the exploration term (14) / the grad_pi path of (9)) is ignored."""
+    return _closed_form(p, grad_pi_path=False)
+
+
+def detached_value(p):
+    """The future value is detached: pi = softmax((r + gamma P V.detach()) / tau), so the
+    bilevel loss never reaches x through V* (torch autograd, a one-word bug)."""
+    import torch
+
+    V, _, pi0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
+    x = torch.tensor(p.x, requires_grad=True)
+    r = torch.tensor(p.reward(p.x)) + torch.einsum("sad,d->sa", torch.tensor(p.reward_jacobian(p.x)),
+                                                   x - torch.tensor(p.x))
+    Q = r + p.gamma * torch.tensor(p.P) @ torch.tensor(V).detach()
+    pi = torch.softmax(Q / p.tau, dim=-1)
+    loss = (torch.tensor(p.upper_grad_pi(p.x, pi0)) * pi).sum() + (torch.tensor(p.upper_grad_x(p.x, pi0)) * x).sum()
+    loss.backward()
+    return x.grad.numpy()
+
+
+def adjoint_untransposed(p):
+    """The adjoint solved with I - gamma P_pi instead of its transpose."""
+    return _closed_form(p, transpose=False)
+
+
+def missing_inv_tau(p):
+    """The 1/tau factor of dlog pi* = (dQ* - dV*) / tau forgotten."""
+    return _closed_form(p, inv_tau=False)
+
+
+def unnormalized_policy(p):
+    """pi = exp((Q - max_a Q) / tau) used without dividing by its row sum."""
+    _, Q, _ = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
+    return _closed_form(p, pi=np.exp((Q - Q.max(axis=1, keepdims=True)) / p.tau))
+
+
+def no_max_shift(p):
+    """Softmax as exp(Q / tau) / sum exp(Q / tau): overflows (inf / inf = nan) at tau = 0.01, |r| ~ 100."""
+    _, Q, _ = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(Q / p.tau)
+        return _closed_form(p, pi=e / e.sum(axis=1, keepdims=True))
+
+
+def unseeded_instance(p):
+    """The initial iterate is drawn before the seed is set: results change from call to call."""
+    v0 = np.random.default_rng().normal(size=p.S)  # drawn from OS entropy ...
+    np.random.default_rng(0)  # ... the seed, set too late
+    S, V = p.S, v0
+    r = p.reward(p.x)
+    for _ in range(100_000):  # soft VI to a 1e-12 relative residual
+        Q = r + p.gamma * p.P @ V
+        m = Q.max(axis=1)
+        V_new = m + p.tau * np.log(np.exp((Q - m[:, None]) / p.tau).sum(axis=1))
+        if np.max(np.abs(V_new - V)) <= 1e-12 * max(1.0, np.max(np.abs(V_new))):
+            V = V_new
+            break
+        V = V_new
+    assert V.shape == (S,)
+    return _closed_form(p, pi=_softmax((r + p.gamma * p.P @ V) / p.tau))
+
+
+def axes_swapped(p):
+    """The policy normalized over the state axis (axis 0) instead of the action axis."""
+    _, Q, _ = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
+    return _closed_form(p, pi=_softmax(Q / p.tau, axis=0))
+
+
+# ----------------------------------------------------------------------------- correct ones
+
+
+class _Upper:
+    def __init__(self, p):
+        self.p = p
+
+    def value(self, x, pi):
+        return self.p.upper_value(x, pi)
+
+    def grad_x(self, x, pi):
+        return self.p.upper_grad_x(x, pi)
+
+    def grad_pi(self, x, pi):
+        return self.p.upper_grad_pi(x, pi)
+
+
+def correct_closed_form(p):
+    """A thin wrapper over :func:`bilevel_check.hypergrad.hypergradient` using only the protocol."""
+    from bilevel_check.hypergrad import hypergradient
+    from bilevel_check.mdp import CallableReward, TabularMDP
+
+    mdp = TabularMDP(p.P, p.gamma, p.tau, p.mu)
+    reward = CallableReward(p.reward, p.reward_jacobian, S=p.S, A=p.A, d=p.d)
+    return hypergradient(mdp, reward, _Upper(p), p.x).grad
+
+
+def correct_numpy(p):
+    """The self-contained numpy closed form (9) the bugs above are edits of."""
+    return _closed_form(p)
+
+
+def _fixed_point_fn():
+    import torch
+
+    class SoftFixedPoint(torch.autograd.Function):
+        """V* = T(V*, r) forward by Newton; backward by the implicit function theorem:
+        dV* = (I - gamma P_pi)^{-1} Phi, so the vector-Jacobian product of g_V is
+        grad_r[s, a] = w[s] pi[s, a] with w = (I - gamma P_pi)^{-T} g_V."""
+
+        @staticmethod
+        def forward(ctx, r, P, gamma, tau):
+            V, _, pi = _soft_newton(P.numpy(), gamma, tau, r.detach().numpy())
+            pi_t = torch.tensor(pi)
+            ctx.save_for_backward(pi_t, P)
+            ctx.gamma = gamma
+            return torch.tensor(V)
+
+        @staticmethod
+        def backward(ctx, g_v):
+            pi, P = ctx.saved_tensors
+            M = torch.eye(P.shape[0], dtype=P.dtype) - ctx.gamma * torch.einsum("sa,sat->st", pi, P)
+            w = torch.linalg.solve(M.T, g_v)
+            return w[:, None] * pi, None, None, None
+
+    return SoftFixedPoint
+
+
+def correct_torch_ift(p):
+    """torch autograd through the implicit function theorem (custom Function above).
+
+    ``r(x)`` enters through its first-order model at ``x`` (same value and Jacobian),
+    ``f`` through ``<grad_pi f, pi(x)> + <grad_x f, x>`` (same gradient)."""
+    import torch
+
+    x0 = torch.tensor(p.x)
+    x = x0.clone().requires_grad_(True)
+    r = torch.tensor(p.reward(p.x)) + torch.einsum("sad,d->sa", torch.tensor(p.reward_jacobian(p.x)), x - x0)
+    P = torch.tensor(p.P)
+    V = _fixed_point_fn().apply(r, P, p.gamma, p.tau)
+    pi = torch.softmax((r + p.gamma * torch.einsum("sat,t->sa", P, V)) / p.tau, dim=-1)
+    pi0 = pi.detach().numpy()
+    surrogate = (torch.tensor(p.upper_grad_pi(p.x, pi0)) * pi).sum() + (torch.tensor(p.upper_grad_x(p.x, pi0)) * x).sum()
+    surrogate.backward()
+    return x.grad
+
+
+def soft_correct(P, gamma, tau, r):
+    """Soft optimum by the package's Newton solver."""
+    from bilevel_check.mdp import TabularMDP
+    from bilevel_check.soft import solve_soft
+
+    s = solve_soft(TabularMDP(P, gamma, tau), r)
+    return {"V": s.V, "Q": s.Q, "pi": s.pi}
+
+
+def soft_no_max_shift(P, gamma, tau, r):
+    """Soft value iteration with an unshifted log-sum-exp (overflows at tau = 0.01, |r| ~ 100)."""
+    V = np.zeros(P.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(3000):
+            Q = r + gamma * P @ V
+            V = tau * np.log(np.exp(Q / tau).sum(axis=1))
+        Q = r + gamma * P @ V
+        e = np.exp(Q / tau)
+        return V, Q, e / e.sum(axis=1, keepdims=True)
+
+
+def implicit_correct(p):
+    """(dV, dQ, dpi) from the package's S x S implicit derivatives."""
+    from bilevel_check.implicit import implicit_derivatives
+
+    pi = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))[2]
+    d = implicit_derivatives(p.P, p.gamma, p.tau, pi, p.reward_jacobian(p.x))
+    return d.dV, d.dQ, d.dpi
+
+
+def implicit_no_future(p):
+    """dQ* = dr (the gamma P dV* term dropped)."""
+    dV, dQ, dpi = implicit_correct(p)
+    pi = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))[2]
+    dr = p.reward_jacobian(p.x)
+    return dV, dr, pi[:, :, None] * (dr - dV[:, None, :]) / p.tau
