@@ -1,0 +1,11 @@
+"""Batched torch path (CPU/CUDA, float64 or float32) for M-SoBiRL and SoBiRL.
+
+``from_problems`` stacks ``B`` problems of equal sizes; ``m_sobirl_fast`` and
+``sobirl_fast`` run them at once with the iterates of the numpy reference loops in
+:mod:`bilevel_check.algorithms` (MATH.md sections 4 and 5).
+"""
+
+from .m_sobirl import FastHistory, MSoBiRLBatch, from_problems, m_sobirl_fast
+from .ops import resolve_device, resolve_dtype
+
+__all__ = ["FastHistory", "MSoBiRLBatch", "from_problems", "m_sobirl_fast", "resolve_device", "resolve_dtype"]

@@ -1,0 +1,282 @@
+"""Batched torch building blocks for the fast path (MATH.md sections 1-3).
+
+Every tensor carries a leading batch axis ``B`` of independent problems with the
+same sizes ``S, A, d``: ``p_bsas [B, S, A, S]``, ``q_bsa [B, S, A]``, ``v_bs [B, S]``,
+``x_bd [B, d]``; ``gamma_b``, ``tau_b`` are ``[B]``. No Python loop runs over
+states, actions or batch entries; log-sum-exp is ``torch.logsumexp`` (max-shifted).
+
+Reward families (``r_x [B, S, A]``, ``dr [B, S, A, d]``):
+
+* ``quadratic``: ``r[b, s, a] = c[b, s, a] x_b^T M_b x_b``, ``dr = c (M + M^T) x`` (section 6);
+* ``affine``: ``r[b, s, a] = r0[b, s, a] + F[b, s, a, :] @ x_b``, ``dr = F`` (linear
+  features, tabular rewards ``F = I``, state bonuses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .._validation import InvalidInputError
+from ..mdp import CallableReward, LinearReward, QuadraticReward, TabularReward
+
+__all__ = [
+    "resolve_device",
+    "resolve_dtype",
+    "BatchedReward",
+    "LowerBatch",
+    "lower_from_problems",
+    "soft_values",
+    "log_policy",
+    "soft_bellman_q",
+    "state_chain",
+    "apply_a",
+    "apply_a_t",
+    "solve_soft_newton",
+]
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def resolve_device(device) -> torch.device:
+    """``torch.device`` from ``None`` (CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
+
+    Raises:
+        InvalidInputError: unknown device, or CUDA requested where it is unavailable.
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError("device", "'cpu', 'cuda' or 'cuda:N'", repr(device)) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InvalidInputError("device", "'cpu', 'cuda' or 'cuda:N'", repr(device))
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(
+                "device", "an available device; CUDA is not available on this machine (use device='cpu')",
+                repr(device),
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidInputError("device", f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}", repr(device))
+    return dev
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """``torch.float64`` (default) or ``torch.float32``, also from their names."""
+    if dtype is None:
+        return torch.float64
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if dtype in (torch.float64, torch.float32):
+        return dtype
+    raise InvalidInputError("dtype", "torch.float64, torch.float32, 'float64' or 'float32'", repr(dtype))
+
+
+@dataclass
+class BatchedReward:
+    """A batch of rewards of one family (module docstring); trusted tensors.
+
+    Attributes:
+        kind: ``'quadratic'`` or ``'affine'``.
+        c: ``[B, S, A]`` and msym: ``[B, d, d]`` (``M + M^T``), M: ``[B, d, d]`` (quadratic).
+        r0: ``[B, S, A]`` and F: ``[B, S, A, d]`` (affine).
+    """
+
+    kind: str
+    d: int
+    c: torch.Tensor | None = None
+    M: torch.Tensor | None = None
+    msym: torch.Tensor | None = None
+    r0: torch.Tensor | None = None
+    F: torch.Tensor | None = None
+
+    def value(self, x_bd: torch.Tensor) -> torch.Tensor:
+        """``r_x [B, S, A]``."""
+        if self.kind == "quadratic":
+            quad = torch.einsum("bi,bij,bj->b", x_bd, self.M, x_bd)
+            return self.c * quad[:, None, None]
+        return self.r0 + torch.einsum("bsad,bd->bsa", self.F, x_bd)
+
+    def jacobian(self, x_bd: torch.Tensor) -> torch.Tensor:
+        """``dr [B, S, A, d]`` (dense; the loops use :meth:`contract`)."""
+        if self.kind == "quadratic":
+            g = torch.einsum("bij,bj->bi", self.msym, x_bd)
+            return self.c[..., None] * g[:, None, None, :]
+        return self.F
+
+    def contract(self, weight_bsa: torch.Tensor, x_bd: torch.Tensor) -> torch.Tensor:
+        """``sum_{s,a} weight[b, s, a] dr[b, s, a, :]`` ([B, d]) without forming ``dr``
+        for the quadratic family: ``(sum_{s,a} weight c) (M + M^T) x``."""
+        if self.kind == "quadratic":
+            g = torch.einsum("bij,bj->bi", self.msym, x_bd)
+            return (weight_bsa * self.c).sum(dim=(1, 2))[:, None] * g
+        return torch.einsum("bsa,bsad->bd", weight_bsa, self.F)
+
+
+@dataclass
+class LowerBatch:
+    """Lower-level data of ``B`` problems: ``P [B, S, A, S]``, ``gamma [B]``, ``tau [B]``,
+    reward, starting points ``x0 [B, d]``, and the problem names/seeds."""
+
+    P: torch.Tensor
+    gamma: torch.Tensor
+    tau: torch.Tensor
+    reward: BatchedReward
+    x0: torch.Tensor
+    names: list
+    seeds: list
+
+    @property
+    def B(self) -> int:
+        return int(self.P.shape[0])
+
+    @property
+    def S(self) -> int:
+        return int(self.P.shape[1])
+
+    @property
+    def A(self) -> int:
+        return int(self.P.shape[2])
+
+    @property
+    def d(self) -> int:
+        return int(self.reward.d)
+
+
+def _affine_parts(reward, x0: np.ndarray, name: str):
+    """``(r0, F)`` of a reward model that is affine in ``x``.
+
+    A :class:`CallableReward` is accepted only after checking that it is affine: its
+    Jacobian at ``x0`` and at ``x0 + 1`` agree and ``r(x0) = r0 + F x0`` (to 1e-12).
+    """
+    if isinstance(reward, TabularReward):
+        return np.zeros((reward.S, reward.A)), np.eye(reward.d).reshape(reward.S, reward.A, reward.d)
+    if isinstance(reward, LinearReward):
+        return np.zeros((reward.S, reward.A)), np.asarray(reward.F)
+    if isinstance(reward, CallableReward):
+        F = np.asarray(reward.jacobian(x0), dtype=np.float64)
+        F2 = np.asarray(reward.jacobian(x0 + 1.0), dtype=np.float64)
+        r0 = np.asarray(reward.value(np.zeros_like(x0)), dtype=np.float64)
+        gap = max(float(np.max(np.abs(F - F2))), float(np.max(np.abs(reward.value(x0) - r0 - F @ x0))))
+        if gap <= 1e-12 * max(1.0, float(np.max(np.abs(F)))):
+            return r0, F
+        raise InvalidInputError(name, "a reward affine in x (its Jacobian is not constant)", f"deviation {gap:.3e}")
+    raise InvalidInputError(
+        name, "a QuadraticReward, LinearReward, TabularReward or affine CallableReward", type(reward).__name__
+    )
+
+
+def lower_from_problems(problems, device=None, dtype=None) -> LowerBatch:
+    """Stack the lower levels of a list of :class:`~bilevel_check.problems.Problem`.
+
+    All problems must share ``S, A, d`` and the reward family.
+
+    Raises:
+        InvalidInputError: empty list, mismatched sizes or families, unsupported reward.
+    """
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if not isinstance(problems, (list, tuple)) or not problems:
+        raise InvalidInputError("problems", "a non-empty list of Problem", repr(problems)[:80])
+    for i, p in enumerate(problems):
+        if not (hasattr(p, "mdp") and hasattr(p, "reward") and hasattr(p, "x0")):
+            raise InvalidInputError(f"problems[{i}]", "a Problem", type(p).__name__)
+    S, A, d = problems[0].mdp.S, problems[0].mdp.A, problems[0].reward.d
+    kind = "quadratic" if isinstance(problems[0].reward, QuadraticReward) else "affine"
+    for i, p in enumerate(problems):
+        if (p.mdp.S, p.mdp.A, p.reward.d) != (S, A, d):
+            raise InvalidInputError(f"problems[{i}]", f"sizes S={S}, A={A}, d={d} like problems[0]",
+                                    f"S={p.mdp.S}, A={p.mdp.A}, d={p.reward.d}")
+        this = "quadratic" if isinstance(p.reward, QuadraticReward) else "affine"
+        if this != kind:
+            raise InvalidInputError(f"problems[{i}].reward", f"a {kind} reward like problems[0]", this)
+
+    def t(arrs):
+        return torch.as_tensor(np.stack(arrs), dtype=dt, device=dev)
+
+    if kind == "quadratic":
+        M = t([p.reward.M for p in problems])
+        reward = BatchedReward("quadratic", d, c=t([p.reward.c for p in problems]), M=M, msym=M + M.transpose(1, 2))
+    else:
+        parts = [_affine_parts(p.reward, np.asarray(p.x0, dtype=np.float64), f"problems[{i}].reward")
+                 for i, p in enumerate(problems)]
+        reward = BatchedReward("affine", d, r0=t([r0 for r0, _ in parts]), F=t([F for _, F in parts]))
+    return LowerBatch(
+        P=t([p.mdp.P for p in problems]),
+        gamma=torch.tensor([p.mdp.gamma for p in problems], dtype=dt, device=dev),
+        tau=torch.tensor([p.mdp.tau for p in problems], dtype=dt, device=dev),
+        reward=reward,
+        x0=t([np.asarray(p.x0, dtype=np.float64) for p in problems]),
+        names=[getattr(p, "name", "?") for p in problems],
+        seeds=[getattr(p, "seed", None) for p in problems],
+    )
+
+
+def soft_values(q_bsa: torch.Tensor, tau_b: torch.Tensor) -> torch.Tensor:
+    """(7): ``V[b, s] = tau logsumexp_a(Q[b, s, a] / tau)`` ([B, S], max-shifted)."""
+    return tau_b[:, None] * torch.logsumexp(q_bsa / tau_b[:, None, None], dim=-1)
+
+
+def log_policy(q_bsa: torch.Tensor, tau_b: torch.Tensor) -> torch.Tensor:
+    """(5): ``log pi = log softmax(Q / tau)`` per state ([B, S, A])."""
+    return torch.log_softmax(q_bsa / tau_b[:, None, None], dim=-1)
+
+
+def soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa) -> torch.Tensor:
+    """``(TQ)[b,s,a] = r + gamma sum_s' P[b,s,a,s'] tau logsumexp(Q[b,s',.]/tau)`` (section 1)."""
+    v = soft_values(q_bsa, tau_b)
+    return r_bsa + gamma_b[:, None, None] * torch.einsum("bsat,bt->bsa", p_bsas, v)
+
+
+def state_chain(p_bsas, pi_bsa) -> torch.Tensor:
+    """``P_pi[b, s, s'] = sum_a pi[b, s, a] P[b, s, a, s']`` ([B, S, S])."""
+    return torch.einsum("bsa,bsat->bst", pi_bsa, p_bsas)
+
+
+def apply_a(ppi_bss, gamma_b, z_bs) -> torch.Tensor:
+    """``(I - gamma P_pi) z`` ([B, S]); O(S^2) per problem, no matrix is formed."""
+    return z_bs - gamma_b[:, None] * torch.einsum("bst,bt->bs", ppi_bss, z_bs)
+
+
+def apply_a_t(ppi_bss, gamma_b, w_bs) -> torch.Tensor:
+    """``(I - gamma P_pi)^T w`` ([B, S])."""
+    return w_bs - gamma_b[:, None] * torch.einsum("bst,bs->bt", ppi_bss, w_bs)
+
+
+def m_matrix(ppi_bss, gamma_b) -> torch.Tensor:
+    """``I - gamma P_pi`` ([B, S, S]), for the batched S x S solves of the diagnostics."""
+    eye = torch.eye(ppi_bss.shape[-1], dtype=ppi_bss.dtype, device=ppi_bss.device)
+    return eye - gamma_b[:, None, None] * ppi_bss
+
+
+def solve_soft_newton(p_bsas, gamma_b, tau_b, r_bsa, *, tol: float = 1e-12, max_iter: int = 100):
+    """Soft policy iteration (Newton on ``F(V) = V - T(V)``, section 1), batched.
+
+    ``V <- V + (I - gamma P_pi)^{-1} (T(V) - V)`` with ``pi`` the policy of ``T(V)``
+    (correction form), one batched S x S solve per step, until
+    ``max_b ||T(V) - V||_inf <= tol * max(1, ||V||_inf)``. For the diagnostics only
+    (``phi(x_k)``, ``grad phi(x_k)``); the algorithms themselves never solve.
+
+    Returns:
+        ``(v_bs, log_pi_bsa, residual)``.
+
+    Raises:
+        FloatingPointError: no convergence in ``max_iter`` steps (names the residual).
+    """
+    v = torch.zeros(r_bsa.shape[:2], dtype=r_bsa.dtype, device=r_bsa.device)
+    res = float("inf")
+    for _ in range(max_iter):
+        q = r_bsa + gamma_b[:, None, None] * torch.einsum("bsat,bt->bsa", p_bsas, v)
+        tv = soft_values(q, tau_b)
+        res = float((tv - v).abs().amax())
+        if res <= tol * max(1.0, float(v.abs().amax())):
+            return v, log_policy(q, tau_b), res
+        pi = torch.exp(log_policy(q, tau_b))
+        v = v + torch.linalg.solve(m_matrix(state_chain(p_bsas, pi), gamma_b), tv - v)
+    raise FloatingPointError(
+        f"batched soft Newton: residual {res:.3e} after {max_iter} steps (tol={tol:g}); "
+        "the dtype cannot reach this tolerance at this conditioning: use float64 or a looser tol"
+    )
