@@ -69,7 +69,8 @@ class TolerancePolicy:
 
     ``atol = rtol * max_i |desired_i|`` per output: a normwise floor, the same norm
     as the golden suite's certified digits (tiny entries such as ``pi ~ 1e-30`` are
-    judged against the output's scale). ``rtol`` never drops below ``min_rtol``.
+    judged against the output's scale); see :meth:`atol` for ``dlog_pi``/``dpi``.
+    ``rtol`` never drops below ``min_rtol``.
     """
 
     version: str = "1"
@@ -86,6 +87,16 @@ class TolerancePolicy:
                f"[cond_inf(I - gamma P_pi) = {cond:.3g}" + ("" if output in ("V", "Q") else
                                                            f", ||Q||/tau = {q_over_tau:.3g}") + "]")
         return rtol, why
+
+    def atol(self, output: str, *, rtol: float, desired: dict, dtype, cond: float, tau: float) -> float:
+        """Normwise floor ``rtol * max |desired[output]|``; for ``dlog_pi`` and ``dpi`` at least
+        ``safety * eps * cond * max |dQ*| / tau``: ``dlog pi* = (dQ* - dV*) / tau`` subtracts two
+        numbers of size ``|dQ*|`` known to ``eps cond |dQ*|`` (MATH.md section 2)."""
+        at = rtol * float(np.max(np.abs(desired[output]), initial=0.0))
+        if output in ("dlog_pi", "dpi") and "dQ" in desired:
+            eps = float(np.finfo(dtype).eps)
+            at = max(at, self.safety * eps * cond * float(np.max(np.abs(desired["dQ"]), initial=0.0)) / tau)
+        return at
 
     def as_dict(self) -> dict:
         return {"version": self.version, "safety": self.safety, "min_rtol": self.min_rtol,
@@ -230,7 +241,8 @@ def _run(kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, s
             rt, why = policy.tolerance(k, dtype=dtype, cond=res.cond, q_over_tau=res.q_over_tau)
             if rtol is not None:
                 rt, why = float(rtol), "rtol given by the caller"
-            at = rt * float(np.max(np.abs(want), initial=0.0)) if atol is None else float(atol)
+            at = float(atol) if atol is not None else policy.atol(
+                k, rtol=rt, desired=res.desired, dtype=dtype, cond=res.cond, tau=res.problem.mdp.tau)
             atols[k] = at
             got = out.get(k)
             if got is None:

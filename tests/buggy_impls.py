@@ -234,7 +234,7 @@ def soft_correct(P, gamma, tau, r):
 def soft_no_max_shift(P, gamma, tau, r):
     """Soft value iteration with an unshifted log-sum-exp (overflows at tau = 0.01, |r| ~ 100)."""
     V = np.zeros(P.shape[0])
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for _ in range(3000):
             Q = r + gamma * P @ V
             V = tau * np.log(np.exp(Q / tau).sum(axis=1))

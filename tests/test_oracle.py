@@ -40,9 +40,8 @@ def test_reference_grad_matches_central_differences_of_phi():
             e[i] = h
             fd.append((phi_value(cp.mdp, cp.reward, cp.upper, cp.x + e)
                        - phi_value(cp.mdp, cp.reward, cp.upper, cp.x - e)) / (2 * h))
-        desired = np.array([e.desired for e in rep.entries if e.case == case["id"]
-                            for _ in [0]])
-        order = [e.index[0] for e in rep.entries if e.case == case["id"]]
+        rows = [e for e in rep.entries if e.case == case["id"]]
+        desired, order = np.array([e.desired for e in rows]), [e.index[0] for e in rows]
         # central differences: truncation h^2 |phi'''| ~ 1e-10, rounding eps |phi| / h ~ 1e-11
         np.testing.assert_allclose(desired, np.array(fd)[order], rtol=0, atol=1e-7)
     assert rep.passed

@@ -1,0 +1,133 @@
+"""`bilevel-check verify`: fails every deliberately buggy implementation, passes correct ones.
+
+Each bug in ``tests/buggy_impls.py`` is a slip seen in real bilevel RL code; the
+assertions check the report points at the wrong entries, using a prediction made
+without the oracle (the bug's own algebra, or where exp overflows float64).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import buggy_impls as bi
+import numpy as np
+import pytest
+
+from bilevel_check.casefile import load_case
+from bilevel_check.cli import main
+from bilevel_check.oracle import generated_cases
+from bilevel_check.soft import solve_soft
+
+HERE = Path(__file__).resolve().parent
+IMPLS = str(HERE / "buggy_impls.py")
+SUITE = ["--suite", "hypothesis", "--n-cases", "12", "--seed", "0"]
+CASES = {c["id"]: c for c in generated_cases(12, seed=0)}
+
+
+def _verify(capsys, fn, *extra):
+    rc = main(["verify", f"{IMPLS}:{fn}", "--report", "json", "--max-rows", "1000", *SUITE, *extra])
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+def _x(case_id):
+    return np.array([float(v) for v in CASES[case_id]["x"]])
+
+
+@pytest.mark.parametrize("bug", bi.BUGS)
+def test_verify_fails_every_bug(capsys, bug):
+    rc, rep = _verify(capsys, bug)
+    assert rc == 1 and rep["passed"] is False
+    failed = [c for c in rep["cases"] if not c["passed"]]
+    assert failed
+    if bug != "unseeded_instance":
+        assert rep["n_failed"] >= 1 and rep["worst"][0]["ok"] is False
+        assert float(rep["worst"][0]["digits"]) < 3  # the worst entry is wrong in its leading digits
+
+
+def test_exploration_dropped_report_shows_grad_x_f(capsys):
+    _, rep = _verify(capsys, "exploration_dropped")
+    bad = [e for e in rep["worst"] if not e["ok"]]
+    # generated uppers have cx = 1, so the bug returns grad_x f = x exactly
+    for e in bad:
+        assert e["actual"] == _x(e["case"])[e["index"][0]]
+
+
+def test_missing_inv_tau_report_is_tau_times_the_implicit_part(capsys):
+    _, rep = _verify(capsys, "missing_inv_tau")
+    for e in (e for e in rep["worst"] if not e["ok"]):
+        x = _x(e["case"])[e["index"][0]]
+        tau = float(CASES[e["case"]]["mdp"]["tau"])
+        # grad = x + (1/tau) J  vs  bug = x + J: (bug - x) = tau (grad - x)
+        assert e["actual"] - x == pytest.approx(tau * (e["desired"] - x), rel=1e-6, abs=1e-9)
+
+
+def test_no_max_shift_fails_exactly_where_exp_overflows(capsys):
+    _, rep = _verify(capsys, "no_max_shift")
+    failed = {c["case"] for c in rep["cases"] if not c["passed"]}
+    overflow = set()
+    big = math.log(np.finfo(np.float64).max)  # exp overflows above 709.78
+    tiny = math.log(np.finfo(np.float64).smallest_subnormal)  # and is 0 below -744.44
+    for cid, case in CASES.items():
+        cp = load_case(case).to_float64()
+        row_max = (solve_soft(cp.mdp, cp.reward.value(cp.x)).Q / cp.mdp.tau).max(axis=1)
+        if (row_max > big).any() or (row_max < tiny).any():  # inf / inf or 0 / 0
+            overflow.add(cid)
+    assert overflow and failed == overflow
+    assert all(e["actual"] in ("nan", "inf", "-inf") for e in rep["worst"] if not e["ok"])
+
+
+def test_unseeded_instance_caught_by_determinism_check(capsys):
+    _, rep = _verify(capsys, "unseeded_instance")
+    msgs = [c["determinism"] for c in rep["cases"] if c["determinism"]]
+    assert msgs and all("identical inputs differ" in m for m in msgs)
+
+
+@pytest.mark.parametrize("impl", ["correct_closed_form", "correct_numpy", "correct_torch_ift"])
+def test_verify_passes_correct_implementations(capsys, impl):
+    rc, rep = _verify(capsys, impl)
+    assert rc == 0 and rep["passed"] is True and rep["n_failed"] == 0
+    # correct float64 implementations agree with the reference to >= 9 digits everywhere
+    assert min(float(e["digits"]) for e in rep["worst"]) >= 9.0
+
+
+def test_verify_other_kinds_and_formats(capsys, tmp_path):
+    assert main(["verify", f"{IMPLS}:soft_correct", "--kind", "soft", *SUITE]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    assert main(["verify", f"{IMPLS}:soft_no_max_shift", "--kind", "soft", "--report", "md", *SUITE]) == 1
+    md = capsys.readouterr().out
+    assert md.startswith("**soft check") and "| case | output |" in md
+    out = tmp_path / "rep.txt"
+    assert main(["verify", f"{IMPLS}:implicit_correct", "--kind", "implicit", "--output", str(out), *SUITE]) == 0
+    assert out.read_text().strip() == capsys.readouterr().out.strip()
+    assert main(["verify", f"{IMPLS}:implicit_no_future", "--kind", "implicit", *SUITE]) == 1
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz'"),
+        ("buggy_impls", "expected 'module:function'"),
+        (f"{IMPLS}:no_such_function", "has no attribute 'no_such_function'"),
+        ("missing/file.py:fn", "does not exist"),
+        (f"{IMPLS}:BUGS", "not a callable"),
+    ],
+)
+def test_verify_usage_errors_exit_2(capsys, target, fragment):
+    assert main(["verify", target, *SUITE]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_verify_console_exit_codes_in_a_subprocess():
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    cmd = [sys.executable, "-m", "bilevel_check.cli", "verify"]
+    ok = subprocess.run(cmd + ["buggy_impls:correct_numpy", *SUITE], capture_output=True, text=True, env=env)
+    bad = subprocess.run(cmd + ["buggy_impls:axes_swapped", *SUITE], capture_output=True, text=True, env=env)
+    usage = subprocess.run(cmd + ["nope_mod:f", *SUITE], capture_output=True, text=True, env=env)
+    assert (ok.returncode, bad.returncode, usage.returncode) == (0, 1, 2), (ok.stderr, bad.stderr)
+    assert "FAILED" in bad.stdout and "cannot import" in usage.stderr
