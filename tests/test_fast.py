@@ -1,0 +1,192 @@
+"""The batched torch path against the numpy reference loops (independent code paths).
+
+The reference loops (``bilevel_check.algorithms``) are numpy float64, one problem
+at a time, with dense ``[S, A, d]`` Jacobians; the fast path is torch, batched,
+contracts ``dr`` without forming it (quadratic family) and uses an adjoint
+contraction for (15). Agreement of the iterates is the check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bilevel_check._validation import InvalidInputError
+from bilevel_check.algorithms.m_sobirl import m_sobirl
+from bilevel_check.algorithms.sobirl import sobirl
+from bilevel_check.fast import (
+    from_problems,
+    m_sobirl_fast,
+    resolve_device,
+    sobirl_batch_from_problems,
+    sobirl_fast,
+)
+from bilevel_check.fast.sobirl import estimator_15, sample_tuples
+from bilevel_check.model_free import model_free_hypergradient_exact
+from bilevel_check.problems import get_problem
+
+
+def rel_err(actual, desired) -> float:
+    return float(np.max(np.abs(actual - desired)) / np.max(np.abs(desired)))
+
+
+# ----------------------------------------------------------------------------- M-SoBiRL
+
+
+@pytest.mark.parametrize("name", ["ranmdp_small", "garnet"])
+def test_m_sobirl_fast_matches_reference_first_100_iterates(name, *, rtol=1e-10):
+    # rtol: both routes are float64 and evaluate the same recursion; they differ in the
+    # order of summation only (measured ~1e-15), and the iteration is a stable contraction.
+    p = get_problem(name, seed=0)
+    ref = m_sobirl(p, K=100, track_true_grad=True)
+    fast = m_sobirl_fast(from_problems([p]), K=100, track_true_grad=True)
+    assert rel_err(fast.x[:, 0], ref.x) <= rtol
+    assert rel_err(fast.h[:, 0], ref.h) <= rtol
+    # diagnostics: batched torch Newton + (9) vs numpy Newton + (9), both to 1e-12
+    np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=1e-10)
+    np.testing.assert_allclose(fast.true_grad_err[:, 0], ref.true_grad_err, rtol=1e-8, atol=1e-12)
+
+
+def test_m_sobirl_batch_equals_separate_runs(*, rtol=1e-12):
+    # rtol: a batch entry runs the same float64 operations as a lone run; batched
+    # kernels may reorder sums, so allow a few ulps of growth over 60 iterations.
+    problems = [get_problem("ranmdp_small", seed=s) for s in range(4)]
+    betas = [8e-3, 4e-3, 8e-3, 1e-2]
+    batch = m_sobirl_fast(from_problems(problems), K=60, beta=betas, track_phi=True)
+    for i, p in enumerate(problems):
+        lone = m_sobirl_fast(from_problems([p]), K=60, beta=betas[i], track_phi=True)
+        assert rel_err(batch.x[:, i], lone.x[:, 0]) <= rtol
+        assert rel_err(batch.h[:, i], lone.h[:, 0]) <= rtol
+        np.testing.assert_allclose(batch.phi[:, i], lone.phi[:, 0], rtol=rtol)
+
+
+@pytest.mark.parametrize("name", ["ranmdp_small", "garnet"])
+def test_m_sobirl_float32_accuracy_as_documented(name, *, rtol=1e-5):
+    # rtol: the module docstring documents 2e-7 / 4e-7 measured (a few float32 ulps,
+    # eps32 = 6e-8); 1e-5 leaves room for other BLAS orderings, far below any
+    # error that would change the algorithm's behaviour.
+    p = get_problem(name, seed=0)
+    f64 = m_sobirl_fast(from_problems([p]), K=100)
+    f32 = m_sobirl_fast(from_problems([p], dtype=torch.float32), K=100)
+    assert rel_err(f32.x, f64.x) <= rtol
+    assert rel_err(f32.h, f64.h) <= rtol
+    # and float32 is genuinely float32 (not a float64 run in disguise): error above eps64
+    assert rel_err(f32.x, f64.x) > 1e-12
+
+
+def test_m_sobirl_fast_converges_to_known_optimum(*, atol=1e-8):
+    # ranmdp: phi* = S/(2A) at x* = 0 (Cauchy-Schwarz per row, problems.ranmdp docstring),
+    # a closed form independent of both algorithms. atol: near 0, h ~ x (dr(0) = 0), so
+    # |x_K| ~ (1 - beta)^K |x_0| = e^-24 after K = 3000 steps of beta = 8e-3, and
+    # phi - phi* = O(|x|^2); 1e-8 is the Newton/float64 floor of phi_value with margin.
+    from bilevel_check.hypergrad import phi_value
+
+    p = get_problem("ranmdp_small", seed=1)
+    hist = m_sobirl_fast(from_problems([p]), K=3000)
+    phi0 = phi_value(p.mdp, p.reward, p.upper, hist.x[0, 0])
+    phiK = phi_value(p.mdp, p.reward, p.upper, hist.x[-1, 0])
+    assert phi0 - p.known["phi_star"] > 1e-2  # starts away from the optimum
+    assert abs(phiK - p.known["phi_star"]) <= atol
+    assert np.linalg.norm(hist.x[-1, 0]) <= 1e-6
+
+
+# ----------------------------------------------------------------------------- SoBiRL
+
+
+@pytest.mark.parametrize(("name", "K"), [("rlhf_tabular", 20), ("shaping_chain", 4)])
+def test_sobirl_fast_exact_matches_reference(name, K, *, rtol=1e-10):
+    # rtol: float64 on both routes; PMD step counts must agree exactly (same delta test),
+    # then iterates differ by summation order only (measured 1e-14 / 1e-13).
+    p = get_problem(name, seed=0)
+    ref = sobirl(p, K=K, estimator="exact")
+    fast = sobirl_fast(sobirl_batch_from_problems([p]), K=K, estimator="exact")
+    np.testing.assert_array_equal(fast.extra["pmd_steps"][:, 0], ref.pmd_steps)
+    assert rel_err(fast.x[:, 0], ref.x) <= rtol
+    assert rel_err(fast.h[:, 0], ref.h) <= rtol
+    np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=rtol)
+    np.testing.assert_allclose(fast.grad_norm[:, 0], ref.grad_norm, rtol=1e-8)
+
+
+def test_sobirl_batch_equals_separate_runs(*, rtol=1e-12):
+    # rtol: same float64 operations per entry (see the M-SoBiRL batch test).
+    problems = [get_problem("rlhf_tabular", seed=s) for s in range(3)]
+    batch = sobirl_fast(sobirl_batch_from_problems(problems), K=8, estimator="exact")
+    for i, p in enumerate(problems):
+        lone = sobirl_fast(sobirl_batch_from_problems([p]), K=8, estimator="exact")
+        assert rel_err(batch.x[:, i], lone.x[:, 0]) <= rtol
+        np.testing.assert_array_equal(batch.extra["pmd_steps"][:, i], lone.extra["pmd_steps"][:, 0])
+
+
+def test_sampled_estimator_is_unbiased_against_enumeration(*, n_sigma=5.0):
+    # The sampled (15) averaged over R independent chunks vs the enumerated expectation
+    # (model_free_hypergradient_exact, numpy): |mean - exact| <= n_sigma standard errors
+    # per coordinate (5 sigma: false-alarm probability ~6e-7 per coordinate; seeded).
+    p = get_problem("rlhf_tabular", seed=0)
+    x = np.linspace(-0.5, 0.5, p.d)
+    pi = np.random.default_rng(3).dirichlet(np.ones(p.mdp.A), size=p.mdp.S)
+    exact = model_free_hypergradient_exact(p.mdp, p.reward, p.upper, x, pi=pi).grad
+    bt = sobirl_batch_from_problems([p])
+    xt, pit = torch.as_tensor(x)[None], torch.as_tensor(pi)[None]
+    gen = torch.Generator().manual_seed(11)
+    R, n = 40, 2000
+    chunks = []
+    for _ in range(R):
+        st, ac = sample_tuples(bt, pit, n, gen)
+        h, _ = estimator_15(bt, xt, pit, st, ac, torch.full((1, n), 1.0 / n, dtype=torch.float64))
+        chunks.append(h[0].numpy())
+    chunks = np.array(chunks)
+    mean, se = chunks.mean(0), chunks.std(0, ddof=1) / np.sqrt(R)
+    assert np.all(np.abs(mean - exact) <= n_sigma * se)
+    # the exact-weight route of the same function reproduces the numpy enumeration
+    est, eac = bt.enumeration()
+    h_enum, _ = estimator_15(bt, xt, pit, est, eac, torch.exp(bt.log_rho(pit, est, eac)))
+    np.testing.assert_allclose(h_enum[0].numpy(), exact, rtol=1e-12, atol=1e-14)  # float64, same sums
+
+
+def test_sobirl_sampling_is_seeded():
+    p = get_problem("rlhf_tabular", seed=0)
+    runs = [sobirl_fast(sobirl_batch_from_problems([p]), K=3, estimator="sample", n_samples=500, seed=s,
+                        track_true_grad=False) for s in (7, 7, 8)]
+    np.testing.assert_array_equal(runs[0].x, runs[1].x)
+    assert not np.array_equal(runs[0].x, runs[2].x)
+
+
+# ----------------------------------------------------------------------------- devices and bad input
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_cuda_names_the_device():
+    with pytest.raises(InvalidInputError) as exc:
+        from_problems([get_problem("ranmdp_small")], device="cuda")
+    assert exc.value.argument == "device" and "'cuda'" in exc.value.received
+    assert "CUDA is not available" in exc.value.expected
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(InvalidInputError, match="device"):
+        resolve_device("tpu")
+    with pytest.raises(InvalidInputError, match="dtype"):
+        from_problems([get_problem("ranmdp_small")], dtype="float16")
+    with pytest.raises(InvalidInputError, match=r"problems\[1\]"):
+        from_problems([get_problem("ranmdp_small"), get_problem("ranmdp_small", S=7)])
+    with pytest.raises(InvalidInputError, match=r"problems\[0\].upper"):
+        from_problems([get_problem("gridworld")])
+    with pytest.raises(InvalidInputError, match="beta"):
+        m_sobirl_fast(from_problems([get_problem("ranmdp_small")]), K=2, beta=-1.0)
+    with pytest.raises(InvalidInputError, match="estimator"):
+        sobirl_fast(sobirl_batch_from_problems([get_problem("rlhf_tabular")]), K=1, estimator="mc")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(*, rtol=1e-10):
+    # rtol: float64 on both devices; CUDA kernels reorder sums (ulp-level differences).
+    problems = [get_problem("ranmdp_small", seed=s) for s in range(3)]
+    cpu = m_sobirl_fast(from_problems(problems), K=100)
+    gpu = m_sobirl_fast(from_problems(problems, device="cuda"), K=100)
+    assert rel_err(gpu.x, cpu.x) <= rtol and rel_err(gpu.h, cpu.h) <= rtol
+    p = get_problem("rlhf_tabular", seed=0)
+    cpu_s = sobirl_fast(sobirl_batch_from_problems([p]), K=5, estimator="exact")
+    gpu_s = sobirl_fast(sobirl_batch_from_problems([p], device="cuda"), K=5, estimator="exact")
+    assert rel_err(gpu_s.x, cpu_s.x) <= rtol
