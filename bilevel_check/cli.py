@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "bilevel_check.cli_core",  # solve, crosscheck
     "bilevel_check.cli_golden",  # certify, show
+    "bilevel_check.cli_run",  # run m-sobirl / sobirl
     "bilevel_check.cli_verify",  # verify
 ]
 

@@ -134,7 +134,7 @@ class FastHistory:
             return None if isinstance(v, float) and not np.isfinite(v) else v
 
         out = {"schema": "bilevel-check/fast-history/v1", "params": self.params, "iterations": self.iterations,
-               "seconds": self.seconds}
+               "seconds": self.seconds if np.isfinite(self.seconds) else None}
         for key in ("h_norm", "phi", "grad_norm", "true_grad_err"):
             out[key] = clean(lst(np.swapaxes(getattr(self, key), 0, 1)))
         out["x"] = clean(lst(np.swapaxes(self.x, 0, 1))) if self.x.size else []

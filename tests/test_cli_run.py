@@ -1,0 +1,90 @@
+"""``bilevel-check run``: history.json against the numpy reference loops, a valid PNG."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from bilevel_check.algorithms.m_sobirl import m_sobirl
+from bilevel_check.algorithms.sobirl import sobirl
+from bilevel_check.cli import main
+from bilevel_check.problems import get_problem
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png(path) -> tuple[int, int]:
+    """Signature, IHDR chunk and its CRC (zlib.crc32, independent of matplotlib's writer)."""
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    (crc,) = struct.unpack(">I", data[16 + length:20 + length])
+    assert crc == zlib.crc32(data[12:16 + length])
+    assert data[-12:-4] == b"\x00\x00\x00\x00IEND"
+    return struct.unpack(">II", data[16:24])
+
+
+def nan_array(values):
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def test_run_m_sobirl_history_matches_reference(tmp_path, capsys, *, rtol=1e-10):
+    # rtol: the CLI runs the float64 fast path; the reference loop is numpy float64
+    # (measured agreement ~1e-15; see tests/test_fast.py).
+    rc = main(["run", "m-sobirl", "--problem", "ranmdp_small", "--iters", "12", "--seed", "2",
+               "--batch", "2", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert hist["iterations"] == 12 and hist["params"]["B"] == 2
+    for b, seed in enumerate((2, 3)):
+        ref = m_sobirl(get_problem("ranmdp_small", seed=seed), K=12, track_true_grad=True)
+        np.testing.assert_allclose(nan_array(hist["h_norm"][b]), ref.h_norm, rtol=rtol)
+        np.testing.assert_allclose(nan_array(hist["phi"][b]), ref.phi, rtol=rtol)
+        np.testing.assert_allclose(np.array(hist["x"][b]), ref.x, rtol=rtol, atol=1e-15)
+    width, height = check_png(tmp_path / "convergence.png")
+    assert (width, height) == (1000, 400)  # figsize (10, 4) at dpi 100
+    out = capsys.readouterr().out
+    assert "12 iterations, B=2" in out and "history.json" in out
+
+
+def test_run_sobirl_exact_matches_reference(tmp_path, *, rtol=1e-10):
+    # rtol: float64 both routes, same PMD step counts (tests/test_fast.py).
+    rc = main(["run", "sobirl", "--problem", "rlhf_tabular", "--iters", "4", "--estimator", "exact",
+               "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    hist = json.loads((tmp_path / "history.json").read_text())
+    ref = sobirl(get_problem("rlhf_tabular", seed=0), K=4, estimator="exact")
+    np.testing.assert_allclose(nan_array(hist["h_norm"][0]), ref.h_norm, rtol=rtol)
+    np.testing.assert_allclose(nan_array(hist["phi"][0]), ref.phi, rtol=rtol)
+    np.testing.assert_array_equal(np.array(hist["pmd_steps"][0]), ref.pmd_steps)
+    check_png(tmp_path / "convergence.png")
+
+
+def test_run_reference_engine_on_gridworld(tmp_path):
+    # gridworld's occupancy upper level is not on the fast path; the reference engine runs it
+    # and its JSON carries the reference loop's own numbers.
+    rc = main(["run", "m-sobirl", "--problem", "gridworld", "--engine", "reference", "--iters", "3",
+               "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    hist = json.loads((tmp_path / "history.json").read_text())
+    ref = m_sobirl(get_problem("gridworld", seed=0), K=3)
+    np.testing.assert_array_equal(nan_array(hist["h_norm"][0]), ref.h_norm)  # same code, bitwise
+    assert hist["seconds"] is None  # not timed: null, not NaN (valid JSON)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--device", "tpu"], "device"),
+    (["--engine", "reference", "--batch", "2"], "engine"),
+])
+def test_run_bad_input_exits_2_naming_the_argument(tmp_path, capsys, argv, needle):
+    rc = main(["run", "m-sobirl", "--problem", "ranmdp_small", "--iters", "2", "--out", str(tmp_path),
+               "--no-progress", *argv])
+    assert rc == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "history.json").exists()
