@@ -70,11 +70,12 @@ REFERENCE = Impl(
 )
 
 
-def close(actual, desired, *, rtol: float, scale, what: str) -> None:
-    """Assert ``|actual - desired| <= rtol * scale`` entrywise, all finite.
+def close(actual, desired, *, rtol: float, scale, what: str, atol: float = 0.0) -> None:
+    """Assert ``|actual - desired| <= atol + rtol * scale`` entrywise, all finite.
 
     ``scale`` is a scalar or an array broadcasting with ``actual``: the size of the
-    terms whose rounding the identity inherits (stated by each caller).
+    terms whose rounding the identity inherits (stated by each caller). ``atol`` is
+    for a-posteriori solver error bounds (``residual / (1 - gamma)``), never a fudge.
     """
     a = np.asarray(actual, dtype=np.result_type(actual, np.float64))
     d = np.asarray(desired, dtype=np.result_type(desired, np.float64))
@@ -82,14 +83,14 @@ def close(actual, desired, *, rtol: float, scale, what: str) -> None:
     assert np.all(np.isfinite(a)), f"{what}: non-finite actual values {a[~np.isfinite(a)][:3]}"
     assert np.all(np.isfinite(d)), f"{what}: non-finite desired values {d[~np.isfinite(d)][:3]}"
     err = np.abs(a - d)
-    bound = rtol * np.broadcast_to(np.asarray(scale, dtype=np.float64), err.shape)
+    bound = atol + rtol * np.broadcast_to(np.asarray(scale, dtype=np.float64), err.shape)
     bad = err > bound
     if bad.any():
         k = int(np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), 0)))
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.size} entries off; worst at flat index {k}: "
             f"actual {a.flat[k]!r}, desired {d.flat[k]!r}, |diff| {err.flat[k]:.3e} > "
-            f"rtol {rtol:g} * scale {np.broadcast_to(scale, err.shape).flat[k]:.3e}"
+            f"atol {atol:.3e} + rtol {rtol:g} * scale {np.broadcast_to(scale, err.shape).flat[k]:.3e}"
         )
 
 
