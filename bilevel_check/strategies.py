@@ -70,7 +70,7 @@ __all__ = [
 #: environment variable naming the hypothesis profile to load
 PROFILE_ENV = "BILEVEL_CHECK_HYPOTHESIS_PROFILE"
 #: max_examples per profile (nightly is 20x the default)
-PROFILES = {"default": 25, "ci": 60, "nightly": 500}
+PROFILES = {"default": 50, "ci": 200, "nightly": 1000}
 #: largest discount generated; kappa = (1 + gamma)/(1 - gamma) <= 1999
 MAX_GAMMA = 0.999
 #: bound on cond_inf(I - gamma P_pi) of every generated case (see the module docstring)
