@@ -60,8 +60,11 @@ __all__ = [
 class TolerancePolicy:
     """Versioned per-entry tolerance: ``|actual - desired| <= atol + rtol |desired|``.
 
-    ``rtol = safety * eps(dtype) * kappa`` with ``eps`` the machine epsilon of the
-    implementation's output dtype and ``kappa`` the error amplification:
+    ``rtol = max(safety * eps(dtype), solver_tol) * kappa`` with ``eps`` the machine
+    epsilon of the implementation's output dtype, ``solver_tol`` the relative residual
+    ``||T(V) - V||_inf / max(1, ||V||_inf)`` an implementation may stop at (the package's
+    own default, 1e-12: it leaves ``||V - V*|| <= tol |V| / (1 - gamma)``, and
+    ``cond_inf >= 1/(1 - gamma)`` covers that factor) and ``kappa`` the error amplification:
 
     * ``V``, ``Q``: ``kappa = cond_inf(I - gamma P_pi*)`` (the Newton/VI linear system);
     * ``pi``, ``grad``, implicit derivatives: ``kappa = cond_inf(I - gamma P_pi*) * max(1, ||Q*||_inf / tau)``
@@ -76,31 +79,43 @@ class TolerancePolicy:
     version: str = "1"
     safety: float = 100.0
     min_rtol: float = 1e-14
+    solver_tol: float = 1e-12
     determinism: bool = True
 
     def tolerance(self, output: str, *, dtype, cond: float, q_over_tau: float) -> tuple[float, str]:
         """``(rtol, why)`` for ``output`` of an implementation returning ``dtype``."""
         eps = float(np.finfo(dtype).eps)
         kappa = cond if output in ("V", "Q") else cond * max(1.0, q_over_tau)
-        rtol = max(self.min_rtol, self.safety * eps * kappa)
-        why = (f"{np.dtype(dtype).name} output (eps {eps:.2g}) x safety {self.safety:g} x kappa {kappa:.3g} "
+        unit = max(self.safety * eps, self.solver_tol)
+        rtol = max(self.min_rtol, unit * kappa)
+        src = (f"safety {self.safety:g} x eps {eps:.2g}" if self.safety * eps >= self.solver_tol
+               else f"solver tolerance {self.solver_tol:g}")
+        why = (f"{np.dtype(dtype).name} output: {src} x kappa {kappa:.3g} "
                f"[cond_inf(I - gamma P_pi) = {cond:.3g}" + ("" if output in ("V", "Q") else
                                                            f", ||Q||/tau = {q_over_tau:.3g}") + "]")
         return rtol, why
 
-    def atol(self, output: str, *, rtol: float, desired: dict, dtype, cond: float, tau: float) -> float:
-        """Normwise floor ``rtol * max |desired[output]|``; for ``dlog_pi`` and ``dpi`` at least
-        ``safety * eps * cond * max |dQ*| / tau``: ``dlog pi* = (dQ* - dV*) / tau`` subtracts two
-        numbers of size ``|dQ*|`` known to ``eps cond |dQ*|`` (MATH.md section 2)."""
+    def atol(self, output: str, *, rtol: float, desired: dict, dtype, cond: float, tau: float,
+             grad_terms: float = 0.0) -> float:
+        """Normwise floor ``rtol * max |desired[output]|``, with two cancellation terms:
+
+        * ``grad``: ``rtol * grad_terms``, the summed magnitudes of the terms of (9)
+          (``|grad_x f| + (sum |u dr| + sum |Phi| |w|) / tau``), which nearly cancel when
+          ``pi*`` is nearly deterministic;
+        * ``dlog_pi``, ``dpi``: ``max(safety eps, solver_tol) * cond * max |dQ*| / tau``: ``dlog pi* = (dQ* - dV*) / tau``
+          subtracts two numbers of size ``|dQ*|`` known to ``eps cond |dQ*|`` (MATH.md section 2).
+        """
         at = rtol * float(np.max(np.abs(desired[output]), initial=0.0))
+        if output == "grad":
+            at = max(at, rtol * grad_terms)
         if output in ("dlog_pi", "dpi") and "dQ" in desired:
-            eps = float(np.finfo(dtype).eps)
-            at = max(at, self.safety * eps * cond * float(np.max(np.abs(desired["dQ"]), initial=0.0)) / tau)
+            unit = max(self.safety * float(np.finfo(dtype).eps), self.solver_tol)
+            at = max(at, unit * cond * float(np.max(np.abs(desired["dQ"]), initial=0.0)) / tau)
         return at
 
     def as_dict(self) -> dict:
         return {"version": self.version, "safety": self.safety, "min_rtol": self.min_rtol,
-                "determinism": self.determinism}
+                "solver_tol": self.solver_tol, "determinism": self.determinism}
 
 
 DEFAULT_POLICY = TolerancePolicy()
@@ -233,7 +248,7 @@ def _run(kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, s
         except Exception as exc:  # the implementation under test failed: report, do not crash
             err = f"{type(exc).__name__}: {exc}"
         dtype = next((v.dtype for v in out.values()), np.float64)
-        rows, atols, rt, why = [], {}, 0.0, ""
+        rows, atols, rtols, why = [], {}, {}, ""
         for k in names:
             want = res.desired.get(k)
             if want is None:
@@ -241,8 +256,10 @@ def _run(kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, s
             rt, why = policy.tolerance(k, dtype=dtype, cond=res.cond, q_over_tau=res.q_over_tau)
             if rtol is not None:
                 rt, why = float(rtol), "rtol given by the caller"
+            rtols[k] = rt
             at = float(atol) if atol is not None else policy.atol(
-                k, rtol=rt, desired=res.desired, dtype=dtype, cond=res.cond, tau=res.problem.mdp.tau)
+                k, rtol=rt, desired=res.desired, dtype=dtype, cond=res.cond, tau=res.problem.mdp.tau,
+                grad_terms=res.grad_terms)
             atols[k] = at
             got = out.get(k)
             if got is None:
@@ -253,7 +270,7 @@ def _run(kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, s
             rows += _compare(res.id, k, got, want, rt, at)
         nf = sum(not e.ok for e in rows)
         ok = err is None and det is None and nf == 0 and bool(rows)
-        results.append(CaseResult(res.id, ok, rt, atols, why, res.route, len(rows), nf, err, det,
+        results.append(CaseResult(res.id, ok, rtols, atols, why, res.route, len(rows), nf, err, det,
                                   expected_failed.get(res.id)))
         entries += rows
     name = impl_name or getattr(fn, "__qualname__", repr(fn))
@@ -336,7 +353,8 @@ def check_estimator(fn, cases="golden", *, n_repeats: int = 200, seed: int = 0, 
     for ci, res in enumerate(resolved):
         want = res.desired["grad"]
         rt, why = policy.tolerance("grad", dtype=np.float64, cond=res.cond, q_over_tau=res.q_over_tau)
-        at = rt * float(np.max(np.abs(want), initial=0.0))
+        at = policy.atol("grad", rtol=rt, desired=res.desired, dtype=np.float64, cond=res.cond,
+                         tau=res.problem.mdp.tau, grad_terms=res.grad_terms)
         seqs = np.random.SeedSequence([seed, ci]).spawn(n_repeats)
         err = det = None
         rows: list = []
@@ -352,7 +370,7 @@ def check_estimator(fn, cases="golden", *, n_repeats: int = 200, seed: int = 0, 
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
         nf = sum(not e.ok for e in rows)
-        results.append(CaseResult(res.id, err is None and det is None and nf == 0 and bool(rows), 0.0,
+        results.append(CaseResult(res.id, err is None and det is None and nf == 0 and bool(rows), {"grad": 0.0},
                                   {"grad": at}, f"z = {z:.3g} (alpha {alpha:g}, Bonferroni over {n_coords} "
                                   f"coordinates) x std err + atol; atol from {why}", res.route, len(rows), nf,
                                   err, det, expected_failed.get(res.id)))

@@ -28,7 +28,7 @@ import numpy as np
 from ._validation import InvalidInputError, InvalidInputTypeError
 from .oracle_report import digits_of_agreement
 
-__all__ = ["REF_ROUTE", "Resolved", "resolve_cases", "generated_cases", "KINDS"]
+__all__ = ["REF_ROUTE", "Resolved", "resolve_cases", "generated_cases", "hypothesis_cases", "KINDS"]
 
 REF_ROUTE = "float64 reference: Newton lower level + closed form S x S, cross-checked with SA x SA form"
 KINDS = ("soft", "hypergradient", "implicit", "estimator")
@@ -43,6 +43,7 @@ class Resolved:
     route: str
     cond: float
     q_over_tau: float
+    grad_terms: float = 0.0  # max_d of the summed magnitudes of the terms of (9)
     golden: object = None
     notes: dict = field(default_factory=dict)
 
@@ -82,13 +83,28 @@ def _reference(cp, kind: str) -> tuple[dict, str, np.ndarray, np.ndarray]:
     return {"grad": g1}, f"{REF_ROUTE}: forms agree to {_norm_digits(g1, g2):.1f} digits", pi, sol.Q
 
 
-def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float, float]:
+    """``cond_inf(I - gamma P_pi)``, ``||Q||_inf / tau`` and the term scale of (9):
+    ``max_d [ |grad_x f| + (sum_{s,a} |u dr| + sum_s |Phi| |w|) / tau ]`` (the sum in (9)
+    cancels when ``pi`` is nearly deterministic; its rounding error scales with its terms)."""
+    from .hypergrad import adjoint
     from .soft import state_chain
 
     m = cp.mdp
     M = np.eye(m.S) - m.gamma * state_chain(m.P, pi)
     cond = float(np.linalg.norm(M, np.inf) * np.linalg.norm(np.linalg.inv(M), np.inf))
-    return cond, float(np.max(np.abs(q))) / float(m.tau)
+    terms = 0.0
+    try:
+        x, dr = cp.x, cp.reward.jacobian(cp.x)
+        u = pi * np.asarray(cp.upper.grad_pi(x, pi), float)
+        w = adjoint(m.P, m.gamma, pi, u)
+        phi = np.einsum("sa,sad->sd", pi, dr)
+        t = np.abs(np.asarray(cp.upper.grad_x(x, pi), float)) + (
+            np.einsum("sa,sad->d", np.abs(u), np.abs(dr)) + np.abs(phi).T @ np.abs(w)) / m.tau
+        terms = float(np.max(t, initial=0.0))
+    except (AttributeError, NotImplementedError):  # an upper without grad_pi: soft checks only
+        pass
+    return cond, float(np.max(np.abs(q))) / float(m.tau), terms
 
 
 _GOLDEN_OUT = {"soft": ("V", "Q", "pi"), "hypergradient": ("grad",), "estimator": ("grad",)}
@@ -106,8 +122,8 @@ def _resolve_one(item, kind: str) -> Resolved:
     elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], CaseProblem):
         cid, cp = item
         desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
-        cond, qt = _cond(cp, pi, q)
-        return Resolved(str(cid), None, cp, desired, route, cond, qt)
+        cond, qt, terms = _cond(cp, pi, q)
+        return Resolved(str(cid), None, cp, desired, route, cond, qt, terms)
     elif isinstance(item, (dict, str)) or hasattr(item, "__fspath__"):
         from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
 
@@ -128,8 +144,8 @@ def _resolve_one(item, kind: str) -> Resolved:
         route = f"golden {golden.group}: {r.get('a', '?')} vs {r.get('b', '?')}, {digits} certified digits"
     else:
         desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
-    cond, qt = _cond(cp, pi, q)
-    return Resolved(case.id, raw, cp, desired, route, cond, qt, golden)
+    cond, qt, terms = _cond(cp, pi, q)
+    return Resolved(case.id, raw, cp, desired, route, cond, qt, terms, golden)
 
 
 def resolve_cases(cases, *, need: str, seed: int = 0):
@@ -189,4 +205,49 @@ def generated_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
         upper = {"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(S, A)), "cpi": 1.0}
         cid = f"gen{seed}-{i}-S{S}A{A}d{d}-{kind}-g{gamma:g}-t{tau:.2g}"
         out.append(make_case(cid, P=P, gamma=gamma, tau=tau, reward=reward, upper=upper, x=x))
+    return out
+
+
+def _reward_spec(reward) -> dict:
+    from .mdp import LinearReward, QuadraticReward, TabularReward
+
+    if isinstance(reward, TabularReward):
+        return {"kind": "tabular"}
+    if isinstance(reward, LinearReward):
+        return {"kind": "linear", "features": np.asarray(reward.F)}
+    if isinstance(reward, QuadraticReward):
+        return {"kind": "quadratic", "c": np.asarray(reward.c), "M": np.asarray(reward.M)}
+    raise InvalidInputTypeError("reward", "a tabular, linear or quadratic reward model", type(reward).__name__)
+
+
+def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
+    """``n`` case dicts drawn from :func:`bilevel_check.strategies.bilevel_problems`.
+
+    Drawn by hypothesis itself (``@seed(seed)``, no example database, generate phase
+    only), so the same ``(n, seed)`` gives the same cases; ids ``hyp<seed>-<i>-...``.
+    """
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+
+    from .casefile import make_case
+    from .strategies import bilevel_problems
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidInputError("n", "an integer >= 1", repr(n))
+    drawn: list = []
+
+    @hseed(int(seed))
+    @settings(max_examples=int(n), database=None, phases=[Phase.generate], deadline=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(bilevel_problems())
+    def collect(case):
+        drawn.append(case)
+
+    collect()
+    out = []
+    for i, c in enumerate(drawn[:n]):
+        m, up = c.mdp, c.upper
+        cid = f"hyp{seed}-{i}-S{m.S}A{m.A}d{c.reward.d}-{c.reward_kind}-g{m.gamma:.3g}-t{m.tau:.2g}"
+        out.append(make_case(cid, P=m.P, gamma=m.gamma, tau=m.tau, reward=_reward_spec(c.reward),
+                             upper={"kind": "quadratic", "cx": up.cx, "G": np.asarray(up.G), "cpi": up.cpi}, x=c.x))
     return out

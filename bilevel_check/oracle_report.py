@@ -63,9 +63,9 @@ class CaseResult:
 
     case: str
     passed: bool
-    rtol: float
-    atol: dict
-    why: str
+    rtol: dict  # output -> rtol
+    atol: dict  # output -> atol
+    why: str  # the policy's reason (for the last output checked: pi or grad carry the largest kappa)
     route: str
     n_entries: int = 0
     n_failed: int = 0
@@ -151,7 +151,7 @@ class OracleReport:
                 lines.append(f"    error: {c.error}")
             if c.determinism:
                 lines.append(f"    non-deterministic: {c.determinism}")
-            lines.append(f"    tolerance: rtol={c.rtol:.3g}, atol={_fmt_atol(c.atol)} because {c.why}")
+            lines.append(f"    tolerance: rtol={_fmt_atol(c.rtol)}, atol={_fmt_atol(c.atol)} because {c.why}")
             lines.append(f"    reference: {c.route}")
         return lines
 
@@ -170,7 +170,7 @@ class OracleReport:
         lines += self._case_lines()
         if self.passed and self.cases:
             c = self.cases[0]
-            lines.append(f"tolerance (first case): rtol={c.rtol:.3g} because {c.why}; reference: {c.route}")
+            lines.append(f"tolerance (first case): rtol={_fmt_atol(c.rtol)} because {c.why}; reference: {c.route}")
         return "\n".join(lines)
 
     def to_markdown(self, *, max_rows: int = 12) -> str:

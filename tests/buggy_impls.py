@@ -258,3 +258,19 @@ def implicit_no_future(p):
     pi = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))[2]
     dr = p.reward_jacobian(p.x)
     return dV, dr, pi[:, :, None] * (dr - dV[:, None, :]) / p.tau
+
+
+def correct_fast_torch(p):
+    """The package's batched torch fast path (Newton + closed form (9) in torch, B = 1).
+
+    Uses ``problem.model`` (the python float64 objects), so it needs a quadratic upper level."""
+    import types
+
+    import torch
+
+    from bilevel_check.fast.m_sobirl import exact_diagnostics, from_problems
+
+    m = p.model
+    batch = from_problems([types.SimpleNamespace(mdp=m.mdp, reward=m.reward, upper=m.upper, x0=m.x)])
+    _, grad = exact_diagnostics(batch, torch.tensor(m.x)[None, :], tol=1e-12)
+    return grad[0]

@@ -55,8 +55,8 @@ def test_policy_tolerance_uses_condition_number_from_numpy_cond():
         M = np.eye(cp.mdp.S) - cp.mdp.gamma * np.einsum("sa,sat->st", sol.pi, cp.mdp.P)
         cond = np.linalg.cond(M, p=np.inf)  # independent: numpy's own condition number
         kappa = cond * max(1.0, np.abs(sol.Q).max() / cp.mdp.tau)
-        # the policy's formula, version "1": 100 * eps * kappa (same cond up to rounding)
-        assert res.rtol == pytest.approx(100 * EPS * kappa, rel=1e-9)
+        # the policy's formula, version "1": max(100 eps, solver tol 1e-12) * kappa
+        assert res.rtol["grad"] == pytest.approx(max(100 * EPS, 1e-12) * kappa, rel=1e-9)
         assert "float64" in res.why and "cond_inf" in res.why
     assert rep.policy["version"] == "1"
 
@@ -65,31 +65,55 @@ def test_float32_and_torch_outputs_get_their_dtype_tolerance():
     torch = pytest.importorskip("torch")
     rep32 = oracle.check_hypergradient(lambda p: bi.correct_numpy(p).astype(np.float32), CASES)
     assert rep32.passed, rep32.to_text()
-    # float32 tolerance is eps32 / eps64 = 2^29 times the float64 one
+    # float64: the solver tolerance 1e-12 dominates 100 eps64; float32: 100 eps32 = 1.19e-5 does
     rep64 = oracle.check_hypergradient(bi.correct_numpy, CASES)
+    eps32 = float(np.finfo(np.float32).eps)
     for a, b in zip(rep32.cases, rep64.cases):
-        assert a.rtol == pytest.approx(b.rtol * 2.0**29, rel=1e-12)
+        assert a.rtol["grad"] == pytest.approx(b.rtol["grad"] * 100 * eps32 / 1e-12, rel=1e-12)
         assert "float32" in a.why
     rep_t = oracle.check_hypergradient(lambda p: torch.tensor(bi.correct_numpy(p)), CASES)
     assert rep_t.passed and rep_t.n_entries == rep64.n_entries
 
 
 def test_relative_perturbation_gives_its_digits_and_fails():
-    rep = oracle.check_hypergradient(_scaled(1 + 1e-6), CASES)
+    cases = CASES[1:]  # CASES[0] (tau = 0.01, |r| ~ 100) tolerates ~1e-2: see the next test
+    rep = oracle.check_hypergradient(_scaled(1 + 1e-4), cases)
     assert not rep.passed
-    assert rep.n_failed == rep.n_entries  # every policy rtol here is < 1e-6
+    assert max(max(c.rtol.values()) for c in rep.cases) < 1e-5
+    # an entry passes only when its 1e-4 |g| error is under the normwise floor atol of its case
+    floor = {c.case: c.atol["grad"] for c in rep.cases}
+    rt = {c.case: c.rtol["grad"] for c in rep.cases}
+    assert all(e.ok == (1e-4 * abs(e.desired) <= floor[e.case] + rt[e.case] * abs(e.desired)) for e in rep.entries)
+    assert rep.n_failed >= 0.9 * rep.n_entries
     for e in rep.entries:
-        # (1 + 1e-6) g vs g: rel err 1e-6 up to the reference's own ~1e-10 error
-        assert e.digits == pytest.approx(6.0, abs=1e-3)
-        assert e.rel_err == pytest.approx(1e-6, rel=1e-3)
+        # (1 + 1e-4) g vs g: rel err 1e-4 up to the reference's own <= 1e-10 error
+        assert e.digits == pytest.approx(4.0, abs=1e-4)
+        assert e.rel_err == pytest.approx(1e-4, rel=1e-5)
     assert f"{rep.n_failed} of {rep.n_entries} entries failed" in rep.summary()
-    # the caller's rtol override (1e-5 > 1e-6) makes it pass, and says so
-    over = oracle.check_hypergradient(_scaled(1 + 1e-6), CASES, rtol=1e-5)
+    # the caller's rtol override (1e-3 > 1e-4) makes it pass, and says so
+    over = oracle.check_hypergradient(_scaled(1 + 1e-4), cases, rtol=1e-3)
     assert over.passed and over.cases[0].why == "rtol given by the caller"
 
 
+def test_low_temperature_tolerance_follows_the_term_scale_of_9():
+    """tau = 0.01, |r| ~ 100: (9) sums terms ~ |g| |dr| / tau >> |grad|; the atol is rtol times that sum."""
+    rep = oracle.check_hypergradient(bi.correct_numpy, CASES[:1])
+    cp = load_case(CASES[0]).to_float64()
+    sol = solve_soft(cp.mdp, cp.reward.value(cp.x))
+    pi, dr = sol.pi, cp.reward.jacobian(cp.x)
+    u = pi * cp.upper.grad_pi(cp.x, pi)
+    M = np.eye(cp.mdp.S) - cp.mdp.gamma * np.einsum("sa,sat->st", pi, cp.mdp.P)
+    b = u.sum(1) - cp.mdp.gamma * np.einsum("sa,sat->t", u, cp.mdp.P)
+    w = np.linalg.solve(M.T, b)
+    terms = np.abs(cp.upper.grad_x(cp.x, pi)) + (np.einsum("sa,sad->d", np.abs(u), np.abs(dr))
+                                                   + np.abs(np.einsum("sa,sad->sd", pi, dr)).T @ np.abs(w)) / cp.mdp.tau
+    res = rep.cases[0]
+    assert res.atol["grad"] == pytest.approx(res.rtol["grad"] * terms.max(), rel=1e-9)
+    assert rep.passed
+
+
 def test_worst_entries_first_and_renderings():
-    target = CASES[0]["id"], CASES[1]["id"]
+    target = CASES[2]["id"], CASES[3]["id"]
 
     def impl(p):
         g = bi.correct_numpy(p)
