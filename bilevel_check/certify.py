@@ -188,15 +188,32 @@ def _quadratic_phi(spec):
     return f
 
 
+def as_lists(v):
+    """Nested lists of mpf from mpmath matrices, numpy object arrays, tuples or lists."""
+    if isinstance(v, mpmath.matrix):
+        rows = v.tolist()
+        return [as_lists(r) for r in rows] if v.cols > 1 else [as_lists(r[0]) for r in rows]
+    if hasattr(v, "tolist") and not isinstance(v, mpmath.mpf):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [as_lists(e) for e in v]
+    return v if isinstance(v, mpmath.mpf) else _mp(v)
+
+
 def _route_a(case: dict, digits: int):
     """Closed form of :mod:`bilevel_check.precise` (and exact enumeration for trajectory uppers)."""
-    from . import precise
+    try:
+        from . import precise
+    except ImportError as exc:  # route A is the independent closed form: never substitute our own
+        raise CertificationError(f"route A needs bilevel_check.precise ({exc})") from exc
 
     m = case["mdp"]
     up = case["upper"]
     if up["kind"] == "quadratic":
-        res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], up, case["x"], digits=digits)
-        return {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi, "grad": res.grad}
+        with mpmath.workdps(digits + 10):
+            res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], up, case["x"], digits=digits)
+            return {"V": as_lists(res.V), "Q": as_lists(res.Q), "pi": as_lists(res.pi),
+                    "phi": as_lists(res.phi), "grad": as_lists(res.grad)}
     from .precise_traj import route_a_traj
 
     return route_a_traj(case, digits)

@@ -183,25 +183,27 @@ def route_a_traj(case: dict, digits: int) -> dict:
     m = case["mdp"]
     S, A = len(m["P"]), len(m["P"][0])
     dummy = {"kind": "quadratic", "cx": "0", "G": [["0"] * A for _ in range(S)], "cpi": "0"}
-    res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], dummy, case["x"], digits=digits)
+    from .certify import as_lists
+
+    with mpmath.workdps(digits + 10):
+        res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], dummy, case["x"], digits=digits)
+        res_V, res_Q, res_pi, res_dV, res_dQ = (as_lists(v) for v in (res.V, res.Q, res.pi, res.dV, res.dQ))
     with mpmath.workdps(digits):
         tau = mpmath.mpf(m["tau"])
         x = [mpmath.mpf(v) for v in case["x"]]
         d = len(x)
-        pi = [[mpmath.mpf(v) for v in row] for row in res.pi]
-        dV = [[mpmath.mpf(v) for v in row] for row in res.dV]
-        dQ = [[[mpmath.mpf(v) for v in col] for col in row] for row in res.dQ]
+        pi, dV, dQ = res_pi, res_dV, res_dQ
         if case["upper"]["kind"] == "target_occupancy":
             occ = _MPOccupancy(case["upper"], S, A)
             gpi = occ.grad_pi(pi)
             grad = [occ.cx * x[k] + mpmath.fsum(gpi[s][a] * pi[s][a] * (dQ[s][a][k] - dV[s][k])
                                                  for s in range(S) for a in range(A)) / tau for k in range(d)]
-            return {"V": res.V, "Q": res.Q, "pi": pi, "phi": occ.value(x, pi), "grad": grad}
+            return {"V": res_V, "Q": res_Q, "pi": pi, "phi": occ.value(x, pi), "grad": grad}
         spec = _MPSpec(case["upper"], S, A)
         W = [[mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)] for p in spec.paths]
         El, g13, ElW = spec.expectation(x, pi, W)
         g14 = [v / tau for v in ElW]
-        return {"V": res.V, "Q": res.Q, "pi": pi, "phi": El, "grad": [a + b for a, b in zip(g13, g14)],
+        return {"V": res_V, "Q": res_Q, "pi": pi, "phi": El, "grad": [a + b for a, b in zip(g13, g14)],
                 "grad_13": g13, "grad_14": g14}
 
 
