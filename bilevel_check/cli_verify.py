@@ -11,9 +11,9 @@ or the Python path) or ``path/to/file.py:function``. The callable must follow th
 protocol of the chosen kind (see :mod:`bilevel_check.oracle`). ``--suite golden``
 uses the certified cases of ``reference/``; ``--suite hypothesis`` the seeded
 generated cases (:func:`bilevel_check.oracle_ref.generated_cases`, including a
-``tau = 0.01``, ``|r| ~ 100`` case and a ``gamma = 0.99`` one) plus as many drawn
-by hypothesis from :func:`bilevel_check.strategies.bilevel_problems`
-(:func:`bilevel_check.oracle_ref.hypothesis_cases`, seeded).
+``tau = 0.01``, ``|r| ~ 100`` case and a ``gamma = 0.99`` one) plus as many from
+the families of :func:`bilevel_check.strategies.bilevel_problems`
+(:func:`bilevel_check.oracle_ref.hypothesis_cases`, reproducible from the seed).
 
 Exit status: 0 when every case passes, 1 when any fails, 2 on usage errors
 (bad target, import failure, unknown group).
@@ -147,7 +147,7 @@ def register(subparsers) -> None:
     p.add_argument("--report", choices=("md", "json", "text"), default="text", help="report format")
     p.add_argument("--groups", default=None, help="comma-separated golden groups (default: all)")
     p.add_argument("--n-cases", type=_positive, default=12,
-                   help="--suite hypothesis: N generated plus N hypothesis-drawn cases")
+                   help="--suite hypothesis: N generated plus N strategy-family cases")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated cases")
     p.add_argument("--max-rows", type=_positive, default=12, help="rows of the worst-entries table")
     p.add_argument("--output", default=None, help="also write the report to this file (atomically)")

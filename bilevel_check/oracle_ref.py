@@ -221,33 +221,37 @@ def _reward_spec(reward) -> dict:
 
 
 def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
-    """``n`` case dicts drawn from :func:`bilevel_check.strategies.bilevel_problems`.
+    """``n`` case dicts from the families of :func:`bilevel_check.strategies.bilevel_problems`.
 
-    Drawn by hypothesis itself (``@seed(seed)``, no example database, generate phase
-    only), so the same ``(n, seed)`` gives the same cases; ids ``hyp<seed>-<i>-...``.
+    Same families and ranges (``P`` dense / sparse-absorbing / near-deterministic via
+    ``strategies.make_transition``, rewards via ``strategies.make_reward`` with ``|r|``
+    log-uniform in ``[1e-3, 1e3]``, ``gamma`` in {0, uniform, ``1 - 10^-k`` piled near 1,
+    0.999}, ``tau`` log-uniform in ``[1e-2, 1e2]``), drawn with numpy from ``(seed, i)``.
+    Hypothesis's own engine is not used here: its draws depend on the constants of
+    the modules loaded in the process, so the same seed gave different cases in
+    different programs; a verify suite must be reproducible from its seed alone.
     """
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hseed
-
     from .casefile import make_case
-    from .strategies import bilevel_problems
+    from .strategies import MAX_GAMMA, P_KINDS, REWARD_KINDS, make_reward, make_transition
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidInputError("n", "an integer >= 1", repr(n))
-    drawn: list = []
-
-    @hseed(int(seed))
-    @settings(max_examples=int(n), database=None, phases=[Phase.generate], deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
-    @given(bilevel_problems())
-    def collect(case):
-        drawn.append(case)
-
-    collect()
     out = []
-    for i, c in enumerate(drawn[:n]):
-        m, up = c.mdp, c.upper
-        cid = f"hyp{seed}-{i}-S{m.S}A{m.A}d{c.reward.d}-{c.reward_kind}-g{m.gamma:.3g}-t{m.tau:.2g}"
-        out.append(make_case(cid, P=m.P, gamma=m.gamma, tau=m.tau, reward=_reward_spec(c.reward),
-                             upper={"kind": "quadratic", "cx": up.cx, "G": np.asarray(up.G), "cpi": up.cpi}, x=c.x))
+    for i in range(int(n)):
+        rng = np.random.default_rng([int(seed), i, 7])
+        S, A, d = int(rng.integers(1, 6)), int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        kind = str(rng.choice(P_KINDS))
+        P = make_transition(rng, S, A, kind)
+        branch = int(rng.integers(0, 4))
+        k_max = -math.log10(1.0 - MAX_GAMMA)
+        gamma = [0.0, float(rng.uniform(0.0, MAX_GAMMA)), min(MAX_GAMMA, 1.0 - 10.0 ** -rng.uniform(1.0, k_max)),
+                 MAX_GAMMA][branch]
+        tau = float(10.0 ** rng.uniform(-2.0, 2.0))
+        reward_kind = str(rng.choice(REWARD_KINDS))
+        scale = float(10.0 ** rng.uniform(-3.0, 3.0))
+        reward, x = make_reward(rng, S, A, d, reward_kind, scale)
+        upper = {"kind": "quadratic", "cx": float(rng.uniform(0.1, 2.0)), "G": rng.normal(size=(S, A)),
+                 "cpi": float(rng.uniform(0.0, 2.0))}
+        cid = f"hyp{seed}-{i}-S{S}A{A}d{reward.d}-{kind}-{reward_kind}-g{gamma:.3g}-t{tau:.2g}"
+        out.append(make_case(cid, P=P, gamma=gamma, tau=tau, reward=_reward_spec(reward), upper=upper, x=x))
     return out
