@@ -11,7 +11,7 @@ import pytest
 
 from bilevel_check import oracle
 from bilevel_check._validation import InvalidInputError, InvalidInputTypeError
-from bilevel_check.casefile import load_case
+from bilevel_check.casefile import load_case, make_case
 from bilevel_check.hypergrad import phi_value
 from bilevel_check.model_free import model_free_hypergradient_exact, sobirl_estimator
 from bilevel_check.precise_traj import make_traj_case
@@ -241,3 +241,38 @@ def test_bad_input_names_the_argument(call, argument):
     with pytest.raises((InvalidInputError, InvalidInputTypeError)) as info:
         call()
     assert info.value.argument == argument
+
+
+def test_near_deterministic_bandit_cancellation_in_9_is_inside_the_policy():
+    """Regression: a bandit (S = 1) with pi* ~ (1e-11, 1, 1e-9, 1e-12): the terms of (9) cancel and
+    the float64 closed form loses ~1e-11 relative; the policy's term-scale floor must cover it.
+
+    Independent route: for S = 1, pi* = softmax(r / tau) whatever gamma, and (9) reduces to
+    grad = gx + (sum_a u_a dr_a - (sum_a pi_a dr_a)(sum_a u_a)) / tau, evaluated in mpmath."""
+    import mpmath
+
+    rng = np.random.default_rng(5)
+    F = rng.normal(size=(1, 4, 2)) * 1.5
+    F[0, 1, 0] += 3.0
+    case = make_case("bandit-neardet", P=np.ones((1, 4, 1)), gamma=0.93, tau=0.05,
+                     reward={"kind": "linear", "features": F},
+                     upper={"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(1, 4)), "cpi": 1.0},
+                     x=np.array([1.0, 0.3]))
+    with mpmath.workdps(40):
+        f = mpmath.mpf
+        Fm = [[f(v) for v in fa] for fa in case["reward"]["features"][0]]
+        x = [f(v) for v in case["x"]]
+        tau = f(case["mdp"]["tau"])
+        r = [sum(fa[k] * x[k] for k in range(2)) for fa in Fm]
+        e = [mpmath.exp((v - max(r)) / tau) for v in r]
+        pi = [v / sum(e) for v in e]
+        u = [pi[a] * (f(case["upper"]["G"][0][a]) + pi[a]) for a in range(4)]
+        exact = [float(x[k] + (sum(u[a] * Fm[a][k] for a in range(4))
+                               - sum(pi[a] * Fm[a][k] for a in range(4)) * sum(u)) / tau) for k in range(2)]
+    assert min(float(p) for p in pi) < 1e-8  # near-deterministic, as intended
+    rep = oracle.check_hypergradient(bi.correct_closed_form, [case])
+    desired = np.array([e.desired for e in sorted(rep.entries, key=lambda e: e.index)])
+    at = rep.cases[0].atol["grad"]
+    # the reference (package closed form) is within the policy's floor of the mpmath value
+    assert np.max(np.abs(desired - exact)) <= at
+    assert rep.passed, rep.to_text()
