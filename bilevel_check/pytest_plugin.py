@@ -120,6 +120,7 @@ def _cuda_available() -> tuple[bool, str]:
     return _cache["cuda"]
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: torch is imported only for selected gpu tests
 def pytest_collection_modifyitems(config, items):
     xslow_on = os.environ.get(XSLOW_ENV) == "1"
     ini_expected = None
