@@ -8,10 +8,11 @@ Scales (stated once, used below). With ``u = pi g``:
   ``dlog pi, dpi``;
 * values ``max(1, |Q|_inf)``; ``log pi`` ``max(1, |Q|_inf / tau)`` (the softmax divides by tau).
 
-Comparisons made at one policy use ``RTOL = 1e-10`` times these scales. Comparisons
-between two *solves* (shaping, shifts) inherit the solver's error in ``log pi``,
-``RTOL max(1, |Q|_inf / tau)``, multiplied by the hyper-gradient scale: that wider
-tolerance is stated where used.
+All comparisons use ``RTOL = 1e-10`` times these scales. Comparisons between two
+*solves* (shaping, shifts, scaling, relabelling) add the a-posteriori solver bound of
+:func:`two_solve_bounds` (``residual / (1 - gamma)``), the only allowance wider than
+1e-10 relative (needed for ``V*`` near ``gamma = 0.999``, where Newton's floating-point
+floor ``kappa eps |V|`` is divided by ``1 - gamma``).
 """
 
 from __future__ import annotations
@@ -110,8 +111,7 @@ def check_shaping_and_shift(impl, cs) -> None:
         close(log_pi2, log_pi, rtol=RTOL, scale=q_scale / mdp.tau, atol=dlp, what=f"log pi* after {name}")
         close(V2, v_expect, rtol=RTOL, scale=q_scale, atol=dv, what=f"V* after {name}")
         gs = grad_scale(case, pi, gx, gpi, dr)
-        close(_grad(impl, case, pi2)[0], grad, rtol=RTOL, scale=gs * q_scale / mdp.tau, atol=dg * gs,
-              what=f"grad phi after {name}")
+        close(_grad(impl, case, pi2)[0], grad, rtol=RTOL, scale=gs, atol=dg * gs, what=f"grad phi after {name}")
 
 
 def check_temperature_scaling(impl, cs) -> None:
