@@ -17,6 +17,7 @@ from pathlib import Path
 import buggy_impls as bi
 import numpy as np
 import pytest
+from _mini_golden import LOWTAU, MINI, mini_reference
 
 from bilevel_check.casefile import load_case
 from bilevel_check.cli import main
@@ -26,6 +27,7 @@ from bilevel_check.soft import solve_soft
 HERE = Path(__file__).resolve().parent
 IMPLS = str(HERE / "buggy_impls.py")
 SUITE = ["--suite", "hypothesis", "--n-cases", "12", "--seed", "0"]
+CORRECT = ["correct_closed_form", "correct_numpy", "correct_torch_ift", "correct_fast_torch"]
 CASES = {c["id"]: c for c in generated_cases(12, seed=0) + hypothesis_cases(12, seed=0)}  # = --suite hypothesis
 
 
@@ -87,7 +89,7 @@ def test_no_max_shift_fails_exactly_where_exp_overflows(capsys):
     assert all(e["actual"] in ("nan", "inf", "-inf") for e in rep["worst"] if not e["ok"])
 
 
-@pytest.mark.parametrize("impl", ["correct_closed_form", "correct_numpy", "correct_torch_ift", "correct_fast_torch"])
+@pytest.mark.parametrize("impl", CORRECT)
 def test_verify_passes_correct_implementations(capsys, impl):
     rc, rep = _verify(capsys, impl)
     assert rc == 0 and rep["passed"] is True and rep["n_failed"] == 0
@@ -130,3 +132,33 @@ def test_verify_console_exit_codes_in_a_subprocess():
     usage = subprocess.run(cmd + ["nope_mod:f", *SUITE], capture_output=True, text=True, env=env)
     assert (ok.returncode, bad.returncode, usage.returncode) == (0, 1, 2), (ok.stderr, bad.stderr)
     assert "FAILED" in bad.stdout and "cannot import" in usage.stderr
+
+
+@pytest.fixture(scope="module")
+def mini_golden(tmp_path_factory):
+    """A golden folder certified by the tests' own mpmath route, with a tau = 0.01, |r| ~ 100 case."""
+    root = tmp_path_factory.mktemp("golden") / "ref"
+    mini_reference(root, MINI + LOWTAU)
+    return root
+
+
+@pytest.mark.parametrize("impl", bi.BUGS + CORRECT)
+def test_verify_golden_suite(capsys, monkeypatch, mini_golden, impl):
+    monkeypatch.setenv("BILEVEL_CHECK_REFERENCE", str(mini_golden))
+    rc = main(["verify", f"{IMPLS}:{impl}", "--suite", "golden", "--report", "json", "--max-rows", "1000"])
+    rep = json.loads(capsys.readouterr().out)
+    assert [c["case"] for c in rep["cases"]] == [m[0] for m in MINI + LOWTAU]
+    assert all(c["route"].startswith("golden mini: mpmath Newton") for c in rep["cases"])
+    assert rc == (0 if impl in CORRECT else 1), json.dumps(rep["cases"])[:2000]
+    failed = {c["case"] for c in rep["cases"] if not c["passed"]}
+    if impl == "no_max_shift":
+        # only the low-temperature case overflows: max Q / tau ~ 1e4 >> 709.78
+        assert failed == {"mini-lowtau"}
+    elif impl == "unseeded_instance":
+        assert all(c["determinism"] for c in rep["cases"] if c["case"] in failed)
+    elif impl == "missing_inv_tau":
+        # invisible where tau = 1 (mini-a) and where pi* is deterministic to ~1e-400 so the
+        # implicit part of (9) vanishes (mini-lowtau): why a suite needs tau across decades
+        assert failed == {"mini-b", "mini-c"}
+    elif impl not in CORRECT:
+        assert len(failed) >= 3  # wrong on most cases, not only the hard one
