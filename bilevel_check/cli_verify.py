@@ -117,7 +117,10 @@ def _cmd(args) -> int:
         from ._io import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
-    print(text)
+    try:
+        print(text)
+    except BrokenPipeError:  # e.g. piped into `head`: the exit status still tells pass/fail
+        sys.stderr.close()
     return 0 if report.passed else 1
 
 
