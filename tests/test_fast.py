@@ -91,6 +91,22 @@ def test_m_sobirl_fast_converges_to_known_optimum(*, atol=1e-8):
     assert np.linalg.norm(hist.x[-1, 0]) <= 1e-6
 
 
+def test_m_sobirl_fast_small_tau_where_unshifted_logsumexp_fails(*, rtol=1e-10):
+    # tau = 0.01 with |r| ~ 40: Q / tau ~ 4e3, far past exp's float64 range (709), so
+    # log(sum(exp(Q / tau))) without the max shift is not finite (checked below), while
+    # the max-shifted fast path still matches the numpy reference (float64, same
+    # recursion; measured 5e-16).
+    p = get_problem("ranmdp_small", tau=0.01, seed=0)
+    x0 = 10.0 * p.x0
+    ref = m_sobirl(p, K=20, x0=x0, beta=1e-4, track_true_grad=False, track_phi=False)
+    fast = m_sobirl_fast(from_problems([p]), K=20, x0=x0[None], beta=1e-4)
+    assert rel_err(fast.x[:, 0], ref.x) <= rtol and rel_err(fast.h[:, 0], ref.h) <= rtol
+    q = torch.as_tensor(fast.Q[0])
+    naive = 0.01 * torch.log(torch.exp(q / 0.01).sum(dim=1))
+    assert not torch.isfinite(naive).all()
+    assert np.all(np.isfinite(fast.Q))
+
+
 # ----------------------------------------------------------------------------- SoBiRL
 
 
