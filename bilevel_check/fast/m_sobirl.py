@@ -38,6 +38,7 @@ from .ops import (
     LowerBatch,
     apply_a,
     apply_a_t,
+    expect_next,
     log_policy,
     lower_from_problems,
     m_matrix,
@@ -167,7 +168,7 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     b = u.sum(-1) - gamma[:, None] * torch.einsum("bsa,bsat->bt", u, P)
     ppi = state_chain(P, pi)
     w_next = w - zeta_b[:, None] * apply_a(ppi, gamma, apply_a_t(ppi, gamma, w) - b)
-    pit = torch.exp(log_policy(reward.value(x) + gamma[:, None, None] * torch.einsum("bsat,bt->bsa", P, v), tau))
+    pit = torch.exp(log_policy(reward.value(x) + gamma[:, None, None] * expect_next(P, v), tau))
     # step 3: sum u dr - Phi^T w = sum_{s,a} (u[s,a] - pit[s,a] w[s]) dr[s,a]
     h = bt.cx[:, None] * x + reward.contract(u - pit * w_next[:, :, None], x) / tau[:, None]
     x_next = x - beta_b[:, None] * h  # step 4

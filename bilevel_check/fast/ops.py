@@ -31,6 +31,7 @@ __all__ = [
     "soft_values",
     "log_policy",
     "soft_bellman_q",
+    "expect_next",
     "state_chain",
     "apply_a",
     "apply_a_t",
@@ -231,10 +232,18 @@ def log_policy(q_bsa: torch.Tensor, tau_b: torch.Tensor) -> torch.Tensor:
     return z - torch.logsumexp(z, dim=-1, keepdim=True)
 
 
+def expect_next(p_bsas, v_bs) -> torch.Tensor:
+    """``(P v)[b, s, a] = sum_s' P[b, s, a, s'] v[b, s']`` ([B, S, A]); one batched
+    matrix-vector product on the ``[B, S A, S]`` view of ``P`` (cheaper to dispatch than
+    ``einsum`` for small problems)."""
+    B, S, A, _ = p_bsas.shape
+    return torch.matmul(p_bsas.reshape(B, S * A, S), v_bs.unsqueeze(-1)).view(B, S, A)
+
+
 def soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa) -> torch.Tensor:
     """``(TQ)[b,s,a] = r + gamma sum_s' P[b,s,a,s'] tau logsumexp(Q[b,s',.]/tau)`` (section 1)."""
     v = soft_values(q_bsa, tau_b)
-    return r_bsa + gamma_b[:, None, None] * torch.einsum("bsat,bt->bsa", p_bsas, v)
+    return r_bsa + gamma_b[:, None, None] * expect_next(p_bsas, v)
 
 
 def state_chain(p_bsas, pi_bsa) -> torch.Tensor:
@@ -275,7 +284,7 @@ def solve_soft_newton(p_bsas, gamma_b, tau_b, r_bsa, *, tol: float = 1e-12, max_
     v = torch.zeros(r_bsa.shape[:2], dtype=r_bsa.dtype, device=r_bsa.device)
     res = float("inf")
     for _ in range(max_iter):
-        q = r_bsa + gamma_b[:, None, None] * torch.einsum("bsat,bt->bsa", p_bsas, v)
+        q = r_bsa + gamma_b[:, None, None] * expect_next(p_bsas, v)
         tv = soft_values(q, tau_b)
         res = float((tv - v).abs().amax())
         if res <= tol * max(1.0, float(v.abs().amax())):

@@ -40,6 +40,7 @@ from ..upper import RLHFUpper, ShapingUpper
 from .m_sobirl import FastHistory, batch_hyperparameter
 from .ops import (
     LowerBatch,
+    expect_next,
     lower_from_problems,
     m_matrix,
     solve_soft_newton,
@@ -219,7 +220,7 @@ def _pmd_step(lb: LowerBatch, r, log_pi, eta):
     pi = torch.exp(log_pi)
     c = (pi * (r - lb.tau[:, None, None] * log_pi)).sum(-1)
     v = torch.linalg.solve(m_matrix(state_chain(lb.P, pi), lb.gamma), c)
-    q = r + lb.gamma[:, None, None] * torch.einsum("bsat,bt->bsa", lb.P, v)
+    q = r + lb.gamma[:, None, None] * expect_next(lb.P, v)
     z = (log_pi + eta[:, None, None] * q) / (1.0 + eta * lb.tau)[:, None, None]
     return z - torch.logsumexp(z, dim=-1, keepdim=True)
 
