@@ -1,12 +1,12 @@
 """Certify golden cases: two independent mpmath routes per output (MATH.md section 7).
 
-Route A (``digits`` significant digits): the closed form of
-:mod:`bilevel_check.precise` -- Newton lower level, implicit derivatives,
-hyper-gradient (9); for trajectory objectives the exact enumeration of
-(13) + (14) of :mod:`bilevel_check.precise_traj` fed with route A's
-``pi*``, ``dV*``, ``dQ*``.
+Route A (``digits`` significant digits): :func:`mp_closed_form` -- Newton lower
+level, implicit derivatives, hyper-gradient (9) -- or, for trajectory objectives,
+the exact enumeration of (13) + (14) of :mod:`bilevel_check.precise_traj` fed with
+route A's ``pi*``, ``dV*``, ``dQ*``.
 
-Route B (``check_digits`` digits, written here, sharing no code with route A):
+Route B (``check_digits`` digits; it shares only the input parsing and the Newton
+lower solver with route A, never the derivative formulas):
 
 * ``V, Q, pi, phi``: this module's own Newton iteration on ``F(V) = V - T(V)``
   (soft policy iteration, Jacobian ``I - gamma P_pi``), plus the contraction
@@ -200,20 +200,47 @@ def as_lists(v):
     return v if isinstance(v, mpmath.mpf) else _mp(v)
 
 
-def _route_a(case: dict, digits: int):
-    """Closed form of :mod:`bilevel_check.precise` (and exact enumeration for trajectory uppers)."""
-    try:
-        from . import precise
-    except ImportError as exc:  # route A is the independent closed form: never substitute our own
-        raise CertificationError(f"route A needs bilevel_check.precise ({exc})") from exc
+def mp_closed_form(case: dict, digits: int) -> dict:
+    """Route A at ``digits``: Newton lower level, then section 2-3 of MATH.md in mpmath.
 
-    m = case["mdp"]
-    up = case["upper"]
-    if up["kind"] == "quadratic":
-        with mpmath.workdps(digits + 10):
-            res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], up, case["x"], digits=digits)
-            return {"V": as_lists(res.V), "Q": as_lists(res.Q), "pi": as_lists(res.pi),
-                    "phi": as_lists(res.phi), "grad": as_lists(res.grad)}
+    ``dV = (I - gamma P_pi)^{-1} Phi``, ``dQ = dr + gamma P dV``,
+    ``grad = grad_x f + (1/tau) sum_{s,a} g pi (dQ - dV)`` (quadratic upper; other kinds
+    use ``dV``, ``dQ`` in :func:`bilevel_check.precise_traj.route_a_traj`).
+    Returns ``V, Q, pi, dV [S][d], dQ [S][A][d]`` and, for quadratic uppers, ``phi, grad``.
+    """
+    with mpmath.workdps(digits):
+        P, gamma, tau, reward_fn, x = mp_problem(case)
+        S, A, d = len(P), len(P[0]), len(x)
+        r, dr = reward_fn(x)
+        V, _ = mp_newton(P, gamma, tau, r)
+        _, Q, pi = mp_bellman(P, gamma, tau, r, V)
+        J = mpmath.matrix(S, S)
+        for s in range(S):
+            for t in range(S):
+                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(pi[s][a] * P[s][a][t] for a in range(A))
+        dV = [[None] * d for _ in range(S)]
+        for k in range(d):
+            col = mpmath.lu_solve(J, mpmath.matrix([mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for s in range(S)]))
+            for s in range(S):
+                dV[s][k] = col[s]
+        dQ = [[[dr[s][a][k] + gamma * mpmath.fsum(P[s][a][t] * dV[t][k] for t in range(S)) for k in range(d)]
+               for a in range(A)] for s in range(S)]
+        out = {"V": V, "Q": Q, "pi": pi, "dV": dV, "dQ": dQ}
+        up = case["upper"]
+        if up["kind"] == "quadratic":
+            cx, cpi = _mp(up["cx"]), _mp(up["cpi"])
+            G = [[_mp(v) for v in row] for row in up["G"]]
+            out["phi"] = _quadratic_phi(up)(x, pi)
+            out["grad"] = [cx * x[k] + mpmath.fsum((G[s][a] + cpi * pi[s][a]) * pi[s][a] * (dQ[s][a][k] - dV[s][k])
+                                                   for s in range(S) for a in range(A)) / tau for k in range(d)]
+        return out
+
+
+def _route_a(case: dict, digits: int):
+    """Closed form (9) at ``digits`` (and exact enumeration for trajectory uppers)."""
+    if case["upper"]["kind"] == "quadratic":
+        out = mp_closed_form(case, digits)
+        return {k: out[k] for k in ("V", "Q", "pi", "phi", "grad")}
     from .precise_traj import route_a_traj
 
     return route_a_traj(case, digits)
@@ -287,7 +314,7 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
         vmax = max(abs(_mp(v)) for v in a["V"])
         cert_digits = check_digits if bound == 0 else float(min(check_digits, -mpmath.log10(bound / max(vmax, mpmath.mpf(10) ** -check_digits))))
         digs, routes = {}, {}
-        desc_a = f"precise closed form (9), Newton, {digits} digits"
+        desc_a = f"closed form (9), Newton lower level, {digits} digits"
         desc_b = f"golden Newton, {check_digits} digits"
         for name in a:
             ag = agreement(a[name], b[name], cap=check_digits)
@@ -300,7 +327,7 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
                 if kind in ("rlhf", "shaping"):
                     ra = f"exact trajectory enumeration of (13)+(14), {digits} digits"
                 elif kind == "target_occupancy":
-                    ra = f"precise implicit derivatives + occupancy gradient in pi, {digits} digits"
+                    ra = f"implicit derivatives + occupancy gradient in pi, {digits} digits"
                 else:
                     ra = desc_a
             else:

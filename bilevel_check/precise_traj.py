@@ -176,18 +176,14 @@ def mp_traj_objective(case: dict, P=None, reward_fn=None):
 
 
 def route_a_traj(case: dict, digits: int) -> dict:
-    """Route A for non-quadratic uppers: ``pi*, dV*, dQ*`` from :mod:`bilevel_check.precise`, then
+    """Route A for non-quadratic uppers: ``pi*, dV*, dQ*`` from the closed form at ``digits``, then
     exact (13) and (14) (trajectory kinds) or ``grad_x f + sum grad_pi f * dpi*`` (occupancy)."""
-    from . import precise
+    from .certify import mp_closed_form
 
     m = case["mdp"]
     S, A = len(m["P"]), len(m["P"][0])
-    dummy = {"kind": "quadratic", "cx": "0", "G": [["0"] * A for _ in range(S)], "cpi": "0"}
-    from .certify import as_lists
-
-    with mpmath.workdps(digits + 10):
-        res = precise.mp_hypergradient(m["P"], m["gamma"], m["tau"], case["reward"], dummy, case["x"], digits=digits)
-        res_V, res_Q, res_pi, res_dV, res_dQ = (as_lists(v) for v in (res.V, res.Q, res.pi, res.dV, res.dQ))
+    res = mp_closed_form(case, digits)
+    res_V, res_Q, res_pi, res_dV, res_dQ = (res[k] for k in ("V", "Q", "pi", "dV", "dQ"))
     with mpmath.workdps(digits):
         tau = mpmath.mpf(m["tau"])
         x = [mpmath.mpf(v) for v in case["x"]]
