@@ -1,0 +1,508 @@
+"""Arbitrary-precision twin of the closed-form route, in mpmath (MATH.md sections 1-3, 7).
+
+Written independently of the float64 modules (``soft``, ``implicit``,
+``hypergrad``): own log-sum-exp with max-shift, own Newton lower solver, own
+Gaussian elimination with partial pivoting. Every computation runs inside
+``mpmath.workdps(digits + GUARD_DIGITS)``; the global ``mp.dps`` is never touched.
+
+Inputs may be floats (taken exactly, as their binary value), ints, decimal
+strings (every digit kept: ``mpf(str)`` at the working precision), mpf or numpy
+scalars, in nested lists or numpy arrays. Rows of ``P`` are renormalized in
+working precision. Outputs are mpf (or nested lists of mpf) carrying the
+working precision; convert with :func:`to_decimal_strings`.
+
+Lower level: Newton on ``F(V) = V - T(V)`` (= soft policy iteration, Jacobian
+``I - gamma P_pi``, quadratic convergence), stopped once
+``|T(V) - V|_inf <= 10^-(digits + 5) max(1, |V|_inf)``.
+Hyper-gradient (9) by the S x S adjoint; ``dpi`` from the S x S implicit
+derivatives of section 2, and ``grad_dpi = grad_x f + sum g dpi`` as a second
+in-route evaluation of the same number.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mpmath
+import numpy as np
+
+from ._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
+
+__all__ = [
+    "GUARD_DIGITS",
+    "MPConvergenceError",
+    "MPSoftSolution",
+    "MPResult",
+    "MP_REWARD_KINDS",
+    "MP_UPPER_KINDS",
+    "mp_soft_solve",
+    "mp_implicit_derivatives",
+    "mp_hypergradient_from_parts",
+    "mp_hypergradient",
+    "mp_phi",
+    "to_decimal_strings",
+    "from_strings",
+    "digits_of_agreement",
+]
+
+#: extra working digits beyond the requested ``digits`` (absorbs the condition
+#: number of ``I - gamma P_pi``, up to ~1e4 at gamma = 0.9999, and rounding in sums).
+GUARD_DIGITS = 15
+#: Newton iterations allowed; soft policy iteration from V = 0 needs ~5-30.
+MAX_NEWTON = 200
+
+
+class MPConvergenceError(RuntimeError):
+    """The mpmath Newton solver did not reach its residual target within the cap."""
+
+
+@dataclass
+class MPSoftSolution:
+    """``V [S]``, ``Q [S][A]``, ``pi [S][A]``, ``log_pi [S][A]`` (mpf), the final
+    residual ``|T(V) - V|_inf`` and the number of Newton iterations."""
+
+    V: list
+    Q: list
+    pi: list
+    log_pi: list
+    residual: mpmath.mpf
+    iterations: int
+
+
+@dataclass
+class MPResult:
+    """Everything the mpmath route computes at ``x`` (mpf, nested lists; shapes as named).
+
+    ``V [S]``, ``Q [S][A]``, ``pi [S][A]``, ``dV [S][d]``, ``dQ [S][A][d]``,
+    ``dlog_pi``, ``dpi [S][A][d]``, ``grad [d]`` (adjoint form of (9)),
+    ``phi`` (``None`` when no objective value was given), ``digits``;
+    ``grad_dpi [d]`` = ``grad_x f + sum g dpi`` (section 2 form), ``w [S]`` the
+    adjoint, ``residual`` and ``iterations`` of the lower solve.
+    """
+
+    V: list
+    Q: list
+    pi: list
+    dV: list
+    dQ: list
+    dlog_pi: list
+    dpi: list
+    grad: list
+    phi: mpmath.mpf | None
+    digits: int
+    grad_dpi: list | None = None
+    w: list | None = None
+    residual: mpmath.mpf | None = None
+    iterations: int = 0
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _check_digits(digits) -> int:
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 15:
+        raise InvalidInputError("digits", "an integer >= 15", repr(digits))
+    return int(digits)
+
+
+def _num(v, name: str):
+    """One number at the current precision; floats exactly, strings digit by digit."""
+    if isinstance(v, (bool, np.bool_)):
+        raise InvalidInputTypeError(name, "a real number, decimal string or mpf", repr(v))
+    if isinstance(v, np.generic):
+        v = v.item()
+    if not isinstance(v, (numbers.Real, str, mpmath.mpf)):
+        raise InvalidInputTypeError(name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}")
+    try:
+        m = mpmath.mpf(v.strip() if isinstance(v, str) else v)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(name, "a real number or decimal string", repr(v)[:60]) from exc
+    if not mpmath.isfinite(m):
+        raise InvalidInputError(name, "a finite number", repr(v)[:60])
+    return m
+
+
+def _arr(v, shape: tuple, name: str):
+    """Nested lists (or a numpy array) -> nested lists of mpf; ``None`` in shape = free length."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+
+    def walk(e, depth, path):
+        if depth == len(shape):
+            return _num(e, f"{name}{path}")
+        if not isinstance(e, (list, tuple)):
+            raise InvalidInputError(f"{name}{path}", f"a list (nesting depth {len(shape)})", type(e).__name__)
+        if (shape[depth] is not None and len(e) != shape[depth]) or len(e) == 0:
+            want = shape[depth] if shape[depth] is not None else ">= 1"
+            raise InvalidInputError(f"{name}{path}", f"length {want}", f"length {len(e)}")
+        return [walk(c, depth + 1, f"{path}[{i}]") for i, c in enumerate(e)]
+
+    return walk(v, 0, "")
+
+
+def _parse_mdp(P, gamma, tau):
+    """Validate and parse ``(P [S][A][S], gamma, tau)``; rows of P renormalized."""
+    if isinstance(P, np.ndarray):
+        P = P.tolist()
+    if not isinstance(P, (list, tuple)) or not P or not isinstance(P[0], (list, tuple)) or not P[0]:
+        raise InvalidInputError("P", "a nested S x A x S list", f"{type(P).__name__}")
+    S, A = len(P), len(P[0])
+    p = _arr(P, (S, A, S), "P")
+    for s in range(S):
+        for a in range(A):
+            row = p[s][a]
+            if min(row) < 0:
+                raise InvalidInputError(f"P[{s}][{a}]", "entries >= 0", mpmath.nstr(min(row), 5))
+            tot = mpmath.fsum(row)
+            if abs(tot - 1) > STOCHASTIC_ATOL:
+                raise InvalidInputError(f"P[{s}][{a}]", f"row sum 1 (within {STOCHASTIC_ATOL})", mpmath.nstr(tot, 17))
+            p[s][a] = [v / tot for v in row]
+    g, t = _num(gamma, "gamma"), _num(tau, "tau")
+    if not 0 <= g < 1:
+        raise InvalidInputError("gamma", "0 <= gamma < 1", repr(gamma))
+    if not t > 0:
+        raise InvalidInputError("tau", "tau > 0", repr(tau))
+    return p, g, t, S, A
+
+
+# ----------------------------------------------------------------------------- linear algebra
+
+
+def _solve(M, B):
+    """Solve ``M X = B`` (``M`` n x n, ``B`` n x k, lists) by Gaussian elimination with partial pivoting."""
+    n, k = len(M), len(B[0])
+    a = [list(M[i]) + list(B[i]) for i in range(n)]
+    for c in range(n):
+        piv = max(range(c, n), key=lambda i: abs(a[i][c]))
+        if a[piv][c] == 0:
+            raise InvalidInputError("I - gamma P_pi", "a nonsingular matrix", "a zero pivot")
+        a[c], a[piv] = a[piv], a[c]
+        for i in range(c + 1, n):
+            f = a[i][c] / a[c][c]
+            if f:
+                ai, ac = a[i], a[c]
+                for j in range(c, n + k):
+                    ai[j] -= f * ac[j]
+    X = [[mpmath.mpf(0)] * k for _ in range(n)]
+    for i in range(n - 1, -1, -1):
+        for j in range(k):
+            acc = a[i][n + j] - mpmath.fsum(a[i][m] * X[m][j] for m in range(i + 1, n))
+            X[i][j] = acc / a[i][i]
+    return X
+
+
+def _transpose(M):
+    return [list(c) for c in zip(*M)]
+
+
+def _i_minus_gamma_p_pi(p, gamma, pi):
+    """``I - gamma P_pi`` with ``P_pi[s, t] = sum_a pi[s, a] P[s, a, t]``."""
+    S = len(p)
+    return [[(1 if s == t else 0) - gamma * mpmath.fsum(pi[s][a] * p[s][a][t] for a in range(len(pi[s])))
+             for t in range(S)] for s in range(S)]
+
+
+# ----------------------------------------------------------------------------- lower level
+
+
+def _lse(z):
+    """``log sum exp z`` with the max subtracted first."""
+    m = max(z)
+    return m + mpmath.log(mpmath.fsum(mpmath.exp(v - m) for v in z))
+
+
+def _bellman(p, gamma, tau, r, V):
+    """``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6)-(7), ``log pi = (Q - T(V)) / tau`` (5)."""
+    S = len(p)
+    Q = [[r[s][a] + gamma * mpmath.fsum(p[s][a][t] * V[t] for t in range(S)) for a in range(len(r[s]))]
+         for s in range(S)]
+    TV = [tau * _lse([q / tau for q in row]) for row in Q]
+    log_pi = [[(q - TV[s]) / tau for q in Q[s]] for s in range(S)]
+    return Q, TV, log_pi
+
+
+def _newton(p, gamma, tau, r, digits):
+    """Soft policy iteration: ``V <- (I - gamma P_pi)^{-1} sum_a pi (r - tau log pi)``, ``pi = pi(V)``."""
+    S = len(p)
+    V = [mpmath.mpf(0)] * S
+    target = mpmath.mpf(10) ** (-(digits + 5))
+    for it in range(1, MAX_NEWTON + 1):
+        Q, TV, log_pi = _bellman(p, gamma, tau, r, V)
+        res = max(abs(a - b) for a, b in zip(TV, V))
+        if res <= target * max(1, max(abs(v) for v in TV)):
+            pi = [[mpmath.exp(v) for v in row] for row in log_pi]
+            return MPSoftSolution(TV, Q, pi, log_pi, res, it)
+        pi = [[mpmath.exp(v) for v in row] for row in log_pi]
+        rhs = [[mpmath.fsum(pi[s][a] * (r[s][a] - tau * log_pi[s][a]) for a in range(len(r[s])))] for s in range(S)]
+        V = [row[0] for row in _solve(_i_minus_gamma_p_pi(p, gamma, pi), rhs)]
+    raise MPConvergenceError(
+        f"mpmath Newton: residual {mpmath.nstr(res, 3)} above 10^-{digits + 5} after {MAX_NEWTON} iterations; "
+        "the quadratic phase was never reached (check P, gamma, tau, r for extreme values)"
+    )
+
+
+def mp_soft_solve(P, gamma, tau, r, *, digits: int) -> MPSoftSolution:
+    """Soft-optimal ``V*, Q*, pi*`` (MATH.md section 1, (5)-(7)) at ``digits`` digits.
+
+    Newton on ``F(V) = V - T(V)``, ``T(V)(s) = tau log sum_a exp((r + gamma P V)(s, a) / tau)``,
+    until ``|T(V) - V|_inf <= 10^-(digits+5) max(1, |V|_inf)``; returns ``V = T(V)``.
+
+    Args:
+        P: ``[S][A][S]`` transition tensor (rows renormalized in working precision).
+        gamma: discount in ``[0, 1)``; tau: temperature ``> 0``.
+        r: reward ``[S][A]``.
+        digits: significant digits wanted (integer >= 15).
+    """
+    digits = _check_digits(digits)
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        p, g, t, S, A = _parse_mdp(P, gamma, tau)
+        return _newton(p, g, t, _arr(r, (S, A), "r"), digits)
+
+
+# ----------------------------------------------------------------------------- derivatives
+
+
+def _implicit(p, gamma, tau, pi, dr):
+    """Section 2: ``dV = (I - gamma P_pi)^{-1} Phi``, ``dQ = dr + gamma P dV``,
+    ``dlog pi = (dQ - dV) / tau``, ``dpi = pi dlog pi``."""
+    S, A, d = len(p), len(pi[0]), len(dr[0][0])
+    Phi = [[mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for k in range(d)] for s in range(S)]
+    dV = _solve(_i_minus_gamma_p_pi(p, gamma, pi), Phi)
+    dQ = [[[dr[s][a][k] + gamma * mpmath.fsum(p[s][a][t] * dV[t][k] for t in range(S)) for k in range(d)]
+           for a in range(A)] for s in range(S)]
+    dlog = [[[(dQ[s][a][k] - dV[s][k]) / tau for k in range(d)] for a in range(A)] for s in range(S)]
+    dpi = [[[pi[s][a] * dlog[s][a][k] for k in range(d)] for a in range(A)] for s in range(S)]
+    return dV, dQ, dlog, dpi, Phi
+
+
+def mp_implicit_derivatives(P, gamma, tau, pi, dr, *, digits: int):
+    """Implicit derivatives of MATH.md section 2 (Prop. 4.1) at ``digits`` digits.
+
+    Returns ``(dV [S][d], dQ [S][A][d], dlog_pi [S][A][d], dpi [S][A][d])`` for the
+    policy ``pi [S][A]`` (normally ``pi*``) and the reward Jacobian ``dr [S][A][d]``.
+    """
+    digits = _check_digits(digits)
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        p, g, t, S, A = _parse_mdp(P, gamma, tau)
+        pi_ = _arr(pi, (S, A), "pi")
+        for s, row in enumerate(pi_):
+            if min(row) < 0 or abs(mpmath.fsum(row) - 1) > STOCHASTIC_ATOL:
+                raise InvalidInputError(f"pi[{s}]", "a probability row (>= 0, sum 1)", mpmath.nstr(mpmath.fsum(row), 17))
+        return _implicit(p, g, t, pi_, _arr(dr, (S, A, None), "dr"))[:4]
+
+
+def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
+    S, A = len(p), len(p[0])
+    sol = _newton(p, gamma, tau, r, digits)
+    pi = sol.pi
+    gx, gpi = gx_fn(pi), gpi_fn(pi)
+    d = len(gx)
+    dV, dQ, dlog, dpi, Phi = _implicit(p, gamma, tau, pi, dr)
+    # adjoint (9): u = pi g, b[t] = sum_a u[t,a] - gamma sum_{s,a} u[s,a] P[s,a,t], w = (I - gamma P_pi)^{-T} b
+    u = [[pi[s][a] * gpi[s][a] for a in range(A)] for s in range(S)]
+    b = [[mpmath.fsum(u[t]) - gamma * mpmath.fsum(u[s][a] * p[s][a][t] for s in range(S) for a in range(A))]
+         for t in range(S)]
+    w = [row[0] for row in _solve(_transpose(_i_minus_gamma_p_pi(p, gamma, pi)), b)]
+    grad = [gx[k] + (mpmath.fsum(u[s][a] * dr[s][a][k] for s in range(S) for a in range(A))
+                     - mpmath.fsum(Phi[s][k] * w[s] for s in range(S))) / tau for k in range(d)]
+    grad_dpi = [gx[k] + mpmath.fsum(gpi[s][a] * dpi[s][a][k] for s in range(S) for a in range(A)) for k in range(d)]
+    phi = None if f_fn is None else f_fn(pi)
+    return MPResult(sol.V, sol.Q, pi, dV, dQ, dlog, dpi, grad, phi, digits, grad_dpi, w, sol.residual, sol.iterations)
+
+
+def _as_fn(v, shape, name):
+    """A callable ``fn(pi)`` or a fixed array -> ``fn(pi)`` returning parsed mpf lists."""
+    if callable(v):
+        return lambda pi: _arr(v(pi), shape, f"{name}(pi)")
+    fixed = _arr(v, shape, name)
+    return lambda pi: fixed
+
+
+def mp_hypergradient_from_parts(P, gamma, tau, r, dr, gx, gpi, *, digits: int, f=None) -> MPResult:
+    """Hyper-gradient (9) from a reward and upper gradients the caller computed in mpmath.
+
+    ``grad = gx + (1/tau) sum_{s,a} u dr - (1/tau) Phi^T w``, ``u = pi* g``,
+    ``w = (I - gamma P_pi*)^{-T} b`` (MATH.md section 3).
+
+    Args:
+        P, gamma, tau: the lower MDP (as in :func:`mp_soft_solve`).
+        r: ``r_x [S][A]``; dr: ``dr/dx [S][A][d]`` at the same ``x``.
+        gx: ``grad_x f(x, pi*) [d]``, fixed or a callable ``gx(pi) -> [d]``.
+        gpi: ``grad_pi f(x, pi*) [S][A]``, fixed or a callable ``gpi(pi) -> [S][A]``.
+        digits: significant digits (>= 15).
+        f: optional callable ``f(pi) -> mpf`` giving ``phi = f(x, pi*)``.
+    Callables receive ``pi*`` as nested lists of mpf and run at the working precision.
+    """
+    digits = _check_digits(digits)
+    if f is not None and not callable(f):
+        raise InvalidInputTypeError("f", "a callable f(pi) -> number, or None", type(f).__name__)
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        p, g, t, S, A = _parse_mdp(P, gamma, tau)
+        dr_ = _arr(dr, (S, A, None), "dr")
+        d = len(dr_[0][0])
+        if any(len(e) != d for row in dr_ for e in row):
+            raise InvalidInputError("dr", f"[S][A][d] with d = {d} everywhere", "ragged last axis")
+        f_fn = None if f is None else (lambda pi: _num(f(pi), "f(pi)"))
+        return _hypergrad(p, g, t, _arr(r, (S, A), "r"), dr_, _as_fn(gx, (d,), "gx"), _as_fn(gpi, (S, A), "gpi"),
+                          f_fn, digits)
+
+
+# ----------------------------------------------------------------------------- case-format models
+
+
+def _spec_field(spec, key, section):
+    if key not in spec:
+        raise InvalidInputError(f"{section}.{key}", "a present field", "missing")
+    return spec[key]
+
+
+def _tabular(spec, S, A):
+    def fn(x):
+        if len(x) != S * A:
+            raise InvalidInputError("x", f"length S*A = {S * A} for a tabular reward", f"length {len(x)}")
+        one, zero = mpmath.mpf(1), mpmath.mpf(0)
+        dr = [[[one if k == s * A + a else zero for k in range(S * A)] for a in range(A)] for s in range(S)]
+        return [[x[s * A + a] for a in range(A)] for s in range(S)], dr
+    return fn
+
+
+def _linear(spec, S, A):
+    F = _arr(_spec_field(spec, "features", "reward_spec"), (S, A, None), "reward_spec.features")
+
+    def fn(x):
+        if len(x) != len(F[0][0]):
+            raise InvalidInputError("x", f"length d = {len(F[0][0])} (features)", f"length {len(x)}")
+        return [[mpmath.fsum(f * v for f, v in zip(F[s][a], x)) for a in range(A)] for s in range(S)], F
+    return fn
+
+
+def _quadratic(spec, S, A):
+    c = _arr(_spec_field(spec, "c", "reward_spec"), (S, A), "reward_spec.c")
+    M = _arr(_spec_field(spec, "M", "reward_spec"), (None, None), "reward_spec.M")
+    d = len(M)
+    if any(len(row) != d for row in M):
+        raise InvalidInputError("reward_spec.M", "a square d x d matrix", f"{d} rows of lengths {[len(r) for r in M]}")
+
+    def fn(x):  # r = c x^T M x, dr = c (M + M^T) x
+        if len(x) != d:
+            raise InvalidInputError("x", f"length d = {d} (M)", f"length {len(x)}")
+        q = mpmath.fsum(x[i] * M[i][j] * x[j] for i in range(d) for j in range(d))
+        gq = [mpmath.fsum((M[k][j] + M[j][k]) * x[j] for j in range(d)) for k in range(d)]
+        return [[c[s][a] * q for a in range(A)] for s in range(S)], [[[c[s][a] * v for v in gq] for a in range(A)]
+                                                                       for s in range(S)]
+    return fn
+
+
+def _quadratic_upper(spec, S, A):
+    """``f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2``: returns ``(f, gx, gpi)`` builders of ``x``."""
+    G = _arr(_spec_field(spec, "G", "upper_spec"), (S, A), "upper_spec.G")
+    cx = _num(_spec_field(spec, "cx", "upper_spec"), "upper_spec.cx")
+    cpi = _num(_spec_field(spec, "cpi", "upper_spec"), "upper_spec.cpi")
+
+    def make(x):
+        def f(pi):
+            return (cx / 2 * mpmath.fsum(v * v for v in x) + mpmath.fsum(G[s][a] * pi[s][a] for s in range(S)
+                    for a in range(A)) + cpi / 2 * mpmath.fsum(v * v for row in pi for v in row))
+        return f, (lambda pi: [cx * v for v in x]), (lambda pi: [[G[s][a] + cpi * pi[s][a] for a in range(A)]
+                                                                  for s in range(S)])
+    return make
+
+
+#: reward kind -> builder ``(spec, S, A) -> fn(x: list of mpf) -> (r [S][A], dr [S][A][d])``.
+MP_REWARD_KINDS: dict[str, Callable] = {"tabular": _tabular, "linear": _linear, "quadratic": _quadratic}
+#: upper kind -> builder ``(spec, S, A) -> make(x) -> (f(pi), gx(pi), gpi(pi))``.
+MP_UPPER_KINDS: dict[str, Callable] = {"quadratic": _quadratic_upper}
+
+
+def _models(reward_spec, upper_spec, S, A, x):
+    out = []
+    for name, spec, kinds in (("reward_spec", reward_spec, MP_REWARD_KINDS), ("upper_spec", upper_spec, MP_UPPER_KINDS)):
+        if not isinstance(spec, dict) or spec.get("kind") not in kinds:
+            got = spec.get("kind") if isinstance(spec, dict) else type(spec).__name__
+            raise InvalidInputError(f"{name}.kind" if isinstance(spec, dict) else name,
+                                    f"one of {sorted(kinds)}", repr(got))
+        out.append(kinds[spec["kind"]](spec, S, A))
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if not isinstance(x, (list, tuple)) or not x:
+        raise InvalidInputError("x", "a non-empty 1-d list of numbers", type(x).__name__)
+    xs = [_num(v, f"x[{i}]") for i, v in enumerate(x)]
+    r, dr = out[0](xs)
+    f, gx, gpi = out[1](xs)
+    return r, dr, f, gx, gpi
+
+
+def mp_hypergradient(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int) -> MPResult:
+    """Hyper-gradient (9) of ``phi(x) = f(x, pi*_x)`` for case-format models, at ``digits`` digits.
+
+    ``reward_spec``/``upper_spec`` are the dicts of the case format
+    (``bilevel-check/case/v1``): reward ``tabular`` (``r = x`` as ``[S][A]``),
+    ``linear`` (``features [S][A][d]``), ``quadratic`` (``r = c[s,a] x^T M x``);
+    upper ``quadratic`` (``f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2``). Other kinds
+    can be registered in :data:`MP_REWARD_KINDS` / :data:`MP_UPPER_KINDS`.
+    """
+    digits = _check_digits(digits)
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        p, g, t, S, A = _parse_mdp(P, gamma, tau)
+        r, dr, f, gx, gpi = _models(reward_spec, upper_spec, S, A, x)
+        return _hypergrad(p, g, t, r, dr, gx, gpi, f, digits)
+
+
+def mp_phi(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int):
+    """``phi(x) = f(x, pi*_x)`` (mpf) at ``digits`` digits, for finite differences of (9)."""
+    digits = _check_digits(digits)
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        p, g, t, S, A = _parse_mdp(P, gamma, tau)
+        r, _, f, _, _ = _models(reward_spec, upper_spec, S, A, x)
+        return f(_newton(p, g, t, r, digits).pi)
+
+
+# ----------------------------------------------------------------------------- strings and agreement
+
+
+def to_decimal_strings(value, digits: int):
+    """mpf (or nested lists / tuples of numbers) -> decimal strings with ``digits`` significant digits."""
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 1:
+        raise InvalidInputError("digits", "an integer >= 1", repr(digits))
+    if isinstance(value, (list, tuple)):
+        return [to_decimal_strings(v, digits) for v in value]
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        return mpmath.nstr(_num(value, "value"), digits, strip_zeros=False, min_fixed=-4, max_fixed=digits)
+
+
+def from_strings(value, *, digits: int):
+    """Decimal strings (nested lists) -> mpf parsed at ``digits + GUARD_DIGITS`` digits (no digit lost)."""
+    digits = _check_digits(digits)
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        if isinstance(value, (list, tuple)):
+            return [from_strings(v, digits=digits) for v in value]
+        return _num(value, "value")
+
+
+def _flat(v):
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [e for c in v for e in _flat(c)]
+    return [v]
+
+
+def digits_of_agreement(a, b, *, cap: float = 60.0) -> float:
+    """``-log10(max|a - b| / max|b|)`` over all entries, capped at ``cap`` (float).
+
+    ``a``, ``b``: numbers, mpf, decimal strings, nested lists or arrays of the same
+    size. Computed in mpmath at ``cap + 10`` digits; a zero ``b`` uses scale 1.
+    """
+    fa, fb = _flat(a), _flat(b)
+    if len(fa) != len(fb) or not fa:
+        raise InvalidInputError("a, b", "the same non-zero number of entries", f"{len(fa)} and {len(fb)}")
+    with mpmath.workdps(int(cap) + 10):
+        xa = [_num(v, "a") for v in fa]
+        xb = [_num(v, "b") for v in fb]
+        diff = max(abs(u - v) for u, v in zip(xa, xb))
+        scale = max(abs(v) for v in xb) or mpmath.mpf(1)
+        if diff == 0:
+            return float(cap)
+        return float(min(mpmath.mpf(cap), -mpmath.log10(diff / scale)))
