@@ -109,11 +109,8 @@ def _check_digits(digits) -> int:
 
 def _num(v, name: str):
     """One number at the current precision; floats exactly, strings digit by digit."""
-    if isinstance(v, (bool, np.bool_)):
-        raise InvalidInputTypeError(name, "a real number, decimal string or mpf", repr(v))
-    if isinstance(v, np.generic):
-        v = v.item()
-    if not isinstance(v, (numbers.Real, str, mpmath.mpf)):
+    v = v.item() if isinstance(v, np.generic) else v
+    if isinstance(v, bool) or not isinstance(v, (numbers.Real, str, mpmath.mpf)):
         raise InvalidInputTypeError(name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}")
     try:
         m = mpmath.mpf(v.strip() if isinstance(v, str) else v)
@@ -139,7 +136,10 @@ def _arr(v, shape: tuple, name: str):
             raise InvalidInputError(f"{name}{path}", f"length {want}", f"length {len(e)}")
         return [walk(c, depth + 1, f"{path}[{i}]") for i, c in enumerate(e)]
 
-    return walk(v, 0, "")
+    out = walk(v, 0, "")
+    if shape and shape[-1] is None and len({len(e) for e in _flat(out, len(shape) - 1)}) > 1:
+        raise InvalidInputError(name, "the same length along the last axis everywhere", "ragged nested lists")
+    return out
 
 
 def _parse_mdp(P, gamma, tau):
@@ -152,12 +152,10 @@ def _parse_mdp(P, gamma, tau):
     p = _arr(P, (S, A, S), "P")
     for s in range(S):
         for a in range(A):
-            row = p[s][a]
-            if min(row) < 0:
-                raise InvalidInputError(f"P[{s}][{a}]", "entries >= 0", mpmath.nstr(min(row), 5))
-            tot = mpmath.fsum(row)
-            if abs(tot - 1) > STOCHASTIC_ATOL:
-                raise InvalidInputError(f"P[{s}][{a}]", f"row sum 1 (within {STOCHASTIC_ATOL})", mpmath.nstr(tot, 17))
+            row, tot = p[s][a], mpmath.fsum(p[s][a])
+            if min(row) < 0 or abs(tot - 1) > STOCHASTIC_ATOL:
+                raise InvalidInputError(f"P[{s}][{a}]", f"entries >= 0, sum 1 (within {STOCHASTIC_ATOL})",
+                                        f"min {mpmath.nstr(min(row), 5)}, sum {mpmath.nstr(tot, 17)}")
             p[s][a] = [v / tot for v in row]
     g, t = _num(gamma, "gamma"), _num(tau, "tau")
     if not 0 <= g < 1:
@@ -191,10 +189,6 @@ def _solve(M, B):
             acc = a[i][n + j] - mpmath.fsum(a[i][m] * X[m][j] for m in range(i + 1, n))
             X[i][j] = acc / a[i][i]
     return X
-
-
-def _transpose(M):
-    return [list(c) for c in zip(*M)]
 
 
 def _i_minus_gamma_p_pi(p, gamma, pi):
@@ -287,9 +281,9 @@ def mp_implicit_derivatives(P, gamma, tau, pi, dr, *, digits: int):
     with mpmath.workdps(digits + GUARD_DIGITS):
         p, g, t, S, A = _parse_mdp(P, gamma, tau)
         pi_ = _arr(pi, (S, A), "pi")
-        for s, row in enumerate(pi_):
-            if min(row) < 0 or abs(mpmath.fsum(row) - 1) > STOCHASTIC_ATOL:
-                raise InvalidInputError(f"pi[{s}]", "a probability row (>= 0, sum 1)", mpmath.nstr(mpmath.fsum(row), 17))
+        bad = [s for s, row in enumerate(pi_) if min(row) < 0 or abs(mpmath.fsum(row) - 1) > STOCHASTIC_ATOL]
+        if bad:
+            raise InvalidInputError(f"pi[{bad[0]}]", "a probability row (>= 0, sum 1)", repr(pi[bad[0]])[:80])
         return _implicit(p, g, t, pi_, _arr(dr, (S, A, None), "dr"))[:4]
 
 
@@ -304,7 +298,7 @@ def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
     u = [[pi[s][a] * gpi[s][a] for a in range(A)] for s in range(S)]
     b = [[mpmath.fsum(u[t]) - gamma * mpmath.fsum(u[s][a] * p[s][a][t] for s in range(S) for a in range(A))]
          for t in range(S)]
-    w = [row[0] for row in _solve(_transpose(_i_minus_gamma_p_pi(p, gamma, pi)), b)]
+    w = [row[0] for row in _solve([list(c) for c in zip(*_i_minus_gamma_p_pi(p, gamma, pi))], b)]
     grad = [gx[k] + (mpmath.fsum(u[s][a] * dr[s][a][k] for s in range(S) for a in range(A))
                      - mpmath.fsum(Phi[s][k] * w[s] for s in range(S))) / tau for k in range(d)]
     grad_dpi = [gx[k] + mpmath.fsum(gpi[s][a] * dpi[s][a][k] for s in range(S) for a in range(A)) for k in range(d)]
@@ -342,8 +336,6 @@ def mp_hypergradient_from_parts(P, gamma, tau, r, dr, gx, gpi, *, digits: int, f
         p, g, t, S, A = _parse_mdp(P, gamma, tau)
         dr_ = _arr(dr, (S, A, None), "dr")
         d = len(dr_[0][0])
-        if any(len(e) != d for row in dr_ for e in row):
-            raise InvalidInputError("dr", f"[S][A][d] with d = {d} everywhere", "ragged last axis")
         f_fn = None if f is None else (lambda pi: _num(f(pi), "f(pi)"))
         return _hypergrad(p, g, t, _arr(r, (S, A), "r"), dr_, _as_fn(gx, (d,), "gx"), _as_fn(gpi, (S, A), "gpi"),
                           f_fn, digits)
@@ -382,8 +374,8 @@ def _quadratic(spec, S, A):
     c = _arr(_spec_field(spec, "c", "reward_spec"), (S, A), "reward_spec.c")
     M = _arr(_spec_field(spec, "M", "reward_spec"), (None, None), "reward_spec.M")
     d = len(M)
-    if any(len(row) != d for row in M):
-        raise InvalidInputError("reward_spec.M", "a square d x d matrix", f"{d} rows of lengths {[len(r) for r in M]}")
+    if len(M[0]) != d:
+        raise InvalidInputError("reward_spec.M", "a square d x d matrix", f"{d} x {len(M[0])}")
 
     def fn(x):  # r = c x^T M x, dr = c (M + M^T) x
         if len(x) != d:
@@ -481,12 +473,12 @@ def from_strings(value, *, digits: int):
         return _num(value, "value")
 
 
-def _flat(v):
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (list, tuple)):
-        return [e for c in v for e in _flat(c)]
-    return [v]
+def _flat(v, depth=None):
+    """Leaves of nested lists/arrays (or the sub-lists at nesting ``depth``)."""
+    v = v.tolist() if isinstance(v, np.ndarray) else v
+    if depth == 0 or not isinstance(v, (list, tuple)):
+        return [v]
+    return [e for c in v for e in _flat(c, None if depth is None else depth - 1)]
 
 
 def digits_of_agreement(a, b, *, cap: float = 60.0) -> float:
