@@ -1,22 +1,15 @@
 """Arbitrary-precision twin of the closed-form route, in mpmath (MATH.md sections 1-3, 7).
 
-Written independently of the float64 modules (``soft``, ``implicit``,
-``hypergrad``): own log-sum-exp with max-shift, own Newton lower solver, own
-Gaussian elimination with partial pivoting. Every computation runs inside
-``mpmath.workdps(digits + GUARD_DIGITS)``; the global ``mp.dps`` is never touched.
-
-Inputs may be floats (taken exactly, as their binary value), ints, decimal
-strings (every digit kept: ``mpf(str)`` at the working precision), mpf or numpy
-scalars, in nested lists or numpy arrays. Rows of ``P`` are renormalized in
-working precision. Outputs are mpf (or nested lists of mpf) carrying the
-working precision; convert with :func:`to_decimal_strings`.
-
-Lower level: Newton on ``F(V) = V - T(V)`` (= soft policy iteration, Jacobian
-``I - gamma P_pi``, quadratic convergence), stopped once
-``|T(V) - V|_inf <= 10^-(digits + 5) max(1, |V|_inf)``.
-Hyper-gradient (9) by the S x S adjoint; ``dpi`` from the S x S implicit
-derivatives of section 2, and ``grad_dpi = grad_x f + sum g dpi`` as a second
-in-route evaluation of the same number.
+Independent of the float64 modules (``soft``, ``implicit``, ``hypergrad``): own
+max-shifted log-sum-exp, own Newton lower solver (soft policy iteration, Jacobian
+``I - gamma P_pi``, quadratic convergence, stopped at
+``|T(V) - V|_inf <= 10^-(digits + 5) max(1, |V|_inf)``), own Gaussian elimination
+with partial pivoting. Everything runs inside ``mpmath.workdps(digits + GUARD_DIGITS)``;
+the global ``mp.dps`` is never touched. Inputs: floats (their exact binary value),
+ints, decimal strings (every digit kept), mpf, numpy scalars, in nested lists or
+arrays; rows of ``P`` renormalized in working precision. Outputs: mpf (nested lists)
+at the working precision; convert with :func:`to_decimal_strings`. Hyper-gradient
+(9) by the S x S adjoint, ``dpi`` by the S x S implicit derivatives of section 2.
 """
 
 from __future__ import annotations
@@ -31,20 +24,9 @@ import numpy as np
 from ._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
 
 __all__ = [
-    "GUARD_DIGITS",
-    "MPConvergenceError",
-    "MPSoftSolution",
-    "MPResult",
-    "MP_REWARD_KINDS",
-    "MP_UPPER_KINDS",
-    "mp_soft_solve",
-    "mp_implicit_derivatives",
-    "mp_hypergradient_from_parts",
-    "mp_hypergradient",
-    "mp_phi",
-    "to_decimal_strings",
-    "from_strings",
-    "digits_of_agreement",
+    "GUARD_DIGITS", "MPConvergenceError", "MPSoftSolution", "MPResult", "MP_REWARD_KINDS", "MP_UPPER_KINDS",
+    "mp_soft_solve", "mp_implicit_derivatives", "mp_hypergradient_from_parts", "mp_hypergradient", "mp_phi",
+    "to_decimal_strings", "from_strings", "digits_of_agreement",
 ]
 
 #: extra working digits beyond the requested ``digits`` (absorbs the condition
@@ -73,14 +55,10 @@ class MPSoftSolution:
 
 @dataclass
 class MPResult:
-    """Everything the mpmath route computes at ``x`` (mpf, nested lists; shapes as named).
-
-    ``V [S]``, ``Q [S][A]``, ``pi [S][A]``, ``dV [S][d]``, ``dQ [S][A][d]``,
-    ``dlog_pi``, ``dpi [S][A][d]``, ``grad [d]`` (adjoint form of (9)),
-    ``phi`` (``None`` when no objective value was given), ``digits``;
-    ``grad_dpi [d]`` = ``grad_x f + sum g dpi`` (section 2 form), ``w [S]`` the
-    adjoint, ``residual`` and ``iterations`` of the lower solve.
-    """
+    """The mpmath route at ``x`` (mpf): ``V [S]``, ``Q, pi [S][A]``, ``dV [S][d]``,
+    ``dQ, dlog_pi, dpi [S][A][d]``, ``grad [d]`` (adjoint form of (9)), ``phi`` (``None``
+    without an objective), ``digits``; ``grad_dpi = grad_x f + sum g dpi`` (section 2),
+    the adjoint ``w [S]``, ``residual`` and ``iterations`` of the lower solve."""
 
     V: list
     Q: list
@@ -101,9 +79,9 @@ class MPResult:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _check_digits(digits) -> int:
-    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 15:
-        raise InvalidInputError("digits", "an integer >= 15", repr(digits))
+def _check_digits(digits, minimum: int = 15) -> int:
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < minimum:
+        raise InvalidInputError("digits", f"an integer >= {minimum}", repr(digits))
     return int(digits)
 
 
@@ -123,8 +101,7 @@ def _num(v, name: str):
 
 def _arr(v, shape: tuple, name: str):
     """Nested lists (or a numpy array) -> nested lists of mpf; ``None`` in shape = free length."""
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
+    v = v.tolist() if isinstance(v, np.ndarray) else v
 
     def walk(e, depth, path):
         if depth == len(shape):
@@ -144,8 +121,7 @@ def _arr(v, shape: tuple, name: str):
 
 def _parse_mdp(P, gamma, tau):
     """Validate and parse ``(P [S][A][S], gamma, tau)``; rows of P renormalized."""
-    if isinstance(P, np.ndarray):
-        P = P.tolist()
+    P = P.tolist() if isinstance(P, np.ndarray) else P
     if not isinstance(P, (list, tuple)) or not P or not isinstance(P[0], (list, tuple)) or not P[0]:
         raise InvalidInputError("P", "a nested S x A x S list", f"{type(P).__name__}")
     S, A = len(P), len(P[0])
@@ -179,15 +155,10 @@ def _solve(M, B):
         a[c], a[piv] = a[piv], a[c]
         for i in range(c + 1, n):
             f = a[i][c] / a[c][c]
-            if f:
-                ai, ac = a[i], a[c]
-                for j in range(c, n + k):
-                    ai[j] -= f * ac[j]
+            a[i][c:] = [u - f * v for u, v in zip(a[i][c:], a[c][c:])]
     X = [[mpmath.mpf(0)] * k for _ in range(n)]
-    for i in range(n - 1, -1, -1):
-        for j in range(k):
-            acc = a[i][n + j] - mpmath.fsum(a[i][m] * X[m][j] for m in range(i + 1, n))
-            X[i][j] = acc / a[i][i]
+    for i in range(n - 1, -1, -1):  # back substitution
+        X[i] = [(a[i][n + j] - mpmath.fsum(a[i][m] * X[m][j] for m in range(i + 1, n))) / a[i][i] for j in range(k)]
     return X
 
 
@@ -224,17 +195,15 @@ def _newton(p, gamma, tau, r, digits):
     target = mpmath.mpf(10) ** (-(digits + 5))
     for it in range(1, MAX_NEWTON + 1):
         Q, TV, log_pi = _bellman(p, gamma, tau, r, V)
+        pi = [[mpmath.exp(v) for v in row] for row in log_pi]
         res = max(abs(a - b) for a, b in zip(TV, V))
         if res <= target * max(1, max(abs(v) for v in TV)):
-            pi = [[mpmath.exp(v) for v in row] for row in log_pi]
             return MPSoftSolution(TV, Q, pi, log_pi, res, it)
-        pi = [[mpmath.exp(v) for v in row] for row in log_pi]
         rhs = [[mpmath.fsum(pi[s][a] * (r[s][a] - tau * log_pi[s][a]) for a in range(len(r[s])))] for s in range(S)]
         V = [row[0] for row in _solve(_i_minus_gamma_p_pi(p, gamma, pi), rhs)]
-    raise MPConvergenceError(
-        f"mpmath Newton: residual {mpmath.nstr(res, 3)} above 10^-{digits + 5} after {MAX_NEWTON} iterations; "
-        "the quadratic phase was never reached (check P, gamma, tau, r for extreme values)"
-    )
+    raise MPConvergenceError(f"mpmath Newton: residual {mpmath.nstr(res, 3)} above 10^-{digits + 5} after "
+                             f"{MAX_NEWTON} iterations; the quadratic phase was never reached (check P, gamma, "
+                             "tau, r for extreme values)")
 
 
 def mp_soft_solve(P, gamma, tau, r, *, digits: int) -> MPSoftSolution:
@@ -288,11 +257,9 @@ def mp_implicit_derivatives(P, gamma, tau, pi, dr, *, digits: int):
 
 
 def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
-    S, A = len(p), len(p[0])
-    sol = _newton(p, gamma, tau, r, digits)
+    S, A, sol = len(p), len(p[0]), _newton(p, gamma, tau, r, digits)
     pi = sol.pi
-    gx, gpi = gx_fn(pi), gpi_fn(pi)
-    d = len(gx)
+    gx, gpi, d = gx_fn(pi), gpi_fn(pi), len(dr[0][0])
     dV, dQ, dlog, dpi, Phi = _implicit(p, gamma, tau, pi, dr)
     # adjoint (9): u = pi g, b[t] = sum_a u[t,a] - gamma sum_{s,a} u[s,a] P[s,a,t], w = (I - gamma P_pi)^{-T} b
     u = [[pi[s][a] * gpi[s][a] for a in range(A)] for s in range(S)]
@@ -308,10 +275,8 @@ def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
 
 def _as_fn(v, shape, name):
     """A callable ``fn(pi)`` or a fixed array -> ``fn(pi)`` returning parsed mpf lists."""
-    if callable(v):
-        return lambda pi: _arr(v(pi), shape, f"{name}(pi)")
-    fixed = _arr(v, shape, name)
-    return lambda pi: fixed
+    fixed = None if callable(v) else _arr(v, shape, name)
+    return (lambda pi: _arr(v(pi), shape, f"{name}(pi)")) if fixed is None else (lambda pi: fixed)
 
 
 def mp_hypergradient_from_parts(P, gamma, tau, r, dr, gx, gpi, *, digits: int, f=None) -> MPResult:
@@ -335,8 +300,7 @@ def mp_hypergradient_from_parts(P, gamma, tau, r, dr, gx, gpi, *, digits: int, f
     with mpmath.workdps(digits + GUARD_DIGITS):
         p, g, t, S, A = _parse_mdp(P, gamma, tau)
         dr_ = _arr(dr, (S, A, None), "dr")
-        d = len(dr_[0][0])
-        f_fn = None if f is None else (lambda pi: _num(f(pi), "f(pi)"))
+        d, f_fn = len(dr_[0][0]), None if f is None else (lambda pi: _num(f(pi), "f(pi)"))
         return _hypergrad(p, g, t, _arr(r, (S, A), "r"), dr_, _as_fn(gx, (d,), "gx"), _as_fn(gpi, (S, A), "gpi"),
                           f_fn, digits)
 
@@ -354,8 +318,7 @@ def _tabular(spec, S, A):
     def fn(x):
         if len(x) != S * A:
             raise InvalidInputError("x", f"length S*A = {S * A} for a tabular reward", f"length {len(x)}")
-        one, zero = mpmath.mpf(1), mpmath.mpf(0)
-        dr = [[[one if k == s * A + a else zero for k in range(S * A)] for a in range(A)] for s in range(S)]
+        dr = [[[mpmath.mpf(k == s * A + a) for k in range(S * A)] for a in range(A)] for s in range(S)]
         return [[x[s * A + a] for a in range(A)] for s in range(S)], dr
     return fn
 
@@ -363,7 +326,7 @@ def _tabular(spec, S, A):
 def _linear(spec, S, A):
     F = _arr(_spec_field(spec, "features", "reward_spec"), (S, A, None), "reward_spec.features")
 
-    def fn(x):
+    def fn(x):  # r = F x, dr = F
         if len(x) != len(F[0][0]):
             raise InvalidInputError("x", f"length d = {len(F[0][0])} (features)", f"length {len(x)}")
         return [[mpmath.fsum(f * v for f, v in zip(F[s][a], x)) for a in range(A)] for s in range(S)], F
@@ -394,11 +357,11 @@ def _quadratic_upper(spec, S, A):
     cpi = _num(_spec_field(spec, "cpi", "upper_spec"), "upper_spec.cpi")
 
     def make(x):
-        def f(pi):
-            return (cx / 2 * mpmath.fsum(v * v for v in x) + mpmath.fsum(G[s][a] * pi[s][a] for s in range(S)
-                    for a in range(A)) + cpi / 2 * mpmath.fsum(v * v for row in pi for v in row))
-        return f, (lambda pi: [cx * v for v in x]), (lambda pi: [[G[s][a] + cpi * pi[s][a] for a in range(A)]
-                                                                  for s in range(S)])
+        xx = mpmath.fsum(v * v for v in x)
+        return ((lambda pi: cx / 2 * xx + mpmath.fsum(g * q + cpi / 2 * q * q for gr, pr in zip(G, pi)
+                                                      for g, q in zip(gr, pr))),
+                (lambda pi: [cx * v for v in x]),
+                (lambda pi: [[g + cpi * q for g, q in zip(gr, pr)] for gr, pr in zip(G, pi)]))
     return make
 
 
@@ -416,14 +379,8 @@ def _models(reward_spec, upper_spec, S, A, x):
             raise InvalidInputError(f"{name}.kind" if isinstance(spec, dict) else name,
                                     f"one of {sorted(kinds)}", repr(got))
         out.append(kinds[spec["kind"]](spec, S, A))
-    if isinstance(x, np.ndarray):
-        x = x.tolist()
-    if not isinstance(x, (list, tuple)) or not x:
-        raise InvalidInputError("x", "a non-empty 1-d list of numbers", type(x).__name__)
-    xs = [_num(v, f"x[{i}]") for i, v in enumerate(x)]
-    r, dr = out[0](xs)
-    f, gx, gpi = out[1](xs)
-    return r, dr, f, gx, gpi
+    xs = _arr(x, (None,), "x")
+    return (*out[0](xs), *out[1](xs))
 
 
 def mp_hypergradient(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int) -> MPResult:
@@ -456,8 +413,7 @@ def mp_phi(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int):
 
 def to_decimal_strings(value, digits: int):
     """mpf (or nested lists / tuples of numbers) -> decimal strings with ``digits`` significant digits."""
-    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 1:
-        raise InvalidInputError("digits", "an integer >= 1", repr(digits))
+    digits = _check_digits(digits, 1)
     if isinstance(value, (list, tuple)):
         return [to_decimal_strings(v, digits) for v in value]
     with mpmath.workdps(digits + GUARD_DIGITS):
@@ -466,11 +422,8 @@ def to_decimal_strings(value, digits: int):
 
 def from_strings(value, *, digits: int):
     """Decimal strings (nested lists) -> mpf parsed at ``digits + GUARD_DIGITS`` digits (no digit lost)."""
-    digits = _check_digits(digits)
-    with mpmath.workdps(digits + GUARD_DIGITS):
-        if isinstance(value, (list, tuple)):
-            return [from_strings(v, digits=digits) for v in value]
-        return _num(value, "value")
+    with mpmath.workdps(_check_digits(digits) + GUARD_DIGITS):
+        return [from_strings(v, digits=digits) for v in value] if isinstance(value, (list, tuple)) else _num(value, "value")
 
 
 def _flat(v, depth=None):
@@ -491,10 +444,7 @@ def digits_of_agreement(a, b, *, cap: float = 60.0) -> float:
     if len(fa) != len(fb) or not fa:
         raise InvalidInputError("a, b", "the same non-zero number of entries", f"{len(fa)} and {len(fb)}")
     with mpmath.workdps(int(cap) + 10):
-        xa = [_num(v, "a") for v in fa]
         xb = [_num(v, "b") for v in fb]
-        diff = max(abs(u - v) for u, v in zip(xa, xb))
+        diff = max(abs(_num(u, "a") - v) for u, v in zip(fa, xb))
         scale = max(abs(v) for v in xb) or mpmath.mpf(1)
-        if diff == 0:
-            return float(cap)
-        return float(min(mpmath.mpf(cap), -mpmath.log10(diff / scale)))
+        return float(cap) if diff == 0 else float(min(mpmath.mpf(cap), -mpmath.log10(diff / scale)))
