@@ -274,3 +274,32 @@ def correct_fast_torch(p):
     batch = from_problems([types.SimpleNamespace(mdp=m.mdp, reward=m.reward, upper=m.upper, x0=m.x)])
     _, grad = exact_diagnostics(batch, torch.tensor(m.x)[None, :], tol=1e-12)
     return grad[0]
+
+
+def correct_unrolled(p):
+    """torch autodiff through K unrolled soft VI sweeps (:mod:`bilevel_check.unrolled`).
+
+    The sweeps start at the soft optimum (solved by :func:`_soft_newton`, not
+    differentiated), so the forward pass sits on ``V*`` and only the backward pass is
+    truncated: its error is at most ~``gamma^K`` relative, and ``K`` is chosen with
+    ``gamma^K <= 1e-16``. ``r(x)`` and ``f`` enter through their first-order models at
+    ``x`` as in :func:`correct_torch_ift`."""
+    import math
+
+    import torch
+
+    from bilevel_check.mdp import CallableReward, TabularMDP
+    from bilevel_check.unrolled import unrolled_hypergradient
+
+    mdp = TabularMDP(p.P, p.gamma, p.tau, p.mu)
+    reward = CallableReward(p.reward, p.reward_jacobian, S=p.S, A=p.A, d=p.d)
+    V0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))[0]
+    pi0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x), v0=V0.copy(), max_iter=1)[2]
+    r0, J, x0 = (torch.tensor(a) for a in (p.reward(p.x), p.reward_jacobian(p.x), p.x))
+    gx, gpi = torch.tensor(p.upper_grad_x(p.x, pi0)), torch.tensor(p.upper_grad_pi(p.x, pi0))
+    K = 1 if p.gamma == 0 else int(math.ceil(math.log(1e-16) / math.log(p.gamma)))
+    res = unrolled_hypergradient(
+        mdp, reward, _Upper(p), p.x, K=K, V0=V0,
+        reward_torch=lambda x: r0 + torch.einsum("sad,d->sa", J, x - x0),
+        upper_torch=lambda x, pi: (gpi * pi).sum() + (gx * x).sum())
+    return res.grad

@@ -27,7 +27,7 @@ from bilevel_check.soft import solve_soft
 HERE = Path(__file__).resolve().parent
 IMPLS = str(HERE / "buggy_impls.py")
 SUITE = ["--suite", "hypothesis", "--n-cases", "12", "--seed", "0"]
-CORRECT = ["correct_closed_form", "correct_numpy", "correct_torch_ift", "correct_fast_torch"]
+CORRECT = ["correct_closed_form", "correct_numpy", "correct_torch_ift", "correct_fast_torch", "correct_unrolled"]
 CASES = {c["id"]: c for c in generated_cases(12, seed=0) + hypothesis_cases(12, seed=0)}  # = --suite hypothesis
 
 
