@@ -195,15 +195,27 @@ class Case:
 
 
 def load_case(source, *, where: str | None = None) -> Case:
-    """Parse and validate a case from a path, a JSON string or a dict.
+    """Parse and validate a case from a path, a JSON string, a dict or a :class:`Case`.
+
+    A :class:`Case` is returned as it is (it was validated when it was made); a string
+    whose first non-blank character is ``{`` is parsed as JSON text, any other string
+    or path is read as a file.
 
     Raises:
         CaseError: naming the file and the field, on any malformed entry
             (wrong schema, missing field, bad number, shape mismatch, unknown kind,
             invalid MDP such as non-stochastic ``P`` or ``gamma >= 1``).
     """
+    if isinstance(source, Case):
+        return source
     if isinstance(source, dict):
         raw, where = source, where or f"<case {source.get('id', '?')}>"
+    elif isinstance(source, str) and source.lstrip().startswith("{"):
+        where = where or "<JSON text>"
+        try:
+            raw = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise CaseError(where, "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     else:
         path = Path(source)
         where = where or str(path)

@@ -69,6 +69,10 @@ def _cmd_crosscheck(args) -> int:
         label = "built-in seeded problem (S=3, A=2, d=2, gamma=0.9, tau=0.5)" if case is None else case.id
         print(f"bilevel-check crosscheck: {label}")
         print(format_table(rows))
+    failed = [r.route for r in rows if r.note.startswith("failed")]
+    if failed:
+        print(f"bilevel-check crosscheck: {len(failed)} route(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -95,3 +95,17 @@ def test_quadratic_and_tabular_kinds():
     raw, _ = _case(reward={"kind": "tabular"}, x=np.arange(6.0))
     assert np.array_equal(load_case(raw).to_float64().reward.value(np.arange(6.0)), np.arange(6.0).reshape(3, 2))
     assert raw["schema"] == CASE_SCHEMA
+
+
+def test_json_text_and_case_objects_load_like_files(tmp_path):
+    raw, _ = _case()
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(raw))
+    from_file = load_case(path).to_float64()
+    from_text = load_case(json.dumps(raw)).to_float64()
+    case = load_case(raw)
+    assert load_case(case) is case
+    for a in (from_text, case.to_float64()):
+        assert np.array_equal(a.mdp.P, from_file.mdp.P) and np.array_equal(a.x, from_file.x)
+    with pytest.raises(CaseError, match="<JSON text>.*valid JSON"):
+        load_case('{"schema": ')
