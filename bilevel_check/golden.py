@@ -129,9 +129,15 @@ def significant_digits(text: str) -> int:
 
 
 def reference_root(root=None) -> Path:
-    """The reference folder: ``root``, else ``$BILEVEL_CHECK_REFERENCE``, else ``reference/`` next to the package."""
+    """The reference folder: ``root``, else ``$BILEVEL_CHECK_REFERENCE``, else the suite
+    that comes with the package: ``reference/`` beside the package in a source checkout
+    (editable install), ``bilevel_check/reference`` in an installed wheel."""
     if root is None:
-        root = os.environ.get(REFERENCE_ENV) or Path(__file__).resolve().parent.parent / "reference"
+        root = os.environ.get(REFERENCE_ENV)
+    if root is None:
+        here = Path(__file__).resolve().parent
+        checkout = here.parent / "reference"
+        root = checkout if (checkout / "manifest.json").is_file() else here / "reference"
     path = Path(root)
     if not path.is_dir():
         raise GoldenError(str(path), "<reference root>", f"a folder holding manifest.json and golden/ (set {REFERENCE_ENV} or pass root=)", "no such folder")

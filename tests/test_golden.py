@@ -347,3 +347,26 @@ def test_certify_resume_skips_finished_cases(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_certify_reproduces_a_sample_of_every_group(tmp_path):
     _regenerate_and_compare(tmp_path, ["random_dense", "low_temperature", "gamma_near_one", "model_free"])
+
+
+@pytest.mark.slow
+def test_built_wheel_ships_the_golden_suite(tmp_path):
+    """A wheel built from this checkout carries reference/ as bilevel_check/reference, and
+    an installed (non-editable) copy loads the same cases as the checkout."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    str(repo), "-w", str(tmp_path / "whl")], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "whl").glob("*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(tmp_path / "site"), str(wheel)], check=True, capture_output=True)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import json, bilevel_check.golden as g; "
+            "print(json.dumps([str(g.reference_root()), [c.id for c in g.load_golden()]]))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "BILEVEL_CHECK_REFERENCE"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], check=True,
+                         capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    root, ids = json.loads(out)
+    assert Path(root) == tmp_path / "site" / "bilevel_check" / "reference"
+    assert ids == [c.id for c in load_golden(root=repo / "reference")]
