@@ -290,6 +290,23 @@ def test_show_prints_the_requested_case(capsys):
     assert "no-such-case" in capsys.readouterr().err
 
 
+def test_show_into_a_closed_pipe_stops_without_a_traceback():
+    """``bilevel-check show ID | head -1``: the reader goes away; no traceback on stderr.
+
+    The read end is closed before the child has finished importing, so its first write
+    meets a closed pipe (EPIPE) whatever the pipe buffer size."""
+    import subprocess
+    import sys
+
+    gc = BY_ID["lowtau-001-r100"]
+    proc = subprocess.Popen([sys.executable, "-m", "bilevel_check.cli", "show", gc.id],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1  # output not delivered: not a success
+    assert "Traceback" not in err, err
+
+
 def test_certify_table_matches_loaded_cases(capsys):
     assert main(["certify", "--table"]) == 0
     out = capsys.readouterr().out
