@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "json_series"]
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -38,3 +38,13 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj, *, indent: int | None = 1) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def json_series(a) -> list:
+    """A numeric array as nested JSON lists, NaN and +-inf as ``None`` (JSON ``null``)."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        return []
+    return np.where(np.isfinite(a), a, None).astype(object).tolist()

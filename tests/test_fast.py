@@ -122,6 +122,9 @@ def test_sobirl_fast_exact_matches_reference(name, K, *, rtol=1e-10):
     assert rel_err(fast.h[:, 0], ref.h) <= rtol
     np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=rtol)
     np.testing.assert_allclose(fast.grad_norm[:, 0], ref.grad_norm, rtol=1e-8)
+    # the last policy (the fast history's pi field; w is M-SoBiRL's and stays empty)
+    assert fast.w.size == 0
+    np.testing.assert_allclose(fast.pi[0], ref.pi, rtol=rtol, atol=1e-15)
 
 
 def test_sobirl_batch_equals_separate_runs(*, rtol=1e-12):

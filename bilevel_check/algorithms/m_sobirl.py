@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, json_series
 from .._progress import Progress
 from .._validation import InvalidInputError, as_float_array, check_shape
 from ..hypergrad import hypergradient, phi_value
@@ -73,29 +73,11 @@ class History:
 
     def to_json(self) -> dict:
         """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
-
-        def arr(a):
-            return np.where(np.isfinite(a), a, np.nan).astype(object).tolist() if a.size else []
-
-        def clean(v):
-            if isinstance(v, list):
-                return [clean(e) for e in v]
-            return None if isinstance(v, float) and not np.isfinite(v) else v
-
-        return {
-            "schema": "bilevel-check/history/v1",
-            "algorithm": "m_sobirl",
-            "params": self.params,
-            "iterations": self.iterations,
-            "stopped": self.stopped,
-            "x": clean(arr(self.x)),
-            "h_norm": clean(arr(self.h_norm)),
-            "phi": clean(arr(self.phi)),
-            "grad_norm": clean(arr(self.grad_norm)),
-            "true_grad_err": clean(arr(self.true_grad_err)),
-            "Q": clean(arr(self.Q)),
-            "w": clean(arr(self.w)),
-        }
+        out = {"schema": "bilevel-check/history/v1", "algorithm": "m_sobirl", "params": self.params,
+               "iterations": self.iterations, "stopped": self.stopped}
+        for key in ("x", "h_norm", "phi", "grad_norm", "true_grad_err", "Q", "w"):
+            out[key] = json_series(getattr(self, key))
+        return out
 
     def save(self, path) -> None:
         """Write :meth:`to_json` atomically."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, json_series
 from .._progress import Progress
 from .._validation import InvalidInputError
 from ..hypergrad import hypergradient
@@ -78,20 +78,10 @@ class SoBiRLHistory:
 
     def to_json(self) -> dict:
         """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
-
-        def arr(a):
-            a = np.asarray(a, dtype=np.float64)
-            return np.where(np.isfinite(a), a, np.nan).astype(object).tolist() if a.size else []
-
-        def clean(v):
-            if isinstance(v, list):
-                return [clean(e) for e in v]
-            return None if isinstance(v, float) and not np.isfinite(v) else v
-
         out = {"schema": "bilevel-check/history/v1", "algorithm": "sobirl", "params": self.params,
                "iterations": self.iterations, "stopped": self.stopped}
         for key in ("x", "h_norm", "phi", "grad_norm", "true_grad_err", "pmd_steps", "log_pi_err", "pi"):
-            out[key] = clean(arr(getattr(self, key)))
+            out[key] = json_series(getattr(self, key))
         return out
 
     def save(self, path) -> None:

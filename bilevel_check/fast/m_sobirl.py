@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, json_series
 from .._progress import Progress
 from .._validation import InvalidInputError
 from ..upper import QuadraticUpper
@@ -102,7 +102,8 @@ class FastHistory:
     Attributes:
         x: ``[n+1, B, d]`` (empty when ``record='norms'``); h: ``[n, B, d]`` (likewise).
         h_norm: ``[n, B]``; phi, grad_norm, true_grad_err: ``[n, B]`` (NaN when not tracked).
-        Q: final ``[B, S, A]``; w: final ``[B, S]`` (M-SoBiRL) or final ``pi [B, S, A]`` (SoBiRL).
+        Q: final ``[B, S, A]``; w: final ``[B, S]`` (M-SoBiRL; empty for SoBiRL).
+        pi: final policy ``[B, S, A]`` (SoBiRL; empty for M-SoBiRL).
         params: settings; seconds: wall time of the loop.
     """
 
@@ -116,6 +117,7 @@ class FastHistory:
     w: np.ndarray
     params: dict = field(default_factory=dict)
     seconds: float = float("nan")
+    pi: np.ndarray = field(default_factory=lambda: np.empty(0))
     extra: dict = field(default_factory=dict)
 
     @property
@@ -125,22 +127,15 @@ class FastHistory:
     def to_json(self) -> dict:
         """JSON-ready dict; per-problem series are ``[B][n]`` lists, NaN as ``null``."""
 
-        def lst(a):
-            a = np.asarray(a, dtype=np.float64)
-            return np.where(np.isfinite(a), a, np.nan).astype(object).tolist()
-
-        def clean(v):
-            if isinstance(v, list):
-                return [clean(e) for e in v]
-            return None if isinstance(v, float) and not np.isfinite(v) else v
+        def per_problem(a):
+            return json_series(np.swapaxes(a, 0, 1)) if np.asarray(a).size else []
 
         out = {"schema": "bilevel-check/fast-history/v1", "params": self.params, "iterations": self.iterations,
                "seconds": self.seconds if np.isfinite(self.seconds) else None}
-        for key in ("h_norm", "phi", "grad_norm", "true_grad_err"):
-            out[key] = clean(lst(np.swapaxes(getattr(self, key), 0, 1)))
-        out["x"] = clean(lst(np.swapaxes(self.x, 0, 1))) if self.x.size else []
+        for key in ("h_norm", "phi", "grad_norm", "true_grad_err", "x"):
+            out[key] = per_problem(getattr(self, key))
         for key, val in self.extra.items():
-            out[key] = clean(lst(np.swapaxes(val, 0, 1)))
+            out[key] = per_problem(val)
         return out
 
     def save(self, path) -> None:

@@ -326,7 +326,7 @@ def sobirl_fast(bt: SoBiRLBatch, *, K=None, beta=None, delta=None, eta=None, est
     return FastHistory(
         x=npy(xs, (0,)) if keep else np.empty(0), h=npy(hs, (0,)) if keep else np.empty(0),
         h_norm=npy(rec["hn"], nan), phi=npy(rec["phi"], nan), grad_norm=npy(rec["gn"], nan),
-        true_grad_err=npy(rec["err"], nan), Q=np.empty(0), w=torch.exp(log_pi).cpu().double().numpy(),
+        true_grad_err=npy(rec["err"], nan), Q=np.empty(0), w=np.empty(0), pi=torch.exp(log_pi).cpu().double().numpy(),
         params=params, seconds=seconds,
         extra={"pmd_steps": npy(rec["steps"], nan), "log_pi_err": npy(rec["lpe"], nan)},
     )
