@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ._validation import InvalidInputError
+from .casefile import CaseError, load_case
 
 __all__ = [
     "GOLDEN_SCHEMA",
@@ -54,15 +54,9 @@ MANIFEST_SCHEMA = "bilevel-check/golden-manifest/v1"
 #: Environment variable overriding the location of the reference folder.
 REFERENCE_ENV = "BILEVEL_CHECK_REFERENCE"
 
-_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class GoldenError(InvalidInputError):
-    """A missing, malformed or inconsistent golden file; names the file and the field."""
-
-    def __init__(self, where: str, field: str, expected: str, received: str):
-        self.where, self.field = where, field
-        super().__init__(f"{where}: {field}", expected, received)
+class GoldenError(CaseError):
+    """A missing, malformed or inconsistent golden file; names the file and the field
+    (``where``, ``field``, ``expected``, ``received`` as for :class:`CaseError`)."""
 
 
 @dataclass
@@ -197,7 +191,6 @@ def _flat(v):
 
 def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
     from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
-    from .casefile import CaseError, load_case
 
     cid = raw["id"]
     here = f"cases[{cid}]"
