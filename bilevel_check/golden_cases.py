@@ -101,8 +101,8 @@ def gen_problem(cid, seed, *, name, **overrides):
     """A named problem of :mod:`bilevel_check.problems` at its start point ``x0``, as a case."""
     from . import precise_traj  # noqa: F401  (registers the target_occupancy kind)
     from .mdp import LinearReward, QuadraticReward
-    from .problems import TargetOccupancyUpper, get_problem
-    from .upper import QuadraticUpper
+    from .problems import get_problem
+    from .upper import QuadraticUpper, TargetOccupancyUpper
 
     p = get_problem(name, seed=seed, **overrides)
     if isinstance(p.reward, LinearReward):

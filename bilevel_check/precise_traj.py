@@ -205,7 +205,7 @@ def route_a_traj(case: dict, digits: int) -> dict:
 
 def _occupancy_builder(spec, S, A):
     """Float64 model of a ``target_occupancy`` spec: :class:`bilevel_check.problems.TargetOccupancyUpper`."""
-    from .problems import TargetOccupancyUpper
+    from .upper import TargetOccupancyUpper
 
     where = "<case>"
     P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")

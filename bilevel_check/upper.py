@@ -12,6 +12,7 @@ nothing else.
 
 from __future__ import annotations
 
+import numbers
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -23,6 +24,7 @@ from ._validation import (
     check_shape,
     check_stochastic,
 )
+from .soft import state_chain
 from .trajectories import (
     ENUMERATION_CAP,
     _check_policy,
@@ -35,6 +37,7 @@ from .trajectories import (
 __all__ = [
     "UpperObjective",
     "QuadraticUpper",
+    "TargetOccupancyUpper",
     "check_upper",
     "sigmoid",
     "softplus",
@@ -88,6 +91,61 @@ class QuadraticUpper:
 
     def grad_pi(self, x, pi):
         return self.G + self.cpi * np.asarray(pi, dtype=np.float64)
+
+
+class TargetOccupancyUpper:
+    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} 1_target + cx/2 |x|^2``.
+
+    The first term is minus the normalized discounted occupancy of the target cells
+    (the probability that the state at a Geometric(1-g) time is a target) under ``pi``
+    started from ``mu_u``, with ``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']``.
+
+    Gradient in ``pi`` (entries of ``pi`` treated as free): with ``M = I - g P_pi``,
+    ``y = M^{-T} mu_u`` (discounted visitation) and ``z = M^{-1} 1_target``,
+    ``d M^{-1} = -M^{-1} dM M^{-1}`` and ``dM / d pi[s, a] = -g e_s P[s, a, :]`` give::
+
+        grad_pi f[s, a] = -(1 - g) g y[s] (P[s, a, :] @ z)
+
+    Args:
+        p_sas: transitions ``[S, A, S]``.
+        g: discount in ``[0, 1)``.
+        target: target indicator or weights ``[S]``.
+        mu_u: start distribution ``[S]``.
+        cx: ridge weight on ``x``.
+    """
+
+    def __init__(self, p_sas, g: float, target, mu_u, *, cx: float = 0.0):
+        self.P = as_float_array(p_sas, "p_sas", ndim=3)
+        S = self.P.shape[0]
+        self.target = as_float_array(target, "target", ndim=1)
+        check_shape(self.target, (S,), "target")
+        self.mu_u = as_float_array(mu_u, "mu_u", ndim=1)
+        check_shape(self.mu_u, (S,), "mu_u")
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not 0.0 <= float(g) < 1.0:
+            raise InvalidInputError("g", "a discount in [0, 1)", repr(g))
+        if isinstance(cx, bool) or not isinstance(cx, numbers.Real) or not np.isfinite(cx):
+            raise InvalidInputError("cx", "a finite real number", repr(cx))
+        self.g, self.cx, self.S = float(g), float(cx), S
+
+    def _solves(self, pi):
+        M = np.eye(self.S) - self.g * state_chain(self.P, np.asarray(pi, dtype=np.float64))
+        return np.linalg.solve(M.T, self.mu_u), np.linalg.solve(M, self.target)
+
+    def occupancy(self, pi) -> float:
+        """``(1 - g) mu_u^T (I - g P_pi)^{-1} 1_target``."""
+        _, z = self._solves(pi)
+        return float((1.0 - self.g) * self.mu_u @ z)
+
+    def value(self, x, pi):
+        x = np.asarray(x, dtype=np.float64)
+        return -self.occupancy(pi) + 0.5 * self.cx * float(x @ x)
+
+    def grad_x(self, x, pi):
+        return self.cx * np.asarray(x, dtype=np.float64)
+
+    def grad_pi(self, x, pi):
+        y, z = self._solves(pi)
+        return -(1.0 - self.g) * self.g * y[:, None] * (self.P @ z)
 
 
 def check_upper(upper, S: int, A: int, name: str = "upper") -> None:
