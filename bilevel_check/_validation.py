@@ -25,8 +25,11 @@ __all__ = [
     "check_distribution",
 ]
 
-#: Tolerance on the row sums of a transition tensor or policy (the issue's 1e-12).
+#: Tolerance on the row sums of a transition tensor or distribution (the issue's 1e-12).
 STOCHASTIC_ATOL = 1e-12
+#: Tolerance on the row sums of a policy passed in by a caller: a policy normalized in
+#: float64 sums to 1 within A ulps; 1e-9 also admits one stored with ~10 significant digits.
+POLICY_ATOL = 1e-9
 
 
 class InvalidInputError(ValueError):
@@ -126,6 +129,9 @@ def check_stochastic(arr: np.ndarray, name: str, *, atol: float = STOCHASTIC_ATO
     dev = np.abs(sums - 1.0)
     if (dev > atol).any():
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(dev)), dev.shape))
+        if arr.ndim == 1:  # a single distribution
+            raise InvalidInputError(name, f"entries summing to 1 (tolerance {atol:g})",
+                                    f"entries summing to {float(sums)!r}")
         raise InvalidInputError(
             name,
             f"rows summing to 1 (tolerance {atol:g})",

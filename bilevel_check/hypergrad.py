@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import InvalidInputError, as_float_array, check_finite, check_shape
-from .implicit import ImplicitDerivatives, implicit_derivatives, implicit_derivatives_sa
+from .implicit import ImplicitDerivatives, _implicit, _implicit_sa, check_policy_inputs
 from .mdp import TabularMDP, check_reward_model, check_x
 from .soft import SoftSolution, solve_soft, state_chain
 from .upper import check_upper
@@ -55,20 +55,40 @@ def adjoint(p_sas, gamma: float, pi_sa, u_sa) -> np.ndarray:
 def hypergradient_from_policy(
     p_sas, gamma: float, tau: float, pi_sa, dr_sad, gx_d, gpi_sa, *, form: str = "adjoint"
 ) -> tuple[np.ndarray, np.ndarray | None, ImplicitDerivatives | None]:
-    """Formula (9) given the policy and the upper gradients; trusted inputs (no validation).
+    """Formula (9) given the policy and the upper gradients.
+
+    Args:
+        p_sas, gamma, tau: the lower MDP (``P [S, A, S]``).
+        pi_sa: the soft-optimal policy ``[S, A]``; dr_sad: reward Jacobian ``[S, A, d]``.
+        gx_d: ``grad_x f [d]``; gpi_sa: ``grad_pi f [S, A]``, both at ``(x, pi)``.
+        form: ``'adjoint'`` (S x S) or ``'sa'`` (SA x SA).
 
     Returns ``(grad [d], w or None, derivatives or None)``.
+
+    Raises:
+        InvalidInputError: naming the argument (as :func:`~bilevel_check.implicit.check_policy_inputs`,
+            plus the shapes of ``gx_d`` and ``gpi_sa`` and ``form``).
     """
+    p_sas, gamma, tau, pi_sa, dr_sad = check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad)
+    gx = as_float_array(gx_d, "gx_d", ndim=1)
+    check_shape(gx, (dr_sad.shape[2],), "gx_d")
+    gpi = as_float_array(gpi_sa, "gpi_sa", ndim=2)
+    check_shape(gpi, pi_sa.shape, "gpi_sa")
+    if form not in FORMS:
+        raise InvalidInputError("form", f"one of {FORMS}", repr(form))
+    return _from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx, gpi, form)
+
+
+def _from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form):
+    """:func:`hypergradient_from_policy` on trusted (validated) inputs."""
     if form == "adjoint":
         u = pi_sa * gpi_sa
         w = adjoint(p_sas, gamma, pi_sa, u)
         phi_sd = np.einsum("sa,sad->sd", pi_sa, dr_sad)
         grad = gx_d + (np.einsum("sa,sad->d", u, dr_sad) - phi_sd.T @ w) / tau
         return grad, w, None
-    if form == "sa":
-        der = implicit_derivatives_sa(p_sas, gamma, tau, pi_sa, dr_sad)
-        return gx_d + np.einsum("sa,sad->d", gpi_sa, der.dpi), None, der
-    raise InvalidInputError("form", f"one of {FORMS}", repr(form))
+    der = _implicit_sa(p_sas, gamma, tau, pi_sa, dr_sad)
+    return gx_d + np.einsum("sa,sad->d", gpi_sa, der.dpi), None, der
 
 
 def hypergradient(
@@ -109,7 +129,7 @@ def hypergradient(
     gpi = as_float_array(upper.grad_pi(x, pi), "upper.grad_pi(x, pi)", ndim=2)
     check_shape(gpi, (mdp.S, mdp.A), "upper.grad_pi(x, pi)")
     dr = reward.jacobian(x)
-    grad, w, der = hypergradient_from_policy(mdp.P, mdp.gamma, mdp.tau, pi, dr, gx, gpi, form=form)
+    grad, w, der = _from_policy(mdp.P, mdp.gamma, mdp.tau, pi, dr, gx, gpi, form)
     check_finite(grad, "hyper-gradient")
     return HypergradResult(grad, float(upper.value(x, pi)), solution, form, w, der)
 
@@ -126,7 +146,7 @@ def implicit_derivatives_at(mdp: TabularMDP, reward, x, *, form: str = "adjoint"
     check_reward_model(reward, mdp)
     x = check_x(x, reward.d)
     sol = solve_soft(mdp, reward.value(x), tol=tol)
-    fn = {"adjoint": implicit_derivatives, "sa": implicit_derivatives_sa}.get(form)
+    fn = {"adjoint": _implicit, "sa": _implicit_sa}.get(form)
     if fn is None:
         raise InvalidInputError("form", f"one of {FORMS}", repr(form))
     return sol, fn(mdp.P, mdp.gamma, mdp.tau, sol.pi, reward.jacobian(x))

@@ -18,9 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import (
+    POLICY_ATOL,
+    InvalidInputError,
+    as_float_array,
+    check_shape,
+    check_stochastic,
+)
+from .mdp import TabularMDP
 from .soft import state_chain
 
-__all__ = ["ImplicitDerivatives", "implicit_derivatives", "implicit_derivatives_sa", "sa_chain"]
+__all__ = ["ImplicitDerivatives", "implicit_derivatives", "implicit_derivatives_sa", "sa_chain", "check_policy_inputs"]
 
 
 @dataclass
@@ -38,6 +46,23 @@ def _from_dq_dv(pi_sa, tau, dQ, dV) -> ImplicitDerivatives:
     return ImplicitDerivatives(dV, dQ, dlog_pi, pi_sa[:, :, None] * dlog_pi)
 
 
+def check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad):
+    """Validate ``(P, gamma, tau, pi, dr)`` as the public functions below receive them.
+
+    ``P``, ``gamma``, ``tau`` as for :class:`~bilevel_check.mdp.TabularMDP`; ``pi_sa`` a
+    finite ``[S, A]`` policy with rows on the simplex (tolerance ``POLICY_ATOL`` = 1e-9); ``dr_sad`` a
+    finite ``[S, A, d]`` Jacobian. Returns the float64 arrays and constants.
+    """
+    mdp = TabularMDP(p_sas, gamma, tau)
+    pi = as_float_array(pi_sa, "pi_sa", ndim=2)
+    check_shape(pi, (mdp.S, mdp.A), "pi_sa")
+    check_stochastic(pi, "pi_sa", atol=POLICY_ATOL)
+    dr = as_float_array(dr_sad, "dr_sad", ndim=3)
+    if dr.shape[:2] != (mdp.S, mdp.A):
+        raise InvalidInputError("dr_sad", f"shape (S, A, d) = ({mdp.S}, {mdp.A}, d)", f"shape {dr.shape}")
+    return mdp.P, mdp.gamma, mdp.tau, pi, dr
+
+
 def implicit_derivatives(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> ImplicitDerivatives:
     """S x S form: one ``[S, S]`` solve with ``d`` right-hand sides.
 
@@ -45,7 +70,15 @@ def implicit_derivatives(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> Impl
         p_sas: ``P [S, A, S]``; gamma, tau: the MDP's constants.
         pi_sa: the soft-optimal policy ``[S, A]``.
         dr_sad: reward Jacobian ``[S, A, d]`` at ``x``.
+
+    Raises:
+        InvalidInputError: naming the argument, on any input :func:`check_policy_inputs` rejects.
     """
+    return _implicit(*check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad))
+
+
+def _implicit(p_sas, gamma, tau, pi_sa, dr_sad) -> ImplicitDerivatives:
+    """:func:`implicit_derivatives` on trusted (validated) inputs."""
     S = p_sas.shape[0]
     phi_sd = np.einsum("sa,sad->sd", pi_sa, dr_sad)
     dV = np.linalg.solve(np.eye(S) - gamma * state_chain(p_sas, pi_sa), phi_sd)
@@ -62,8 +95,14 @@ def sa_chain(p_sas, pi_sa) -> np.ndarray:
 def implicit_derivatives_sa(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> ImplicitDerivatives:
     """SA x SA form: ``dQ* = (I_SA - gamma P^{pi*})^{-1} dr``, ``dV*(s) = sum_a pi* dQ*``.
 
-    Dense ``[SA, SA]`` solve: for checking only, never on the fast path.
+    Dense ``[SA, SA]`` solve: for checking only, never on the fast path. Arguments and
+    errors as for :func:`implicit_derivatives`.
     """
+    return _implicit_sa(*check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad))
+
+
+def _implicit_sa(p_sas, gamma, tau, pi_sa, dr_sad) -> ImplicitDerivatives:
+    """:func:`implicit_derivatives_sa` on trusted (validated) inputs."""
     S, A, d = dr_sad.shape
     M = np.eye(S * A) - gamma * sa_chain(p_sas, pi_sa)
     dQ = np.linalg.solve(M, dr_sad.reshape(S * A, d)).reshape(S, A, d)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import InvalidInputError, check_finite
-from .implicit import ImplicitDerivatives, implicit_derivatives
+from .implicit import ImplicitDerivatives, _implicit
 from .mdp import TabularMDP, check_reward_model, check_x
 from .soft import solve_soft
 from .trajectories import _check_policy, _draw, check_rng
@@ -94,7 +94,7 @@ def model_free_hypergradient_exact(mdp: TabularMDP, reward, upper, x, pi=None, *
     """
     x = _check_common(mdp, reward, upper, x)
     pi = solve_soft(mdp, reward.value(x), tol=tol).pi if pi is None else _check_policy(pi, mdp.S, mdp.A)
-    der = implicit_derivatives(mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x))
+    der = _implicit(mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x))  # inputs checked above
     D = der.dQ - der.dV[:, None, :]
     states, actions, w, _ = upper.enumerate_tuples(pi)
     l, gl = upper.losses(x, states, actions)
@@ -171,7 +171,7 @@ def sobirl_estimator(
     if drop_exploration_term:
         contrib14 = np.zeros_like(gl)
     elif implicit == "exact":
-        der = implicit_derivatives(mdp.P, mdp.gamma, mdp.tau, pi, dr)
+        der = _implicit(mdp.P, mdp.gamma, mdp.tau, pi, dr)
         contrib14 = l[:, None] * _score_sums(der.dQ - der.dV[:, None, :], states, actions) / mdp.tau
     else:
         est = rollout_implicit(mdp, pi, dr, states, actions, rng)  # [n * m * H, d]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -158,6 +159,9 @@ def resolve_cases(cases, *, need: str, seed: int = 0):
         cases = load_golden()
     elif isinstance(cases, str) and cases == "generated":
         cases = generated_cases(seed=seed)
+    elif isinstance(cases, str) and not cases.lstrip().startswith("{") and not Path(cases).is_file():
+        raise InvalidInputError("cases", "'golden', 'generated', a case-file path or a list of cases",
+                                f"{cases!r} (not a suite name, and no such file)")
     elif isinstance(cases, (dict, tuple)) or not hasattr(cases, "__iter__") or isinstance(cases, str):
         cases = [cases]
     cases = list(cases)

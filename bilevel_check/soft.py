@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import InvalidInputError, as_float_array, check_shape
+from ._validation import (
+    POLICY_ATOL,
+    InvalidInputError,
+    as_float_array,
+    check_shape,
+    check_stochastic,
+)
 from .mdp import TabularMDP
 
 __all__ = [
@@ -208,6 +214,7 @@ def policy_evaluation(mdp: TabularMDP, r_sa, pi_sa, *, log_pi=None) -> tuple[np.
 
     ``V^pi = (I - gamma P_pi)^{-1} sum_a pi (r - tau log pi)``, ``Q^pi = r + gamma P V^pi``.
     ``log_pi`` may be passed to avoid ``log`` of underflowed probabilities.
+    ``pi`` must have rows on the simplex (tolerance ``POLICY_ATOL`` = 1e-9).
 
     Returns:
         ``(V [S], Q [S, A])``.
@@ -215,6 +222,7 @@ def policy_evaluation(mdp: TabularMDP, r_sa, pi_sa, *, log_pi=None) -> tuple[np.
     r = _check_r(mdp, r_sa)
     pi = as_float_array(pi_sa, "pi", ndim=2)
     check_shape(pi, (mdp.S, mdp.A), "pi")
+    check_stochastic(pi, "pi", atol=POLICY_ATOL)
     if log_pi is None:
         with np.errstate(divide="ignore"):
             log_pi = np.where(pi > 0, np.log(np.where(pi > 0, pi, 1.0)), 0.0)

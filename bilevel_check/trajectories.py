@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import InvalidInputError, as_float_array, check_shape, check_stochastic
+from ._validation import (
+    POLICY_ATOL,
+    InvalidInputError,
+    as_float_array,
+    check_shape,
+    check_stochastic,
+)
 
 __all__ = [
     "ENUMERATION_CAP",
@@ -76,7 +82,7 @@ def check_rng(rng, name: str = "rng") -> np.random.Generator:
 def _check_policy(pi_sa, S: int, A: int, name: str = "pi") -> np.ndarray:
     pi = as_float_array(pi_sa, name, ndim=2)
     check_shape(pi, (S, A), name)
-    check_stochastic(pi, name, atol=1e-9)
+    check_stochastic(pi, name, atol=POLICY_ATOL)
     return pi
 
 

@@ -114,7 +114,7 @@ def test_reward_model_over_other_sizes():
 
 
 def test_mu_not_distribution():
-    with _raises(InvalidInputError, "mu:", "rows summing to 1"):
+    with _raises(InvalidInputError, "mu:", "entries summing to 1", "1.5"):
         bc.TabularMDP(_P(), 0.9, 1.0, mu=[0.5, 0.5, 0.5])
 
 
@@ -151,3 +151,32 @@ def test_mdptoolbox_layout_roundtrip():
     assert np.array_equal(mdp.P, P / P.sum(-1, keepdims=True))
     with _raises(InvalidInputError, "P_ass:", "[A, S, S]"):
         bc.from_mdptoolbox(np.zeros((3, 4, 5)), 0.5, 1.0)
+
+
+def test_policy_level_entry_points_validate_their_arrays():
+    """The public functions that take a policy directly (no solver in front of them)."""
+    from bilevel_check.hypergrad import hypergradient_from_policy
+
+    P, pi, dr = _P(), np.full((3, 2), 0.5), np.zeros((3, 2, 4))
+    bad_pi = pi.copy()
+    bad_pi[2] = [0.5, 0.6]  # row sum 1.1, beyond the 1e-9 policy tolerance
+    for fn in (bc.implicit_derivatives, bc.implicit_derivatives_sa):
+        with _raises(InvalidInputError, "pi_sa:", "rows summing to 1", "row (2,)", "1.1"):
+            fn(P, 0.9, 1.0, bad_pi, dr)
+        with _raises(InvalidInputError, "dr_sad:", "(3, 2, d)", "(2, 3, 4)"):
+            fn(P, 0.9, 1.0, pi, np.zeros((2, 3, 4)))
+        with _raises(InvalidInputError, "gamma:", "[0, 1)", "1.0"):
+            fn(P, 1.0, 1.0, pi, dr)
+    with _raises(InvalidInputError, "gx_d:", "(4", "(3,)"):
+        hypergradient_from_policy(P, 0.9, 1.0, pi, dr, np.zeros(3), np.zeros((3, 2)))
+    with _raises(InvalidInputError, "gpi_sa:", "(3, 2)", "(2, 3)"):
+        hypergradient_from_policy(P, 0.9, 1.0, pi, dr, np.zeros(4), np.zeros((2, 3)))
+    with _raises(InvalidInputError, "pi:", "rows summing to 1", "2.0"):
+        bc.policy_evaluation(bc.TabularMDP(P, 0.9, 1.0), np.zeros((3, 2)), np.ones((3, 2)))
+
+
+def test_oracle_suite_name_typo():
+    from bilevel_check.oracle import check_hypergradient
+
+    with _raises(InvalidInputError, "cases:", "'golden', 'generated'", "'golden '"):
+        check_hypergradient(lambda p: p.x, cases="golden ")
