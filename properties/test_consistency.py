@@ -18,7 +18,7 @@ import math
 
 import mpmath
 import numpy as np
-from _harness import RTOL, close, inf_norm, tiers
+from _harness import EPS, RTOL, close, inf_norm, tiers
 
 from bilevel_check.strategies import bilevel_problems
 
@@ -39,8 +39,13 @@ def check_policy_is_softmax(impl, case) -> None:
     """(5): rows of ``pi*`` sum to 1 and ``log pi* = (Q* - V*)/tau``."""
     V, Q, pi, log_pi = _solution(impl, case)
     tau = case.mdp.tau
-    # exp of a shifted log-softmax: row sums 1 within A ulps
-    close(pi.sum(axis=1), np.ones(case.mdp.S), rtol=RTOL, scale=1.0, what="rows of pi*")
+    # pi* = exp(z - L), z = Q*/tau, L = max z + log sum exp(z - max z): L rounds at eps |L| and the
+    # A terms at a few eps, so rows sum to 1 within ~eps (A + max(1, |Q*|/tau)) (not A ulps: a near
+    # tie at large |Q*|/tau shifts every term by the rounding of L). Measured <= 0.48 eps (A +
+    # max(1, |Q*|/tau)) and <= 3.2e-12 absolute over 1,250 generated cases; 4x the model, capped
+    # at the suite-wide RTOL that was used before
+    row_tol = min(RTOL, 4 * EPS * (case.mdp.A + max(1.0, inf_norm(Q) / tau)))
+    close(pi.sum(axis=1), np.ones(case.mdp.S), rtol=row_tol, scale=1.0, what="rows of pi*")
     close(log_pi, (Q - V[:, None]) / tau, rtol=RTOL, scale=_value_scale(V, Q) / tau, what="log pi* vs (Q* - V*)/tau")
 
 

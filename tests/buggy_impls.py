@@ -272,6 +272,8 @@ def correct_fast_torch(p):
 
     m = p.model
     batch = from_problems([types.SimpleNamespace(mdp=m.mdp, reward=m.reward, upper=m.upper, x0=m.x)])
+    # relative residual 1e-12: the TolerancePolicy.solver_tol the oracle budgets (x kappa) for
+    # any implementation, and the float64 tol the fast path's own diagnostics use
     _, grad = exact_diagnostics(batch, torch.tensor(m.x)[None, :], tol=1e-12)
     return grad[0]
 

@@ -6,7 +6,7 @@ Measured with the default Clarabel settings (gap 1e-10, feasibility 1e-12) on th
 families x gamma in {0, 0.5, 0.9, 0.99} x tau in {0.05, 1, 20}:
 max |pi_cvx - pi_vi| = 2.1e-7 (S=8, A=4) and 5.9e-8 (S=A=20, except below), V from the
 duals within 2e-10 relative. The one case beyond 1e-6 is sparse/absorbing at S=A=20,
-gamma=0.99, tau=0.05: 1.9e-5 (strict xfail below). At tau = 0.05 on the dense and sparse families Clarabel ends with status
+gamma=0.99, tau=0.05: 1.9e-5 (expected failure of the pi bound only, strict, below). At tau = 0.05 on the dense and sparse families Clarabel ends with status
 'optimal_inaccurate' for every tolerance tried (1e-10 .. 1e-12; the dominated actions
 have pi ~ 1e-40): those cases need ``accept_inaccurate=True`` and are marked below.
 """
@@ -24,24 +24,35 @@ from bilevel_check.convex import ConvexSolution, SolverFailure, solve_occupancy
 #: |pi_cvx - pi*| bound: Clarabel stops at gap 1e-10 / feasibility 1e-12 on the scaled
 #: program, which moves pi = m / n by up to ~1e-7 (measured 2.1e-7 worst); the issue's 1e-6
 PI_ATOL = 1e-6
+EPS = np.finfo(np.float64).eps
 
 
 def _reference(mdp, r):
+    # relative-residual rule: |V - V*| <= 1e-13 max(1, |V|) / (1 - gamma) <= 1e-11 relative at
+    # gamma = 0.99; measured against method='newton' on every case here: V 1.0e-11 relative,
+    # pi 1.8e-11, far below PI_ATOL and the 1e-8 value bounds
     return bc.solve_soft(mdp, r, method="vi", tol=1e-13)
 
 
 def _check(sol: ConvexSolution, mdp, r, ref):
     assert np.max(np.abs(sol.pi - ref.pi)) <= PI_ATOL
+    _check_values(sol, mdp, r, ref)
+
+
+def _check_values(sol: ConvexSolution, mdp, r, ref):
+    """Everything in _check except the pi bound (these also hold in the _HARD_20 case)."""
     scale = max(1.0, float(np.max(np.abs(ref.V))))
     # V from exact evaluation of pi: |dV| <= |dpi| (|Q| + tau |log pi| terms) / (1 - gamma);
     # measured <= 1.2e-8 relative, bound 1e-6 * max(1, |V|/tau)
     assert np.max(np.abs(sol.V - ref.V)) <= PI_ATOL * scale * max(1.0, 1.0 / mdp.tau)
-    # the flow multipliers are V* (Lagrange), measured <= 1.5e-10 relative
+    # the flow multipliers are V* (Lagrange), measured <= 2.9e-10 relative (8.4e-10 in _HARD_20)
     assert np.max(np.abs(sol.V_dual - ref.V)) <= 1e-8 * scale
-    # optimal value = (1 - gamma) rho^T V*, measured <= 3e-11 relative
+    # optimal value = (1 - gamma) rho^T V*, measured <= 9.7e-11 relative
     assert abs(sol.objective - (1 - mdp.gamma) * float(mdp.mu @ ref.V)) <= 1e-8 * scale
-    np.testing.assert_allclose(sol.mu.sum(), 1.0, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(sol.pi.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    # solve_occupancy divides mu by its own sum and pi = mu / nu by its row sums, so both
+    # sum to 1 up to summation rounding, <= (number of terms) * eps; measured <= 1 and 2 eps
+    np.testing.assert_allclose(sol.mu.sum(), 1.0, rtol=0, atol=mdp.S * mdp.A * EPS)
+    np.testing.assert_allclose(sol.pi.sum(axis=1), 1.0, rtol=0, atol=mdp.A * EPS)
     # the flow constraint holds for the returned occupancy (feasibility 1e-12, scaled)
     nu = sol.mu.sum(axis=1)
     flow = (1 - mdp.gamma) * mdp.mu + mdp.gamma * np.einsum("sa,sat->t", sol.mu, mdp.P)
@@ -60,22 +71,28 @@ def test_pi_matches_soft_vi(family, gamma, tau):
     _check(solve_occupancy(mdp, r, accept_inaccurate=True), mdp, r, _reference(mdp, r))
 
 
-_HARD_20 = pytest.mark.xfail(
-    strict=True,
-    reason="measured: sparse/absorbing, S=A=20, gamma=0.99, tau=0.05 (|V*| ~ 410, pi ~ 1e-100 on "
-           "dominated actions): Clarabel ends 'optimal_inaccurate' with |pi - pi*| = 1.9e-5 > 1e-6; "
-           "a solver limit, kept visible rather than loosened")
+#: measured: Clarabel ends 'optimal_inaccurate' here with |pi - pi*| = 1.9e-5 > PI_ATOL
+_HARD_20 = ("sparse_absorbing", 0.99, 0.05)
 
 
 @pytest.mark.parametrize("family, gamma, tau", [
-    pytest.param(f, g, t, marks=_HARD_20) if (f, g, t) == ("sparse_absorbing", 0.99, 0.05) else (f, g, t)
-    for f in FAMILIES
-    for g, t in [(0.0, 1.0), (0.5, 0.05), (0.9, 20.0), (0.99, 0.05), (0.99, 1.0)]
+    (f, g, t) for f in FAMILIES for g, t in [(0.0, 1.0), (0.5, 0.05), (0.9, 20.0), (0.99, 0.05), (0.99, 1.0)]
 ])
 def test_pi_matches_soft_vi_at_20x20(family, gamma, tau):
     mdp, reward, upper, x = make_problem(family, gamma, tau, seed=2, S=20, A=20)
     r = reward.value(x)
-    _check(solve_occupancy(mdp, r, accept_inaccurate=True), mdp, r, _reference(mdp, r))
+    sol, ref = solve_occupancy(mdp, r, accept_inaccurate=True), _reference(mdp, r)
+    if (family, gamma, tau) != _HARD_20:
+        _check(sol, mdp, r, ref)
+        return
+    # only the pi bound is expected to fail; the value, dual, objective and flow checks must pass
+    _check_values(sol, mdp, r, ref)
+    err = float(np.max(np.abs(sol.pi - ref.pi)))
+    # strict: an unexpected pass is a failure, so the known limit cannot silently disappear
+    assert err > PI_ATOL, f"XPASS(strict): |pi - pi*| = {err:.2e} <= {PI_ATOL:g}; drop the expected failure"
+    pytest.xfail(f"measured: sparse/absorbing, S=A=20, gamma=0.99, tau=0.05 (|V*| ~ 410, pi ~ 1e-100 on "
+                 f"dominated actions): Clarabel ends {sol.status!r} with |pi - pi*| = {err:.1e} > 1e-6; "
+                 "a solver limit, kept visible rather than loosened")
 
 
 def test_rho_does_not_change_pi():
@@ -87,6 +104,7 @@ def test_rho_does_not_change_pi():
     # pi* is independent of rho (MATH.md section 1); both within the solver tolerance
     assert np.max(np.abs(a.pi - b.pi)) <= 2 * PI_ATOL
     ref = _reference(mdp, r)
+    # the objective bound of _check (measured <= 9.7e-11 relative there); here 7.4e-14
     assert abs(b.objective - (1 - mdp.gamma) * float(rho @ ref.V)) <= 1e-8 * max(1.0, np.max(np.abs(ref.V)))
 
 
@@ -121,6 +139,7 @@ def test_single_state_closed_form():
     pi = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     assert np.max(np.abs(sol.pi[0] - pi)) <= PI_ATOL
     V = 0.5 / 0.3 * (z.max() + np.log(np.exp(z - z.max()).sum()))
+    # the V_dual bound of _check (measured <= 8.4e-10 relative there); here 1.5e-14
     assert abs(sol.V_dual[0] - V) <= 1e-8 * abs(V)
 
 

@@ -45,7 +45,10 @@ def test_m_sobirl_fast_matches_reference_first_100_iterates(name, *, rtol=1e-10)
     assert rel_err(fast.h[:, 0], ref.h) <= rtol
     # diagnostics: batched torch Newton + (9) vs numpy Newton + (9), both to 1e-12
     np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=1e-10)
-    np.testing.assert_allclose(fast.true_grad_err[:, 0], ref.true_grad_err, rtol=1e-8, atol=1e-12)
+    # true_grad_err = |h - grad phi| cancels (down to 2.8e-7 at |h| = 0.8, ranmdp_small k = 55), so its
+    # error is absolute: atol = 1e-12 per-route accuracy of O(1) vectors; measured max abs diff 1.1e-15
+    # (ranmdp_small, rel 1.05e-10 there), 1.9e-13 (garnet, rel 2.7e-13)
+    np.testing.assert_allclose(fast.true_grad_err[:, 0], ref.true_grad_err, rtol=rtol, atol=1e-12)
 
 
 def test_m_sobirl_batch_equals_separate_runs(*, rtol=1e-12):
@@ -121,10 +124,11 @@ def test_sobirl_fast_exact_matches_reference(name, K, *, rtol=1e-10):
     assert rel_err(fast.x[:, 0], ref.x) <= rtol
     assert rel_err(fast.h[:, 0], ref.h) <= rtol
     np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=rtol)
-    np.testing.assert_allclose(fast.grad_norm[:, 0], ref.grad_norm, rtol=1e-8)
+    np.testing.assert_allclose(fast.grad_norm[:, 0], ref.grad_norm, rtol=rtol)  # measured 8.5e-14 / 6.2e-12
     # the last policy (the fast history's pi field; w is M-SoBiRL's and stays empty)
     assert fast.w.size == 0
-    np.testing.assert_allclose(fast.pi[0], ref.pi, rtol=rtol, atol=1e-15)
+    # min pi is 4.9e-3 (shaping_chain), so the relative check alone suffices (measured rel 1.2e-13)
+    np.testing.assert_allclose(fast.pi[0], ref.pi, rtol=rtol, atol=0)
 
 
 def test_sobirl_batch_equals_separate_runs(*, rtol=1e-12):

@@ -172,6 +172,7 @@ def test_bandit_and_markov_reward_process_closed_forms():
         S, A = len(gc.case["mdp"]["P"]), len(gc.case["mdp"]["P"][0])
         if gc.group != "single_state":
             continue
+        assert S == 1 or A == 1, gc.id  # the two closed forms below cover only these
         k = gc.certified_digits["V"]
         with mpmath.workdps(k + 20):
             g, t = mpmath.mpf(gc.case["mdp"]["gamma"]), mpmath.mpf(gc.case["mdp"]["tau"])
@@ -191,7 +192,8 @@ def test_bandit_and_markov_reward_process_closed_forms():
             err = max(abs(a - b) for a, b in zip(V, want))
             assert err <= mpmath.mpf(10) ** (-k) * max(abs(v) for v in want), gc.id
             checked += 1
-    assert checked == 4
+    # every single_state case the manifest lists was checked (4 in suite v1: two bandits, an MRP, S = A = 1)
+    assert checked == len(load_manifest()["groups"]["single_state"]["cases"]) > 0
 
 
 def test_quadratic_family_known_optimum_at_x_zero():

@@ -55,21 +55,25 @@ def test_policy_tolerance_uses_condition_number_from_numpy_cond():
         M = np.eye(cp.mdp.S) - cp.mdp.gamma * np.einsum("sa,sat->st", sol.pi, cp.mdp.P)
         cond = np.linalg.cond(M, p=np.inf)  # independent: numpy's own condition number
         kappa = cond * max(1.0, np.abs(sol.Q).max() / cp.mdp.tau)
-        # the policy's formula, version "1": max(100 eps, solver tol 1e-12) * kappa
+        # the policy's formula, version "1": max(100 eps, solver tol 1e-12) * kappa. Both Newton solves end at
+        # the float64 floor, log pi known to ~eps |Q|/tau, so kappa moves by ~cond eps |Q|/tau <= 1.3e-10
+        # relative (CASES[0]: cond 18.6, |Q|/tau 3e4); measured 0 and 1.5e-13
         assert res.rtol["grad"] == pytest.approx(max(100 * EPS, 1e-12) * kappa, rel=1e-9)
         assert "float64" in res.why and "cond_inf" in res.why
     assert rep.policy["version"] == "1"
 
 
 def test_float32_and_torch_outputs_get_their_dtype_tolerance():
-    torch = pytest.importorskip("torch")
+    import torch
+
     rep32 = oracle.check_hypergradient(lambda p: bi.correct_numpy(p).astype(np.float32), CASES)
     assert rep32.passed, rep32.to_text()
     # float64: the solver tolerance 1e-12 dominates 100 eps64; float32: 100 eps32 = 1.19e-5 does
     rep64 = oracle.check_hypergradient(bi.correct_numpy, CASES)
     eps32 = float(np.finfo(np.float32).eps)
     for a, b in zip(rep32.cases, rep64.cases):
-        assert a.rtol["grad"] == pytest.approx(b.rtol["grad"] * 100 * eps32 / 1e-12, rel=1e-12)
+        # the same kappa times two constants: a few roundings (measured 1.8e-16)
+        assert a.rtol["grad"] == pytest.approx(b.rtol["grad"] * 100 * eps32 / 1e-12, rel=1e-14)
         assert "float32" in a.why
     rep_t = oracle.check_hypergradient(lambda p: torch.tensor(bi.correct_numpy(p)), CASES)
     assert rep_t.passed and rep_t.n_entries == rep64.n_entries
@@ -79,6 +83,7 @@ def test_relative_perturbation_gives_its_digits_and_fails():
     cases = CASES[1:]  # CASES[0] (tau = 0.01, |r| ~ 100) tolerates ~1e-2: see the next test
     rep = oracle.check_hypergradient(_scaled(1 + 1e-4), cases)
     assert not rep.passed
+    # tolerances 10x below the 1e-4 perturbation, so it is detectable (measured max rtol 1.8e-8)
     assert max(max(c.rtol.values()) for c in rep.cases) < 1e-5
     # an entry passes only when its 1e-4 |g| error is under the normwise floor atol of its case
     floor = {c.case: c.atol["grad"] for c in rep.cases}
@@ -108,6 +113,8 @@ def test_low_temperature_tolerance_follows_the_term_scale_of_9():
     terms = np.abs(cp.upper.grad_x(cp.x, pi)) + (np.einsum("sa,sad->d", np.abs(u), np.abs(dr))
                                                    + np.abs(np.einsum("sa,sad->sd", pi, dr)).T @ np.abs(w)) / cp.mdp.tau
     res = rep.cases[0]
+    # terms from this Newton pi vs the oracle's reference pi, both at the float64 floor: they differ by
+    # ~cond eps |Q|/tau = 1.3e-10 relative (cond 18.6, |Q|/tau 3e4); measured 0
     assert res.atol["grad"] == pytest.approx(res.rtol["grad"] * terms.max(), rel=1e-9)
     assert rep.passed
 
@@ -126,7 +133,9 @@ def test_worst_entries_first_and_renderings():
     rep = oracle.check_hypergradient(impl, CASES)
     worst = rep.worst(2)
     assert [(w.case, w.ok) for w in worst] == [(target[0], False), (target[1], False)]
-    assert worst[0].digits == pytest.approx(3.0, abs=1e-3)
+    # rel err = 1e-3 (1 + d) with d <= the case's rtol 1e-12 / 1e-3 (measured rtol of CASES[2]), so
+    # digits = 3 - log10(1 + d) = 3 +- 4e-10; measured |digits - 3| = 4.7e-14
+    assert worst[0].digits == pytest.approx(3.0, abs=1e-8)
     d = json.loads(rep.to_json())
     assert d["passed"] is False and d["n_failed"] == 2 and d["worst"][0]["case"] == target[0]
     assert "| case | output | index |" in rep.to_markdown()
@@ -196,7 +205,8 @@ def test_estimator_bias_test_passes_unbiased_and_fails_dropped_term():
     rep = oracle.check_estimator(est, [case], n_repeats=200, seed=1)
     assert rep.passed, rep.to_text()
     desired = np.array([e.desired for e in sorted(rep.entries, key=lambda e: e.index)])
-    # closed form (9) vs exact enumeration of (13)+(14): same number by Prop. 5.2
+    # closed form (9) vs exact enumeration of (13)+(14): same number by Prop. 5.2. O(1) entries:
+    # rtol covers the lower solve's 1e-12 tol (measured abs 1.3e-15, rel 5.5e-15); atol only for a zero entry
     np.testing.assert_allclose(desired, exact.grad, rtol=1e-12, atol=1e-14)
     # Bonferroni z for alpha = 1e-3 over 2 coordinates: Phi^{-1}(1 - 2.5e-4)
     assert rep.extra["z"] == pytest.approx(3.4808, abs=1e-4)

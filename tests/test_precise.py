@@ -124,13 +124,16 @@ def test_implicit_derivatives_vs_sa_system(gamma, tau):
             col = mpmath.lu_solve(M, mpmath.matrix([dr[s][a][k] for s in range(S) for a in range(A)]))
             want = [col[i] for i in range(S * A)]
             got = [dQ[s][a][k] for s in range(S) for a in range(A)]
-            assert digits_of_agreement(got, want) >= 38
+            # the requested 40 digits: the route works at 40 + GUARD_DIGITS = 55, the reference
+            # lu_solve at 55 loses <= log10 cond_inf(M) <= log10(199) = 2.3; measured >= 54.0
+            assert digits_of_agreement(got, want) >= 40
             # dV[s] = sum_a pi dQ (the soft value is the pi-average of Q minus the entropy term)
             vdig = digits_of_agreement([dV[s][k] for s in range(S)],
                                        [mpmath.fsum(res.pi[s][a] * dQ[s][a][k] for a in range(A)) for s in range(S)])
-            assert vdig >= 38
-    # and dpi = pi (dQ - dV)/tau sums to zero over actions
-    assert max(abs(mpmath.fsum(dpi[s][a][k] for a in range(A))) for s in range(S) for k in range(d)) < 1e-38
+            assert vdig >= 40  # the requested digits, as for dQ; measured >= 55.8
+    # and dpi = pi (dQ - dV)/tau sums to zero over actions: A = 2 entries, each good to 40 digits
+    # of max|dpi| <= 0.36 (measured), so the sum is < 2 * 0.36e-40 < 1e-40; measured <= 5.1e-53
+    assert max(abs(mpmath.fsum(dpi[s][a][k] for a in range(A))) for s in range(S) for k in range(d)) < 1e-40
 
 
 def _dr(rs, x):
@@ -224,7 +227,9 @@ def test_strings_round_trip_and_agreement_helper():
         assert all(len(t.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) == 50 for t in s)
     # max|a - b| = 1e-20 relative to max|b| = 2
     assert digits_of_agreement([1.0, 2.0], ["1", "2.00000000000000000001"]) == pytest.approx(20 + np.log10(2), abs=1e-9)
-    assert digits_of_agreement(["0"], [0]) == 60.0
+    # a zero difference returns the cap (passed explicitly; 60.0 is also the default)
+    assert digits_of_agreement(["0"], [0], cap=60.0) == 60.0
+    assert digits_of_agreement([1.5], ["1.5"], cap=17.0) == 17.0
 
 
 def test_scoped_precision():

@@ -71,7 +71,10 @@ def test_missing_inv_tau_report_is_tau_times_the_implicit_part(capsys):
         x = _grad_x_f(e["case"])[e["index"][0]]
         tau = float(CASES[e["case"]]["mdp"]["tau"])
         # grad = gx + (1/tau) J  vs  bug = gx + J: (bug - gx) = tau (grad - gx)
-        assert e["actual"] - x == pytest.approx(tau * (e["desired"] - x), rel=1e-6, abs=1e-9)
+        # absolute check: both sides subtract |x| ~ 1 from nearly equal numbers (|actual - x| down to
+        # 1.5e-6), so relative error is meaningless; what remains is the bug's float64 Newton + (9) vs the
+        # reference: measured max 1.2e-11 over the 70 failing entries (at gamma 0.999), 1e-10 leaves 8x
+        assert e["actual"] - x == pytest.approx(tau * (e["desired"] - x), rel=0, abs=1e-10)
 
 
 def test_no_max_shift_fails_exactly_where_exp_overflows(capsys):
@@ -93,8 +96,10 @@ def test_no_max_shift_fails_exactly_where_exp_overflows(capsys):
 def test_verify_passes_correct_implementations(capsys, impl):
     rc, rep = _verify(capsys, impl)
     assert rc == 0 and rep["passed"] is True and rep["n_failed"] == 0
-    # correct float64 implementations agree with the reference to >= 11 digits on most entries
-    assert float(np.median([float(e["digits"]) for e in rep["worst"]])) >= 11.0
+    # correct float64 implementations agree with the reference to rounding on most entries: measured
+    # median digits 17 (exact) for the numpy ones, 15.75-15.87 for the torch ones (117 entries each);
+    # 14 leaves a factor ~50 for other BLAS orderings
+    assert float(np.median([float(e["digits"]) for e in rep["worst"]])) >= 14.0
 
 
 def test_verify_other_kinds_and_formats(capsys, tmp_path):
