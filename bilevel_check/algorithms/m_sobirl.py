@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._io import atomic_write_json, json_series
+from .._history import IterateHistory
 from .._progress import Progress
 from .._validation import InvalidInputError, as_float_array, check_shape
 from ..hypergrad import hypergradient, phi_value
@@ -41,7 +41,7 @@ __all__ = ["History", "m_sobirl", "m_sobirl_step"]
 
 
 @dataclass
-class History:
+class History(IterateHistory):
     """Iterates and diagnostics of one M-SoBiRL run (``n`` = iterations done, ``<= K``).
 
     Attributes:
@@ -56,32 +56,17 @@ class History:
         stopped: whether the callback stopped the run early.
     """
 
-    x: np.ndarray
-    h: np.ndarray
-    h_norm: np.ndarray
-    phi: np.ndarray
-    grad_norm: np.ndarray
-    true_grad_err: np.ndarray
     Q: np.ndarray
     w: np.ndarray
     params: dict = field(default_factory=dict)
     stopped: bool = False
 
-    @property
-    def iterations(self) -> int:
-        return int(self.h_norm.shape[0])
-
     def to_json(self) -> dict:
         """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
         out = {"schema": "bilevel-check/history/v1", "algorithm": "m_sobirl", "params": self.params,
                "iterations": self.iterations, "stopped": self.stopped}
-        for key in ("x", "h_norm", "phi", "grad_norm", "true_grad_err", "Q", "w"):
-            out[key] = json_series(getattr(self, key))
+        out.update(self.series_json(("x", "h_norm", "phi", "grad_norm", "true_grad_err", "Q", "w")))
         return out
-
-    def save(self, path) -> None:
-        """Write :meth:`to_json` atomically."""
-        atomic_write_json(path, self.to_json())
 
 
 def m_sobirl_step(mdp: TabularMDP, reward, upper, x_d, q_sa, w_s, *, beta: float, zeta: float, N: int):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._io import atomic_write_json, json_series
+from .._history import IterateHistory
 from .._progress import Progress
 from .._validation import InvalidInputError
 from ..hypergrad import hypergradient
@@ -43,7 +43,7 @@ ESTIMATORS = ("sample", "exact")
 
 
 @dataclass
-class SoBiRLHistory:
+class SoBiRLHistory(IterateHistory):
     """Iterates and diagnostics of one SoBiRL run (``n`` = iterations done, ``<= K``),
     laid out like M-SoBiRL's ``History``.
 
@@ -60,33 +60,19 @@ class SoBiRLHistory:
         stopped: whether the callback stopped the run early.
     """
 
-    x: np.ndarray
-    h: np.ndarray
-    h_norm: np.ndarray
-    phi: np.ndarray
-    grad_norm: np.ndarray
-    true_grad_err: np.ndarray
     pmd_steps: np.ndarray
     log_pi_err: np.ndarray
     pi: np.ndarray
     params: dict = field(default_factory=dict)
     stopped: bool = False
 
-    @property
-    def iterations(self) -> int:
-        return int(self.h_norm.shape[0])
-
     def to_json(self) -> dict:
         """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
         out = {"schema": "bilevel-check/history/v1", "algorithm": "sobirl", "params": self.params,
                "iterations": self.iterations, "stopped": self.stopped}
-        for key in ("x", "h_norm", "phi", "grad_norm", "true_grad_err", "pmd_steps", "log_pi_err", "pi"):
-            out[key] = json_series(getattr(self, key))
+        out.update(self.series_json(("x", "h_norm", "phi", "grad_norm", "true_grad_err", "pmd_steps",
+                                     "log_pi_err", "pi")))
         return out
-
-    def save(self, path) -> None:
-        """Write :meth:`to_json` atomically."""
-        atomic_write_json(path, self.to_json())
 
 
 def _unpack(problem_or_parts):

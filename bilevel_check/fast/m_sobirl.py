@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._io import atomic_write_json, json_series
+from .._history import IterateHistory
+from .._io import json_series
 from .._progress import Progress
 from .._validation import InvalidInputError
 from ..upper import QuadraticUpper
@@ -96,7 +97,7 @@ def from_problems(problems, device=None, dtype=None) -> MSoBiRLBatch:
 
 
 @dataclass
-class FastHistory:
+class FastHistory(IterateHistory):
     """Iterates of a batched run (``n`` iterations, ``B`` problems), numpy float64.
 
     Attributes:
@@ -107,22 +108,12 @@ class FastHistory:
         params: settings; seconds: wall time of the loop.
     """
 
-    x: np.ndarray
-    h: np.ndarray
-    h_norm: np.ndarray
-    phi: np.ndarray
-    grad_norm: np.ndarray
-    true_grad_err: np.ndarray
     Q: np.ndarray
     w: np.ndarray
     params: dict = field(default_factory=dict)
     seconds: float = float("nan")
     pi: np.ndarray = field(default_factory=lambda: np.empty(0))
     extra: dict = field(default_factory=dict)
-
-    @property
-    def iterations(self) -> int:
-        return int(self.h_norm.shape[0])
 
     def to_json(self) -> dict:
         """JSON-ready dict; per-problem series are ``[B][n]`` lists, NaN as ``null``."""
@@ -138,9 +129,6 @@ class FastHistory:
             out[key] = per_problem(val)
         return out
 
-    def save(self, path) -> None:
-        """Write :meth:`to_json` atomically."""
-        atomic_write_json(path, self.to_json())
 
 
 def batch_hyperparameter(value, name: str, B: int, like: torch.Tensor) -> torch.Tensor:
