@@ -23,6 +23,8 @@ __all__ = [
     "check_shape",
     "check_stochastic",
     "check_distribution",
+    "check_policy",
+    "POLICY_ATOL",
 ]
 
 #: Tolerance on the row sums of a transition tensor or distribution (the issue's 1e-12).
@@ -142,3 +144,12 @@ def check_stochastic(arr: np.ndarray, name: str, *, atol: float = STOCHASTIC_ATO
 def check_distribution(arr: np.ndarray, name: str, size: int) -> None:
     check_shape(arr, (size,), name)
     check_stochastic(arr, name)
+
+
+def check_policy(pi_sa, S: int, A: int, name: str = "pi") -> np.ndarray:
+    """A caller's policy as a float64 ``[S, A]`` array: finite, rows on the simplex
+    within :data:`POLICY_ATOL`."""
+    pi = as_float_array(pi_sa, name, ndim=2)
+    check_shape(pi, (S, A), name)
+    check_stochastic(pi, name, atol=POLICY_ATOL)
+    return pi

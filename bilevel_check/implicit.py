@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import (
-    POLICY_ATOL,
     InvalidInputError,
     as_float_array,
-    check_shape,
-    check_stochastic,
+    check_policy,
 )
 from .mdp import TabularMDP
 from .soft import state_chain
@@ -54,9 +52,7 @@ def check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad):
     finite ``[S, A, d]`` Jacobian. Returns the float64 arrays and constants.
     """
     mdp = TabularMDP(p_sas, gamma, tau)
-    pi = as_float_array(pi_sa, "pi_sa", ndim=2)
-    check_shape(pi, (mdp.S, mdp.A), "pi_sa")
-    check_stochastic(pi, "pi_sa", atol=POLICY_ATOL)
+    pi = check_policy(pi_sa, mdp.S, mdp.A, "pi_sa")
     dr = as_float_array(dr_sad, "dr_sad", ndim=3)
     if dr.shape[:2] != (mdp.S, mdp.A):
         raise InvalidInputError("dr_sad", f"shape (S, A, d) = ({mdp.S}, {mdp.A}, d)", f"shape {dr.shape}")

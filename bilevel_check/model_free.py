@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import InvalidInputError, check_finite
+from ._validation import InvalidInputError, check_finite, check_policy
 from .implicit import ImplicitDerivatives, _implicit
 from .mdp import TabularMDP, check_reward_model, check_x
 from .soft import solve_soft
-from .trajectories import _check_policy, _draw, check_rng
+from .trajectories import _draw, check_rng
 from .upper import TrajectoryUpper
 
 __all__ = [
@@ -93,7 +93,7 @@ def model_free_hypergradient_exact(mdp: TabularMDP, reward, upper, x, pi=None, *
         :class:`ModelFreeResult` with ``term13``, ``term14`` and their sum.
     """
     x = _check_common(mdp, reward, upper, x)
-    pi = solve_soft(mdp, reward.value(x), tol=tol).pi if pi is None else _check_policy(pi, mdp.S, mdp.A)
+    pi = solve_soft(mdp, reward.value(x), tol=tol).pi if pi is None else check_policy(pi, mdp.S, mdp.A)
     der = _implicit(mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x))  # inputs checked above
     D = der.dQ - der.dV[:, None, :]
     states, actions, w, _ = upper.enumerate_tuples(pi)
@@ -157,7 +157,7 @@ def sobirl_estimator(
         :class:`ModelFreeResult` with the per-coordinate standard error of ``grad``.
     """
     x = _check_common(mdp, reward, upper, x)
-    pi = _check_policy(pi, mdp.S, mdp.A)
+    pi = check_policy(pi, mdp.S, mdp.A)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
         raise InvalidInputError("n_samples", "an integer >= 2 (the standard error needs two)", repr(n_samples))
     if implicit not in IMPLICIT_MODES:

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import (
-    POLICY_ATOL,
     InvalidInputError,
     as_float_array,
+    check_policy,
     check_shape,
-    check_stochastic,
 )
 from .mdp import TabularMDP
 
@@ -220,9 +219,7 @@ def policy_evaluation(mdp: TabularMDP, r_sa, pi_sa, *, log_pi=None) -> tuple[np.
         ``(V [S], Q [S, A])``.
     """
     r = _check_r(mdp, r_sa)
-    pi = as_float_array(pi_sa, "pi", ndim=2)
-    check_shape(pi, (mdp.S, mdp.A), "pi")
-    check_stochastic(pi, "pi", atol=POLICY_ATOL)
+    pi = check_policy(pi_sa, mdp.S, mdp.A, "pi")
     if log_pi is None:
         with np.errstate(divide="ignore"):
             log_pi = np.where(pi > 0, np.log(np.where(pi > 0, pi, 1.0)), 0.0)

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import (
-    POLICY_ATOL,
     InvalidInputError,
     as_float_array,
+    check_policy,
     check_shape,
-    check_stochastic,
 )
 
 __all__ = [
@@ -79,13 +78,6 @@ def check_rng(rng, name: str = "rng") -> np.random.Generator:
     raise InvalidInputError(name, "a numpy.random.Generator or a non-negative integer seed", repr(rng))
 
 
-def _check_policy(pi_sa, S: int, A: int, name: str = "pi") -> np.ndarray:
-    pi = as_float_array(pi_sa, name, ndim=2)
-    check_shape(pi, (S, A), name)
-    check_stochastic(pi, name, atol=POLICY_ATOL)
-    return pi
-
-
 def _safe_log(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.log(p)
@@ -114,7 +106,7 @@ def enumerate_trajectories(p_sas, mu_s, pi_sa, H: int, *, cap: int = ENUMERATION
     check_shape(P, (S, A, S), "P_u")
     mu = as_float_array(mu_s, "mu_u", ndim=1)
     check_shape(mu, (S,), "mu_u")
-    pi = _check_policy(pi_sa, S, A)
+    pi = check_policy(pi_sa, S, A)
     H = check_horizon(H)
     N = n_trajectories(S, A, H)
     if N > cap:
@@ -148,7 +140,7 @@ def sample_trajectories(p_sas, mu_s, pi_sa, H: int, n: int, rng) -> Trajectories
     S, A = P.shape[:2]
     mu = as_float_array(mu_s, "mu_u", ndim=1)
     check_shape(mu, (S,), "mu_u")
-    pi = _check_policy(pi_sa, S, A)
+    pi = check_policy(pi_sa, S, A)
     H = check_horizon(H)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidInputError("n", "a positive integer sample count", repr(n))

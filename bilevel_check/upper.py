@@ -21,13 +21,13 @@ from ._validation import (
     InvalidInputError,
     as_float_array,
     check_distribution,
+    check_policy,
     check_shape,
     check_stochastic,
 )
 from .soft import state_chain
 from .trajectories import (
     ENUMERATION_CAP,
-    _check_policy,
     check_horizon,
     enumerate_trajectories,
     rho_gradient,
@@ -306,7 +306,7 @@ class TrajectoryUpper:
         return float(l.mean()), gl.mean(axis=0), gpi
 
     def _policy(self, pi):
-        return _check_policy(pi, self.S, self.A)
+        return check_policy(pi, self.S, self.A)
 
     def _evaluate(self, x, pi):
         x = np.asarray(x, dtype=np.float64)
