@@ -295,8 +295,7 @@ def correct_unrolled(p):
 
     mdp = TabularMDP(p.P, p.gamma, p.tau, p.mu)
     reward = CallableReward(p.reward, p.reward_jacobian, S=p.S, A=p.A, d=p.d)
-    V0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))[0]
-    pi0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x), v0=V0.copy(), max_iter=1)[2]
+    V0, _, pi0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
     r0, J, x0 = (torch.tensor(a) for a in (p.reward(p.x), p.reward_jacobian(p.x), p.x))
     gx, gpi = torch.tensor(p.upper_grad_x(p.x, pi0)), torch.tensor(p.upper_grad_pi(p.x, pi0))
     K = 1 if p.gamma == 0 else int(math.ceil(math.log(1e-16) / math.log(p.gamma)))

@@ -21,40 +21,38 @@ from bilevel_check.crosscheck import default_case, format_table, run_crosscheck
 
 @pytest.fixture(scope="module")
 def rows():
-    return {r.route.split(",")[0] + ("" if "," not in r.route else "," + r.route.split(",")[1]): r
-            for r in run_crosscheck()}
+    return run_crosscheck()
 
 
-def _rel(row, scale):
-    return row.max_abs_diff / scale
+def _row(rows, prefix):
+    (row,) = [r for r in rows if r.route.startswith(prefix)]
+    return row
 
 
 def test_default_problem_every_route(rows):
     case = default_case()
     assert float(case["mdp"]["gamma"]) == 0.9 and len(case["x"]) == 2
-    names = list(rows)
-    assert len(names) == 9, names  # reference + 8 routes (sympy applies: S, A <= 3)
-    assert all(not r.note for r in rows.values()), [r.note for r in rows.values()]
-    by = {n.split(",")[0]: [r for k, r in rows.items() if k.startswith(n.split(",")[0])] for n in names}
+    assert len(rows) == 9, [r.route for r in rows]  # reference + 8 routes (sympy applies: S, A <= 3)
+    assert all(not r.note for r in rows), [r.note for r in rows]
     # float64 closed forms (both linear-algebra forms): the issue's 1e-12 relative
     # (gamma = 0.9, |Q|/tau ~ 10: cond(I - gamma P_pi) <= 19, so ~1e-14 expected)
-    for r in by["closed form S x S"] + by["closed form SA x SA"]:
-        assert r.digits >= 12.0, r
+    for prefix in ("closed form S x S", "closed form SA x SA"):
+        assert _row(rows, prefix).digits >= 12.0
     # float64 central differences: truncation h^2 |phi'''| + eps |phi| / h with h ~ eps^(1/3),
     # ~1e-10 relative here; 1e-7 leaves the constants of phi''' a factor 1000
-    assert by["finite differences"][0].digits >= 7.0
+    assert _row(rows, "finite differences, central").digits >= 7.0
     # Richardson extrapolation removes the h^2 term: ~1e-13 here, 1e-10 for the h^4 term
-    assert by["finite differences"][1].digits >= 10.0
+    assert _row(rows, "finite differences, Richardson").digits >= 10.0
     # mpmath differences at 50 digits: the issue's >= 30 significant digits
-    assert by["finite differences"][2].digits >= 30.0
+    assert _row(rows, "finite differences, mpmath").digits >= 30.0
     # unrolled, K = 300 sweeps: gamma^K = 1.9e-14 relative plus the float64 floor (~1e-14)
-    assert next(r for k, r in rows.items() if k.startswith("torch autodiff")).digits >= 12.0
+    assert _row(rows, "torch autodiff").digits >= 12.0
     # sympy implicit differentiation at 50 digits: the issue's >= 30 digits
-    assert next(r for k, r in rows.items() if k.startswith("sympy")).digits >= 30.0
+    assert _row(rows, "sympy").digits >= 30.0
     # cvxpy pi* vs the mpmath pi*: the issue's 1e-6 (Clarabel gap 1e-10 / min occupancy)
-    cvx = next(r for k, r in rows.items() if k.startswith("cvxpy"))
+    cvx = _row(rows, "cvxpy")
     assert cvx.quantity == "pi*" and cvx.max_abs_diff <= 1e-6
-    table = format_table(list(rows.values()))
+    table = format_table(rows)
     # header + rule + one line per route (no line breaks inside a row)
     assert len(table.splitlines()) == 2 + len(rows) and "cvxpy occupancy measure" in table
 
