@@ -19,8 +19,9 @@ from _families import make_problem
 
 import bilevel_check as bc
 from bilevel_check import InvalidInputError, InvalidInputTypeError
+from bilevel_check.casefile import make_case
 from bilevel_check.finite_diff import central_difference
-from bilevel_check.mdp import QuadraticReward
+from bilevel_check.oracle_ref import _reward_spec
 from bilevel_check.precise import mp_hypergradient
 from bilevel_check.soft import log_softmax_policy, q_from_v, soft_bellman_v, state_chain
 from bilevel_check.unrolled import (
@@ -92,12 +93,10 @@ def test_rate_is_gamma_lambda2_on_random_chains(family, gamma):
 
 def _mp_grad(mdp, reward, upper, x, digits=40):
     """The hyper-gradient by the mpmath closed form (own Newton and linear algebra)."""
-    if isinstance(reward, QuadraticReward):
-        spec = {"kind": "quadratic", "c": reward.c.tolist(), "M": reward.M.tolist()}
-    else:
-        spec = {"kind": "linear", "features": reward.F.tolist()}
-    up = {"kind": "quadratic", "cx": upper.cx, "G": upper.G.tolist(), "cpi": upper.cpi}
-    res = mp_hypergradient(mdp.P.tolist(), mdp.gamma, mdp.tau, spec, up, x.tolist(), digits=digits)
+    c = make_case("unrolled-mp", P=mdp.P, gamma=mdp.gamma, tau=mdp.tau, reward=_reward_spec(reward),
+                  upper={"kind": "quadratic", "cx": upper.cx, "G": upper.G, "cpi": upper.cpi}, x=x)
+    res = mp_hypergradient(c["mdp"]["P"], c["mdp"]["gamma"], c["mdp"]["tau"], c["reward"], c["upper"], c["x"],
+                           digits=digits)
     return np.array([float(v) for v in res.grad])
 
 
