@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 from bilevel_check import LinearReward, QuadraticUpper, TabularMDP, hypergradient
-from bilevel_check.precise import digits_of_agreement, mp_hypergradient
-from bilevel_check.symbolic import symbolic_hypergradient
+from bilevel_check.routes.precise import digits_of_agreement, mp_hypergradient
+from bilevel_check.routes.symbolic import symbolic_hypergradient
 
 
 def _problem(S, A, d, seed):

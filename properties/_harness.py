@@ -23,12 +23,12 @@ from hypothesis import given
 
 from bilevel_check import implicit, soft, upper
 from bilevel_check.hypergrad import hypergradient_from_policy
-from bilevel_check.strategies import nightly_settings
+from bilevel_check.oracle.strategies import nightly_settings
 
 #: float64 unit roundoff (2^-52)
 EPS = float(np.finfo(np.float64).eps)
 #: the suites' default relative tolerance: kappa * eps <= 4.5e-13 for every generated case
-#: (bilevel_check.strategies.MAX_KAPPA), so 1e-10 leaves a factor >= 200 for summation order
+#: (bilevel_check.oracle.strategies.MAX_KAPPA), so 1e-10 leaves a factor >= 200 for summation order
 RTOL = 1e-10
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from _harness import EPS, RTOL, close, tiers
 from hypothesis import strategies as st
 
-from bilevel_check.strategies import seeds
+from bilevel_check.oracle.strategies import seeds
 
 
 def _signed_magnitudes(lo_exp: float, hi_exp: float):

@@ -42,7 +42,7 @@ from test_invariances import (
 )
 from test_m_matrix import chains, check_sa_chain_m_matrix, check_state_chain_m_matrix
 
-from bilevel_check.strategies import bilevel_problems
+from bilevel_check.oracle.strategies import bilevel_problems
 
 FALSIFY = settings(
     max_examples=200,

@@ -20,7 +20,7 @@ import mpmath
 import numpy as np
 from _harness import EPS, RTOL, close, inf_norm, tiers
 
-from bilevel_check.strategies import bilevel_problems
+from bilevel_check.oracle.strategies import bilevel_problems
 
 
 def _solution(impl, case):

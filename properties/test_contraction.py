@@ -17,7 +17,7 @@ import numpy as np
 from _harness import RTOL, close, inf_norm, tiers
 from hypothesis import strategies as st
 
-from bilevel_check.strategies import bilevel_problems, seeds
+from bilevel_check.oracle.strategies import bilevel_problems, seeds
 
 
 @st.composite

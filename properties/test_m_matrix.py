@@ -13,7 +13,7 @@ import numpy as np
 from _harness import EPS, RTOL, close, tiers
 from hypothesis import strategies as st
 
-from bilevel_check.strategies import gammas, kappa_bound, make_policy, make_transition, seeds
+from bilevel_check.oracle.strategies import gammas, kappa_bound, make_policy, make_transition, seeds
 
 P_KINDS = ("dense", "sparse", "near_deterministic")
 PI_KINDS = ("interior", "near_deterministic")

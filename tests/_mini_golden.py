@@ -1,7 +1,7 @@
 """A small golden folder for tests, certified by an mpmath route of its own.
 
 Newton (soft policy iteration) at 50 digits and the closed form (9) in mpmath, for
-linear-reward, quadratic-upper cases built by ``bilevel_check.golden_cases.gen_linear``;
+linear-reward, quadratic-upper cases built by ``bilevel_check.golden.generators.gen_linear``;
 written in the ``bilevel-check/golden/v1`` layout (manifest, group file, schema copy) so
 ``BILEVEL_CHECK_REFERENCE`` can point at it. Independent of the shipped suite and of the
 package's numerics.
@@ -16,7 +16,7 @@ from pathlib import Path
 import mpmath
 
 import bilevel_check
-from bilevel_check.golden_cases import gen_linear
+from bilevel_check.golden.generators import gen_linear
 
 SCHEMA_DIR = Path(bilevel_check.__file__).resolve().parent.parent / "reference" / "schema"
 MINI = [("mini-a", 11, dict(S=2, A=2, d=2, gamma=0.5, tau=1.0)),

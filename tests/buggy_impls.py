@@ -279,7 +279,7 @@ def correct_fast_torch(p):
 
 
 def correct_unrolled(p):
-    """torch autodiff through K unrolled soft VI sweeps (:mod:`bilevel_check.unrolled`).
+    """torch autodiff through K unrolled soft VI sweeps (:mod:`bilevel_check.routes.unrolled`).
 
     The sweeps start at the soft optimum (solved by :func:`_soft_newton`, not
     differentiated), so the forward pass sits on ``V*`` and only the backward pass is
@@ -291,7 +291,7 @@ def correct_unrolled(p):
     import torch
 
     from bilevel_check.mdp import CallableReward, TabularMDP
-    from bilevel_check.unrolled import unrolled_hypergradient
+    from bilevel_check.routes.unrolled import unrolled_hypergradient
 
     mdp = TabularMDP(p.P, p.gamma, p.tau, p.mu)
     reward = CallableReward(p.reward, p.reward_jacobian, S=p.S, A=p.A, d=p.d)

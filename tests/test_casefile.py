@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bilevel_check as bc
-from bilevel_check.casefile import CASE_SCHEMA, CaseError, load_case, make_case
+from bilevel_check.case import CASE_SCHEMA, CaseError, load_case, make_case
 
 
 def _case(**over):

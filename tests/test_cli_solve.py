@@ -16,8 +16,9 @@ import mpmath
 import numpy as np
 import pytest
 
-from bilevel_check import cli, precise
-from bilevel_check.casefile import make_case
+from bilevel_check import cli
+from bilevel_check.routes import precise
+from bilevel_check.case import make_case
 
 
 def _case(tmp_path, kind):

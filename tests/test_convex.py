@@ -19,7 +19,7 @@ from _families import FAMILIES, GAMMAS, TAUS, make_problem
 
 import bilevel_check as bc
 from bilevel_check import InvalidInputError
-from bilevel_check.convex import ConvexSolution, SolverFailure, solve_occupancy
+from bilevel_check.routes.convex import ConvexSolution, SolverFailure, solve_occupancy
 
 #: |pi_cvx - pi*| bound: Clarabel stops at gap 1e-10 / feasibility 1e-12 on the scaled
 #: program, which moves pi = m / n by up to ~1e-7 (measured 2.1e-7 worst); the issue's 1e-6

@@ -1,7 +1,7 @@
 """``bilevel-check crosscheck``: every route of MATH.md section 7 against the mpmath reference.
 
 Each route is computed by code that shares nothing with the 50-digit mpmath closed
-form it is compared with (:mod:`bilevel_check.precise`), so every row is an
+form it is compared with (:mod:`bilevel_check.routes.precise`), so every row is an
 independent agreement; the bounds below are the issue's and each route's own
 error model.
 """
@@ -13,10 +13,10 @@ import json
 import numpy as np
 import pytest
 
-from bilevel_check import convex
-from bilevel_check.casefile import make_case
+from bilevel_check.routes import convex
+from bilevel_check.case import make_case
 from bilevel_check.cli import main
-from bilevel_check.crosscheck import default_case, format_table, run_crosscheck
+from bilevel_check.routes.crosscheck import default_case, format_table, run_crosscheck
 
 
 @pytest.fixture(scope="module")

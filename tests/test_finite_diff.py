@@ -18,7 +18,7 @@ from _families import FAMILIES, make_problem
 
 import bilevel_check as bc
 from bilevel_check import InvalidInputError, InvalidInputTypeError
-from bilevel_check.finite_diff import (
+from bilevel_check.routes.finite_diff import (
     central_difference,
     mp_central_difference,
     phi_fd_gradient,

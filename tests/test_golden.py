@@ -17,7 +17,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from bilevel_check.casefile import load_case
+from bilevel_check.case import load_case
 from bilevel_check.cli import main
 from bilevel_check.golden import (
     GoldenError,
@@ -27,7 +27,7 @@ from bilevel_check.golden import (
     reference_root,
     significant_digits,
 )
-from bilevel_check.golden_cases import default_specs
+from bilevel_check.golden.generators import default_specs
 from bilevel_check.hypergrad import hypergradient
 from bilevel_check.implicit import implicit_derivatives
 from bilevel_check.soft import state_chain
@@ -342,7 +342,7 @@ def test_certify_reproduces_committed_digits_for_a_small_group(tmp_path):
 
 
 def test_certify_resume_skips_finished_cases(tmp_path, monkeypatch):
-    from bilevel_check import certify
+    from bilevel_check.golden import certify
 
     out = tmp_path / "regen"
     shutil.copytree(ROOT / "schema", out / "schema")

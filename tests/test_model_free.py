@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from bilevel_check._validation import InvalidInputError
-from bilevel_check.finite_diff import richardson_gradient
 from bilevel_check.hypergrad import hypergradient, hypergradient_from_policy
 from bilevel_check.implicit import implicit_derivatives_sa
 from bilevel_check.mdp import LinearReward, TabularMDP, TabularReward
@@ -19,6 +18,7 @@ from bilevel_check.model_free import (
     rollout_implicit,
     sobirl_estimator,
 )
+from bilevel_check.routes.finite_diff import richardson_gradient
 from bilevel_check.soft import solve_soft
 from bilevel_check.upper import QuadraticUpper, RLHFUpper, ShapingUpper
 

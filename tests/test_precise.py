@@ -1,4 +1,4 @@
-"""The mpmath route (bilevel_check.precise) against independent routes.
+"""The mpmath route (bilevel_check.routes.precise) against independent routes.
 
 * float64 closed form (9) (``hypergrad.hypergradient``) vs mpmath at 50 digits on the
   three seeded families over gamma x tau (relative 1e-12, widened only by the a-priori
@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from _families import GAMMAS, TAUS, make_problem
 
-from bilevel_check import InvalidInputError, precise
-from bilevel_check.finite_diff import mp_central_difference
+from bilevel_check import InvalidInputError
+from bilevel_check.routes import precise
 from bilevel_check.hypergrad import hypergradient
-from bilevel_check.precise import (
+from bilevel_check.routes.finite_diff import mp_central_difference
+from bilevel_check.routes.precise import (
     digits_of_agreement,
     from_strings,
     mp_hypergradient,

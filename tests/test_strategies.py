@@ -1,4 +1,4 @@
-"""Tests of :mod:`bilevel_check.strategies`: profiles, validation, and what the strategies generate.
+"""Tests of :mod:`bilevel_check.oracle.strategies`: profiles, validation, and what the strategies generate.
 
 Coverage claims (gamma piled near 1, tau across decades, |r| over six decades, all
 transition kinds) are checked on a fixed derandomized sample; the guarantees every
@@ -15,8 +15,7 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from bilevel_check import InvalidInputError
-from bilevel_check.soft import policy_evaluation, soft_bellman_v, solve_soft
-from bilevel_check.strategies import (
+from bilevel_check.oracle.strategies import (
     MAX_KAPPA,
     PROFILE_ENV,
     PROFILES,
@@ -31,6 +30,7 @@ from bilevel_check.strategies import (
     taus,
     transition_tensors,
 )
+from bilevel_check.soft import policy_evaluation, soft_bellman_v, solve_soft
 
 EPS = float(np.finfo(np.float64).eps)
 SAMPLE = settings(max_examples=150, derandomize=True, database=None, deadline=None)

@@ -9,8 +9,8 @@ import pytest
 from _families import make_problem
 
 from bilevel_check import InvalidInputError
-from bilevel_check.precise import digits_of_agreement, mp_hypergradient
-from bilevel_check.symbolic import symbolic_hypergradient
+from bilevel_check.routes.precise import digits_of_agreement, mp_hypergradient
+from bilevel_check.routes.symbolic import symbolic_hypergradient
 
 
 def _args(family, gamma, tau, *, seed=5, S=3, A=3, d=2):

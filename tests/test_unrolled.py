@@ -19,17 +19,17 @@ from _families import make_problem
 
 import bilevel_check as bc
 from bilevel_check import InvalidInputError, InvalidInputTypeError
-from bilevel_check.casefile import make_case
-from bilevel_check.finite_diff import central_difference
-from bilevel_check.oracle_ref import _reward_spec
-from bilevel_check.precise import mp_hypergradient
-from bilevel_check.soft import log_softmax_policy, q_from_v, soft_bellman_v, state_chain
-from bilevel_check.unrolled import (
+from bilevel_check.case import make_case
+from bilevel_check.oracle.reference import _reward_spec
+from bilevel_check.routes.finite_diff import central_difference
+from bilevel_check.routes.precise import mp_hypergradient
+from bilevel_check.routes.unrolled import (
     torch_reward,
     torch_upper,
     unrolled_error_rate,
     unrolled_hypergradient,
 )
+from bilevel_check.soft import log_softmax_policy, q_from_v, soft_bellman_v, state_chain
 
 
 def _rel(a, b):

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from _mini_golden import LOWTAU, MINI, mini_reference
 
-from bilevel_check.casefile import load_case
+from bilevel_check.case import load_case
 from bilevel_check.cli import main
-from bilevel_check.oracle_ref import generated_cases, hypothesis_cases
+from bilevel_check.oracle.reference import generated_cases, hypothesis_cases
 from bilevel_check.soft import solve_soft
 
 HERE = Path(__file__).resolve().parent

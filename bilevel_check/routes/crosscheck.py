@@ -1,7 +1,7 @@
 """Run every independent route of MATH.md section 7 on one case and compare.
 
 The reference is the mpmath closed form at ``digits`` significant digits
-(:mod:`bilevel_check.precise`, written independently of the float64 code).
+(:mod:`bilevel_check.routes.precise`, written independently of the float64 code).
 Each other route is compared with it: max absolute difference, digits of
 agreement ``-log10(max|a - b| / max|b|)`` and wall time.
 """
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .casefile import Case, load_case, make_case
+from ..case import Case, load_case, make_case
 
 __all__ = ["RouteRow", "default_case", "run_crosscheck", "format_table"]
 
@@ -66,15 +66,15 @@ def run_crosscheck(case: Case | dict | None = None, *, digits: int = 50, unrolle
     """Run each route and compare with the mpmath reference at ``digits`` digits.
 
     Args:
-        case: a :class:`~bilevel_check.casefile.Case`, a case dict or ``None`` (default case).
+        case: a :class:`~bilevel_check.case.Case`, a case dict or ``None`` (default case).
         digits: precision of the mpmath reference (>= 30).
         unrolled_K: sweeps for the unrolled-autodiff route (error ~ gamma^K).
         include: optional iterable of route names to run (default: all that apply).
     """
     import mpmath
 
+    from ..hypergrad import hypergradient, phi_value
     from . import convex, finite_diff, precise, symbolic, unrolled
-    from .hypergrad import hypergradient, phi_value
 
     case = load_case(case if case is not None else default_case())
     raw = case.raw

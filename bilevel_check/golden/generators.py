@@ -2,7 +2,7 @@
 
 Every golden case is rebuilt from ``(generator, seed, params)``: a numpy
 ``Generator`` seeded with ``seed`` draws the arrays in a fixed order, and
-:func:`bilevel_check.casefile.make_case` writes them as ``repr`` decimal strings,
+:func:`bilevel_check.case.make_case` writes them as ``repr`` decimal strings,
 so regeneration reproduces the case files byte for byte.
 
 Groups (file ``reference/golden/<group>.json``):
@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._validation import InvalidInputError
-from .casefile import make_case
+from .._validation import InvalidInputError
+from ..case import make_case
 
 __all__ = ["GENERATORS", "GROUPS", "default_specs", "build_case", "case_flags"]
 
@@ -99,10 +99,10 @@ def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
 
 def gen_problem(cid, seed, *, name, **overrides):
     """A named problem of :mod:`bilevel_check.problems` at its start point ``x0``, as a case."""
-    from . import precise_traj  # noqa: F401  (registers the target_occupancy kind)
-    from .mdp import LinearReward, QuadraticReward
-    from .problems import get_problem
-    from .upper import QuadraticUpper, TargetOccupancyUpper
+    from ..mdp import LinearReward, QuadraticReward
+    from ..problems import get_problem
+    from ..routes import precise_traj  # noqa: F401  (registers the target_occupancy kind)
+    from ..upper import QuadraticUpper, TargetOccupancyUpper
 
     p = get_problem(name, seed=seed, **overrides)
     if isinstance(p.reward, LinearReward):
@@ -123,8 +123,8 @@ def gen_problem(cid, seed, *, name, **overrides):
 
 
 def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
-    """A tiny MDP with a trajectory-level upper objective (see :mod:`bilevel_check.precise_traj`)."""
-    from .precise_traj import make_traj_case
+    """A tiny MDP with a trajectory-level upper objective (see :mod:`bilevel_check.routes.precise_traj`)."""
+    from ..routes.precise_traj import make_traj_case
 
     return make_traj_case(cid, seed, kind=kind, S=S, A=A, d=d, H=H, gamma=gamma, tau=tau, **kwargs)
 
@@ -205,7 +205,7 @@ def default_specs(groups=None) -> dict[str, dict]:
     """The built-in manifest entries: group -> {"file", "description", "tier", "cases": [...]}.
 
     """
-    from .precise_traj import TRAJ_GROUP  # model_free entries live beside their generator
+    from ..routes.precise_traj import TRAJ_GROUP  # model_free entries live beside their generator
 
     table = dict(GROUPS)
     table["model_free"] = TRAJ_GROUP

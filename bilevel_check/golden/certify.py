@@ -2,7 +2,7 @@
 
 Route A (``digits`` significant digits): :func:`mp_closed_form` -- Newton lower
 level, implicit derivatives, hyper-gradient (9) -- or, for trajectory objectives,
-the exact enumeration of (13) + (14) of :mod:`bilevel_check.precise_traj` fed with
+the exact enumeration of (13) + (14) of :mod:`bilevel_check.routes.precise_traj` fed with
 route A's ``pi*``, ``dV*``, ``dQ*``.
 
 Route B (``check_digits`` digits; it shares only the input parsing and the Newton
@@ -29,7 +29,7 @@ import time
 
 import mpmath
 
-from ._validation import InvalidInputError
+from .._validation import InvalidInputError
 
 __all__ = [
     "MIN_DIGITS",
@@ -205,7 +205,7 @@ def mp_closed_form(case: dict, digits: int) -> dict:
 
     ``dV = (I - gamma P_pi)^{-1} Phi``, ``dQ = dr + gamma P dV``,
     ``grad = grad_x f + (1/tau) sum_{s,a} g pi (dQ - dV)`` (quadratic upper; other kinds
-    use ``dV``, ``dQ`` in :func:`bilevel_check.precise_traj.route_a_traj`).
+    use ``dV``, ``dQ`` in :func:`bilevel_check.routes.precise_traj.route_a_traj`).
     Returns ``V, Q, pi, dV [S][d], dQ [S][A][d]`` and, for quadratic uppers, ``phi, grad``.
     """
     with mpmath.workdps(digits):
@@ -241,7 +241,7 @@ def _route_a(case: dict, digits: int):
     if case["upper"]["kind"] == "quadratic":
         out = mp_closed_form(case, digits)
         return {k: out[k] for k in ("V", "Q", "pi", "phi", "grad")}
-    from .precise_traj import route_a_traj
+    from ..routes.precise_traj import route_a_traj
 
     return route_a_traj(case, digits)
 
@@ -264,7 +264,7 @@ def _route_b(case: dict, check_digits: int, V_a):
             f = _quadratic_phi(up)
             f_fixed = None
         else:
-            from .precise_traj import mp_traj_objective
+            from ..routes.precise_traj import mp_traj_objective
 
             f, f_fixed = mp_traj_objective(case, P, reward_fn)
         out["phi"] = f(x, pi)
@@ -288,7 +288,7 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
     """Build a case from its manifest entry and certify every output.
 
     Args:
-        spec: ``{"id", "generator", "seed", "params"}`` (see :mod:`bilevel_check.golden_cases`).
+        spec: ``{"id", "generator", "seed", "params"}`` (see :mod:`bilevel_check.golden.generators`).
         digits: route A precision; the strings carry ``digits`` significant digits.
         check_digits: route B precision (default ``digits + 40``).
         tier: difficulty tier recorded with the case.
@@ -299,7 +299,7 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
     Raises:
         CertificationError: an output certified to fewer than :data:`MIN_DIGITS` digits.
     """
-    from .golden_cases import build_case, case_flags
+    from .generators import build_case, case_flags
 
     if digits < MIN_DIGITS + 10:
         raise InvalidInputError("digits", f"an integer >= {MIN_DIGITS + 10}", repr(digits))
@@ -357,7 +357,7 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
 
 
 def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {
         "package_version": __version__,
@@ -381,10 +381,10 @@ def certify_groups(groups=None, *, digits: int = 60, check_digits: int | None = 
     import json
     from pathlib import Path
 
-    from ._io import atomic_write_json
-    from ._progress import Progress
-    from .golden import GOLDEN_SCHEMA, MANIFEST_SCHEMA, reference_root
-    from .golden_cases import default_specs
+    from .._io import atomic_write_json
+    from .._progress import Progress
+    from .generators import default_specs
+    from .store import GOLDEN_SCHEMA, MANIFEST_SCHEMA, reference_root
 
     check_digits = digits + 40 if check_digits is None else int(check_digits)
     specs = default_specs(groups)

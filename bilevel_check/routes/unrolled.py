@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import InvalidInputError, InvalidInputTypeError, as_float_array, check_shape
-from .mdp import (
+from .._validation import InvalidInputError, InvalidInputTypeError, as_float_array, check_shape
+from ..mdp import (
     LinearReward,
     QuadraticReward,
     TabularMDP,
@@ -40,7 +40,7 @@ from .mdp import (
     check_reward_model,
     check_x,
 )
-from .upper import QuadraticUpper, check_upper
+from ..upper import QuadraticUpper, check_upper
 
 __all__ = [
     "UnrolledResult",
@@ -229,7 +229,7 @@ def unrolled_error_rate(mdp: TabularMDP, reward, upper, x, *, Ks: Sequence[int],
         power: polynomial power ``p`` in the model (0 or 1).
         floor: relative error below which points are left out of the fit.
     """
-    from .hypergrad import hypergradient
+    from ..hypergrad import hypergradient
 
     Ks = np.asarray([_check_K(k, "Ks") for k in Ks], dtype=np.int64)
     if np.unique(Ks).size < 2:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import InvalidInputError, InvalidInputTypeError
-from .oracle_report import digits_of_agreement
+from .._validation import InvalidInputError, InvalidInputTypeError
+from .report import digits_of_agreement
 
 __all__ = ["REF_ROUTE", "Resolved", "resolve_cases", "generated_cases", "hypothesis_cases", "KINDS"]
 
@@ -59,9 +59,9 @@ def _norm_digits(a: np.ndarray, b: np.ndarray) -> float:
 
 def _reference(cp, kind: str) -> tuple[dict, str, np.ndarray, np.ndarray]:
     """Float64 desired values for ``kind`` plus the route string, ``pi*`` and ``Q*``."""
-    from .hypergrad import hypergradient_from_policy
-    from .implicit import implicit_derivatives, implicit_derivatives_sa
-    from .soft import soft_policy_iteration, solve_soft
+    from ..hypergrad import hypergradient_from_policy
+    from ..implicit import implicit_derivatives, implicit_derivatives_sa
+    from ..soft import soft_policy_iteration, solve_soft
 
     m, rw, up, x = cp.mdp, cp.reward, cp.upper, cp.x
     sol = solve_soft(m, rw.value(x), tol=1e-13)
@@ -88,8 +88,8 @@ def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float, float]:
     """``cond_inf(I - gamma P_pi)``, ``||Q||_inf / tau`` and the term scale of (9):
     ``max_d [ |grad_x f| + (sum_{s,a} |u dr| + sum_s |Phi| |w|) / tau ]`` (the sum in (9)
     cancels when ``pi`` is nearly deterministic; its rounding error scales with its terms)."""
-    from .hypergrad import adjoint
-    from .soft import state_chain
+    from ..hypergrad import adjoint
+    from ..soft import state_chain
 
     m = cp.mdp
     M = np.eye(m.S) - m.gamma * state_chain(m.P, pi)
@@ -112,8 +112,8 @@ _GOLDEN_OUT = {"soft": ("V", "Q", "pi"), "hypergradient": ("grad",), "estimator"
 
 
 def _resolve_one(item, kind: str) -> Resolved:
-    from .casefile import Case, CaseProblem, load_case
-    from .golden import GoldenCase
+    from ..case import Case, CaseProblem, load_case
+    from ..golden.store import GoldenCase
 
     golden = raw = None
     if isinstance(item, GoldenCase):
@@ -126,7 +126,7 @@ def _resolve_one(item, kind: str) -> Resolved:
         cond, qt, terms = _cond(cp, pi, q)
         return Resolved(str(cid), None, cp, desired, route, cond, qt, terms)
     elif isinstance(item, (dict, str)) or hasattr(item, "__fspath__"):
-        from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
+        from ..routes import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
 
         case = load_case(item)
     else:
@@ -154,7 +154,7 @@ def resolve_cases(cases, *, need: str, seed: int = 0):
     if need not in KINDS:
         raise InvalidInputError("need", f"one of {KINDS}", repr(need))
     if isinstance(cases, str) and cases == "golden":
-        from .golden import load_golden
+        from ..golden.store import load_golden
 
         cases = load_golden()
     elif isinstance(cases, str) and cases == "generated":
@@ -179,7 +179,7 @@ def generated_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
     draw ``S in 1..5``, ``A in 1..4``, ``gamma`` from {0, 0.5, 0.9, 0.99}, ``tau``
     log-uniform on [0.05, 3] and a linear, tabular or quadratic reward.
     """
-    from .casefile import make_case
+    from ..case import make_case
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidInputError("n", "an integer >= 1", repr(n))
@@ -213,7 +213,7 @@ def generated_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
 
 
 def _reward_spec(reward) -> dict:
-    from .mdp import LinearReward, QuadraticReward, TabularReward
+    from ..mdp import LinearReward, QuadraticReward, TabularReward
 
     if isinstance(reward, TabularReward):
         return {"kind": "tabular"}
@@ -225,7 +225,7 @@ def _reward_spec(reward) -> dict:
 
 
 def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
-    """``n`` case dicts from the families of :func:`bilevel_check.strategies.bilevel_problems`.
+    """``n`` case dicts from the families of :func:`bilevel_check.oracle.strategies.bilevel_problems`.
 
     Same families and ranges (``P`` dense / sparse-absorbing / near-deterministic via
     ``strategies.make_transition``, rewards via ``strategies.make_reward`` with ``|r|``
@@ -235,7 +235,7 @@ def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
     the modules loaded in the process, so the same seed gave different cases in
     different programs; a verify suite must be reproducible from its seed alone.
     """
-    from .casefile import make_case
+    from ..case import make_case
     from .strategies import MAX_GAMMA, P_KINDS, REWARD_KINDS, make_reward, make_transition
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:

@@ -10,10 +10,10 @@ The target is ``module:function`` (``module`` importable from the current folder
 or the Python path) or ``path/to/file.py:function``. The callable must follow the
 protocol of the chosen kind (see :mod:`bilevel_check.oracle`). ``--suite golden``
 uses the certified cases of ``reference/``; ``--suite hypothesis`` the seeded
-generated cases (:func:`bilevel_check.oracle_ref.generated_cases`, including a
+generated cases (:func:`bilevel_check.oracle.reference.generated_cases`, including a
 ``tau = 0.01``, ``|r| ~ 100`` case and a ``gamma = 0.99`` one) plus as many from
-the families of :func:`bilevel_check.strategies.bilevel_problems`
-(:func:`bilevel_check.oracle_ref.hypothesis_cases`, reproducible from the seed).
+the families of :func:`bilevel_check.oracle.strategies.bilevel_problems`
+(:func:`bilevel_check.oracle.reference.hypothesis_cases`, reproducible from the seed).
 
 Exit status: 0 when every case passes, 1 when any fails, 2 on usage errors
 (bad target, import failure, unknown group).
@@ -79,10 +79,10 @@ def load_target(target: str):
 
 def _cases(suite: str, groups, n_cases: int, seed: int):
     if suite == "hypothesis":
-        from .oracle_ref import generated_cases, hypothesis_cases
+        from ..oracle.reference import generated_cases, hypothesis_cases
 
         return generated_cases(n_cases, seed=seed) + hypothesis_cases(n_cases, seed=seed)
-    from .golden import GoldenError, load_golden
+    from ..golden.store import GoldenError, load_golden
 
     try:
         return load_golden(groups)
@@ -93,7 +93,7 @@ def _cases(suite: str, groups, n_cases: int, seed: int):
 def run_verify(target: str, *, suite: str = "golden", kind: str = "hypergradient", groups=None,
                n_cases: int = 12, seed: int = 0):
     """Load the target and run the matching ``check_*``; returns the report."""
-    from . import oracle
+    from ..oracle import check as oracle
 
     fn = load_target(target)
     cases = _cases(suite, groups, n_cases, seed)
@@ -114,7 +114,7 @@ def _cmd(args) -> int:
     fmt = {"md": "md", "json": "json", "text": "text"}[args.report]
     text = report.render(fmt, max_rows=args.max_rows)
     if args.output:
-        from ._io import atomic_write_text
+        from .._io import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
     try:

@@ -32,7 +32,7 @@ def show_case(case_id: str, *, root=None, full: bool = False) -> dict:
     Raises:
         GoldenError: when no case has that id (the message lists a few ids).
     """
-    from .golden import GoldenError, load_golden, reference_root
+    from ..golden.store import GoldenError, load_golden, reference_root
 
     cases = load_golden(root=root)
     for c in cases:
@@ -57,8 +57,8 @@ def show_case(case_id: str, *, root=None, full: bool = False) -> dict:
 
 
 def _cmd_certify(args) -> int:
-    from .certify import CertificationError, certify_groups
-    from .golden import GoldenError, format_table, load_golden
+    from ..golden.certify import CertificationError, certify_groups
+    from ..golden.store import GoldenError, format_table, load_golden
 
     try:
         if args.table:
@@ -77,7 +77,7 @@ def _cmd_certify(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from .golden import GoldenError
+    from ..golden.store import GoldenError
 
     try:
         out = show_case(args.case_id, root=args.root, full=args.full or args.json)

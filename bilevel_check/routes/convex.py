@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import InvalidInputError, as_float_array, check_distribution, check_shape
-from .mdp import TabularMDP
+from .._validation import InvalidInputError, as_float_array, check_distribution, check_shape
+from ..mdp import TabularMDP
 
 __all__ = ["ConvexSolution", "SolverFailure", "solve_occupancy", "SOLVERS"]
 
@@ -125,7 +125,7 @@ def solve_occupancy(mdp: TabularMDP, r_sa, *, rho=None, solver: str = "CLARABEL"
     """
     import cvxpy as cp
 
-    from .soft import policy_evaluation
+    from ..soft import policy_evaluation
 
     if not isinstance(mdp, TabularMDP):
         raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .casefile import CaseError, load_case
+from ..case import CaseError, load_case
 
 __all__ = [
     "GOLDEN_SCHEMA",
@@ -66,7 +66,7 @@ class GoldenCase:
     Attributes:
         id: unique case id (also the ``case["id"]``).
         group: group name (file ``reference/golden/<group>.json``).
-        case: the case-file dict (``bilevel_check.casefile.load_case`` accepts it).
+        case: the case-file dict (``bilevel_check.case.load_case`` accepts it).
         certified: output name -> decimal strings (scalar, list, or list of lists).
         certified_digits: output name -> certified significant digits (normwise).
         routes: output name -> ``{"a": route, "b": route, "agreement": digits}``.
@@ -95,9 +95,9 @@ class GoldenCase:
         return min(self.certified_digits.values())
 
     def load(self):
-        """The case as a :class:`bilevel_check.casefile.Case`."""
-        from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
-        from .casefile import load_case
+        """The case as a :class:`bilevel_check.case.Case`."""
+        from ..case import load_case
+        from ..routes import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
 
         return load_case(self.case, where=f"{self.where}: case {self.id}")
 
@@ -129,9 +129,9 @@ def reference_root(root=None) -> Path:
     if root is None:
         root = os.environ.get(REFERENCE_ENV)
     if root is None:
-        here = Path(__file__).resolve().parent
-        checkout = here.parent / "reference"
-        root = checkout if (checkout / "manifest.json").is_file() else here / "reference"
+        package = Path(__file__).resolve().parent.parent
+        checkout = package.parent / "reference"
+        root = checkout if (checkout / "manifest.json").is_file() else package / "reference"
     path = Path(root)
     if not path.is_dir():
         raise GoldenError(str(path), "<reference root>", f"a folder holding manifest.json and golden/ (set {REFERENCE_ENV} or pass root=)", "no such folder")
@@ -190,7 +190,7 @@ def _flat(v):
 
 
 def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
-    from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
+    from ..routes import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
 
     cid = raw["id"]
     here = f"cases[{cid}]"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_bytes
-from ._validation import InvalidInputError, InvalidInputTypeError
+from .._io import atomic_write_bytes
+from .._validation import InvalidInputError, InvalidInputTypeError
 
 __all__ = ["register", "run_algorithm", "plot_convergence"]
 
@@ -30,15 +30,15 @@ ALGORITHMS = ("m-sobirl", "sobirl")
 
 def _reference_history(algorithm: str, problem, *, K, seed, estimator, n_samples, progress):
     """Run the numpy reference loop and lay its history out like the fast path's (``B = 1``)."""
-    from .fast.m_sobirl import FastHistory
+    from ..fast.m_sobirl import FastHistory
 
     if algorithm == "m-sobirl":
-        from .algorithms.m_sobirl import m_sobirl
+        from ..algorithms.m_sobirl import m_sobirl
 
         ref = m_sobirl(problem, K=K, track_true_grad=True, progress=progress)
         extra = {}
     else:
-        from .algorithms.sobirl import sobirl
+        from ..algorithms.sobirl import sobirl
 
         ref = sobirl(problem, K=K, estimator=estimator, n_samples=n_samples, seed=seed, progress=progress)
         extra = {"pmd_steps": ref.pmd_steps[:, None].astype(np.float64), "log_pi_err": ref.log_pi_err[:, None]}
@@ -57,7 +57,7 @@ def run_algorithm(algorithm: str, problem_name: str, *, K=None, seed: int = 0, b
     Returns:
         :class:`~bilevel_check.fast.m_sobirl.FastHistory` (``B = batch``).
     """
-    from .problems import get_problem
+    from ..problems import get_problem
 
     if algorithm not in ALGORITHMS:
         raise InvalidInputError("algorithm", f"one of {ALGORITHMS}", repr(algorithm))
@@ -73,11 +73,11 @@ def run_algorithm(algorithm: str, problem_name: str, *, K=None, seed: int = 0, b
         return _reference_history(algorithm, problems[0], K=K, seed=seed, estimator=estimator,
                                   n_samples=n_samples, progress=progress)
     if algorithm == "m-sobirl":
-        from .fast import from_problems, m_sobirl_fast
+        from ..fast import from_problems, m_sobirl_fast
 
         hist = m_sobirl_fast(from_problems(problems, device, dtype), K=K, track_true_grad=True, progress=progress)
     else:
-        from .fast import sobirl_batch_from_problems, sobirl_fast
+        from ..fast import sobirl_batch_from_problems, sobirl_fast
 
         bt = sobirl_batch_from_problems(problems, device, dtype)
         hist = sobirl_fast(bt, K=K, estimator=estimator, n_samples=n_samples, seed=seed,

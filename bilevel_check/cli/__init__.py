@@ -11,15 +11,15 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
-    "bilevel_check.cli_core",  # solve, crosscheck
-    "bilevel_check.cli_golden",  # certify, show
-    "bilevel_check.cli_run",  # run m-sobirl / sobirl
-    "bilevel_check.cli_verify",  # verify
+    "bilevel_check.cli.solve",  # solve, crosscheck
+    "bilevel_check.cli.golden",  # certify, show
+    "bilevel_check.cli.run",  # run m-sobirl / sobirl
+    "bilevel_check.cli.verify",  # verify
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="bilevel-check",

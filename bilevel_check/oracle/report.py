@@ -203,7 +203,7 @@ class OracleReport:
 
     def render(self, fmt: str = "text", **kwargs) -> str:
         """``fmt`` is ``'text'``, ``'md'`` or ``'json'``."""
-        from ._validation import InvalidInputError
+        from .._validation import InvalidInputError
 
         fns = {"text": self.to_text, "md": self.to_markdown, "json": self.to_json}
         if fmt not in fns:

@@ -19,7 +19,7 @@ also be torch tensors, lists or dicts). Protocols, one per check:
 
 ``cases`` is ``"golden"`` (the certified suite, :mod:`bilevel_check.golden`), ``"generated"``
 (:func:`generated_cases`), or a list of golden cases, case files (dict or path),
-:class:`~bilevel_check.casefile.Case` objects or ``(id, CaseProblem)`` pairs.
+:class:`~bilevel_check.case.Case` objects or ``(id, CaseProblem)`` pairs.
 Desired values are the certified decimals of golden cases, else the float64
 reference (closed form, cross-checked against the SA x SA form). Every check
 calls the implementation twice per case and requires identical outputs
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import InvalidInputError, InvalidInputTypeError
-from .oracle_ref import REF_ROUTE, Resolved, generated_cases, resolve_cases
-from .oracle_report import CaseResult, Entry, OracleReport, digits_of_agreement
+from .._validation import InvalidInputError, InvalidInputTypeError
+from .reference import REF_ROUTE, Resolved, generated_cases, resolve_cases
+from .report import CaseResult, Entry, OracleReport, digits_of_agreement
 
 __all__ = [
     "TolerancePolicy",
@@ -126,7 +126,7 @@ class Problem:
     """What a hyper-gradient or implicit-derivative implementation receives.
 
     Arrays are fresh float64 copies per call. ``model`` is the package's float64
-    :class:`~bilevel_check.casefile.CaseProblem` (python users only; trajectory
+    :class:`~bilevel_check.case.CaseProblem` (python users only; trajectory
     uppers expose sampling through ``model.upper``); ``case`` the case-file dict.
     """
 
@@ -290,7 +290,7 @@ def check_soft_solution(fn, cases="golden", *, rtol=None, atol=None, policy: Tol
         seed: seed of the generated suite (recorded in the report).
 
     Returns:
-        :class:`~bilevel_check.oracle_report.OracleReport`.
+        :class:`~bilevel_check.oracle.report.OracleReport`.
     """
     def call(f, p):
         return f(p.P, p.gamma, p.tau, p.reward(p.x))

@@ -11,7 +11,7 @@ A case holds one bilevel problem and the point ``x`` at which to evaluate it::
      "x": [...]}
 
 Numbers may be JSON numbers or decimal strings; strings keep every digit for
-the arbitrary-precision routes (:mod:`bilevel_check.precise`). The float64
+the arbitrary-precision routes (:mod:`bilevel_check.routes.precise`). The float64
 route parses them with ``float``. Rows of ``P`` are renormalized in working
 precision after validation (:class:`~bilevel_check.mdp.TabularMDP` does it in
 float64).

@@ -42,9 +42,9 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from ._validation import InvalidInputError
-from .mdp import LinearReward, QuadraticReward, TabularMDP, TabularReward
-from .upper import QuadraticUpper
+from .._validation import InvalidInputError
+from ..mdp import LinearReward, QuadraticReward, TabularMDP, TabularReward
+from ..upper import QuadraticUpper
 
 __all__ = [
     "PROFILE_ENV",

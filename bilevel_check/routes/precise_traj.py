@@ -12,7 +12,7 @@ and Prop. 5.2::
 
 For tiny MDPs the expectation is a finite sum over ``(S A)^H`` paths per
 trajectory: this module computes it exactly, at any mpmath precision, for two
-upper kinds registered in :data:`bilevel_check.casefile.UPPER_KINDS`:
+upper kinds registered in :data:`bilevel_check.case.UPPER_KINDS`:
 
 * ``{"kind": "rlhf", "H", "P_u": S x A x S, "mu_u": S, "features": S x A x d,
   "r_true": S x A, "labels": "bernoulli" | "deterministic"}``: pairs of trajectories,
@@ -39,8 +39,8 @@ import itertools
 import mpmath
 import numpy as np
 
-from ._validation import InvalidInputError
-from .casefile import UPPER_KINDS, _array, _num, _require, make_case
+from .._validation import InvalidInputError
+from ..case import UPPER_KINDS, _array, _num, _require, make_case
 
 __all__ = ["TRAJ_KINDS", "TRAJ_GROUP", "trajectories", "mp_traj_objective", "route_a_traj", "make_traj_case"]
 
@@ -178,7 +178,7 @@ def mp_traj_objective(case: dict, P=None, reward_fn=None):
 def route_a_traj(case: dict, digits: int) -> dict:
     """Route A for non-quadratic uppers: ``pi*, dV*, dQ*`` from the closed form at ``digits``, then
     exact (13) and (14) (trajectory kinds) or ``grad_x f + sum grad_pi f * dpi*`` (occupancy)."""
-    from .certify import mp_closed_form
+    from ..golden.certify import mp_closed_form
 
     m = case["mdp"]
     S, A = len(m["P"]), len(m["P"][0])
@@ -205,7 +205,7 @@ def route_a_traj(case: dict, digits: int) -> dict:
 
 def _occupancy_builder(spec, S, A):
     """Float64 model of a ``target_occupancy`` spec: :class:`bilevel_check.problems.TargetOccupancyUpper`."""
-    from .upper import TargetOccupancyUpper
+    from ..upper import TargetOccupancyUpper
 
     where = "<case>"
     P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
@@ -220,8 +220,8 @@ def _traj_builder(spec, S, A):
     """Float64 model of an ``rlhf`` / ``shaping`` spec: the exact-enumeration
     :class:`~bilevel_check.upper.RLHFUpper` / :class:`~bilevel_check.upper.ShapingUpper`
     (written independently of this module)."""
-    from .mdp import LinearReward
-    from .upper import RLHFUpper, ShapingUpper
+    from ..mdp import LinearReward
+    from ..upper import RLHFUpper, ShapingUpper
 
     where = "<case>"
     H = _num(_require(spec, "H", where, "upper"), where, "upper.H")
@@ -275,7 +275,7 @@ def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli
     return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
 
 
-#: The ``model_free`` golden group (description, tier, rows), read by :mod:`bilevel_check.golden_cases`.
+#: The ``model_free`` golden group (description, tier, rows), read by :mod:`bilevel_check.golden.generators`.
 TRAJ_GROUP = ("trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration", "hard", [
     ("rlhf-S2A2-H2-bern", "model_free", 801, dict(kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0)),
     ("rlhf-S3A2-H2-det", "model_free", 802, dict(kind="rlhf", S=3, A=2, d=2, H=2, gamma=0.8, tau=0.5, labels="deterministic")),

@@ -28,7 +28,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from ._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
+from .._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
 
 __all__ = ["MAX_STATES", "MAX_ACTIONS", "symbolic_hypergradient", "symbolic_problem"]
 
@@ -175,7 +175,7 @@ def symbolic_hypergradient(P, gamma, tau, reward_spec, upper_spec, x, *, digits:
 
     ``dV/dx = -(dF/dV)^{-1} dF/dx`` at ``(x, V*)``; ``grad = df/dx + (df/dV)(dV/dx)``,
     evaluated with ``evalf(digits + GUARD)``. Same inputs as
-    :func:`bilevel_check.precise.mp_hypergradient` (case-format ``reward_spec``:
+    :func:`bilevel_check.routes.precise.mp_hypergradient` (case-format ``reward_spec``:
     tabular / linear / quadratic; ``upper_spec``: quadratic).
 
     Returns:

@@ -7,7 +7,7 @@ Fixtures:
   ``bilevel_golden_groups = random_dense low_temperature``.
 * ``golden_cases``: the list of all (selected) golden cases (session scope).
 * ``bilevel_oracle``: the :mod:`bilevel_check.oracle` module (``check_*`` functions).
-* ``bilevel_strategies``: the :mod:`bilevel_check.strategies` module (hypothesis strategies).
+* ``bilevel_strategies``: the :mod:`bilevel_check.oracle.strategies` module (hypothesis strategies).
 * ``bilevel_tolerance_policy``: the default :class:`~bilevel_check.oracle.TolerancePolicy`.
 * ``bilevel_expected_failed``: ``{case_id: reason}`` from the ini option (pass it on as
   ``check_*(..., expected_failed=bilevel_expected_failed)``).
@@ -164,10 +164,10 @@ def bilevel_oracle():
 
 @pytest.fixture(scope="session")
 def bilevel_strategies():
-    """The :mod:`bilevel_check.strategies` module (hypothesis strategies for MDPs)."""
+    """The :mod:`bilevel_check.oracle.strategies` module (hypothesis strategies for MDPs)."""
     import importlib
 
-    return importlib.import_module("bilevel_check.strategies")
+    return importlib.import_module("bilevel_check.oracle.strategies")
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from ._validation import InvalidInputError, InvalidInputTypeError, as_float_array
+from .._validation import InvalidInputError, InvalidInputTypeError, as_float_array
 
 __all__ = [
     "FDResult",
@@ -307,9 +307,9 @@ def phi_fd_gradient(mdp, reward, upper, x, *, method: str = "central", h=None, l
         h, levels: passed to the chosen routine.
         tol: lower-level tolerance of each ``phi`` evaluation.
     """
-    from .hypergrad import phi_value
-    from .mdp import TabularMDP, check_reward_model, check_x
-    from .upper import check_upper
+    from ..hypergrad import phi_value
+    from ..mdp import TabularMDP, check_reward_model, check_x
+    from ..upper import check_upper
 
     if not isinstance(mdp, TabularMDP):
         raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)
@@ -335,7 +335,7 @@ def _phi_noise(mdp, reward, upper, x: np.ndarray) -> float:
     ``I - gamma P_pi``, MATH.md section 2). Then ``|d log pi| <= 2 |dV| / tau`` and
     ``|d phi| <= sum |pi grad_pi f| |d log pi| + eps |phi|``.
     """
-    from .soft import solve_soft
+    from ..soft import solve_soft
 
     sol = solve_soft(mdp, reward.value(x), tol=1e-13)
     gpi = np.asarray(upper.grad_pi(x, sol.pi), dtype=np.float64)

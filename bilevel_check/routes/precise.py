@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from ._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
+from .._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
 
 __all__ = [
     "GUARD_DIGITS", "MPConvergenceError", "MPSoftSolution", "MPResult", "MP_REWARD_KINDS", "MP_UPPER_KINDS",

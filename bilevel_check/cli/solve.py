@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .casefile import CaseError, load_case
+from ..case import CaseError, load_case
 
 __all__ = ["register", "solve_case"]
 
@@ -17,7 +17,7 @@ def solve_case(case, *, digits: int) -> dict:
     ``hypergradient [d]`` and ``phi`` as decimal strings with ``digits``
     significant digits, plus the case id and the digits.
     """
-    from . import precise
+    from ..routes import precise
 
     case = load_case(case)
     raw = case.raw
@@ -54,7 +54,7 @@ def _cmd_solve(args) -> int:
 
 
 def _cmd_crosscheck(args) -> int:
-    from .crosscheck import format_table, run_crosscheck
+    from ..routes.crosscheck import format_table, run_crosscheck
 
     try:
         case = None if args.case is None else load_case(args.case)
