@@ -93,7 +93,10 @@ def per_iteration(S: int, iters: int, reps: int, devices) -> dict:
         zeta_b = torch.full((1,), HP["zeta"], dtype=torch.float64, device=dev)
 
         def fast_run(bt=bt, beta_b=beta_b, zeta_b=zeta_b):
-            x, q = bt.lower.x0.clone(), torch.zeros((1, S, 10), dtype=torch.float64, device=bt.lower.P.device)
+            x, q = (
+                bt.lower.x0.clone(),
+                torch.zeros((1, S, 10), dtype=torch.float64, device=bt.lower.P.device),
+            )
             w = torch.zeros((1, S), dtype=torch.float64, device=bt.lower.P.device)
             for _ in range(iters):
                 x, q, w, _ = fast_step(bt, x, q, w, beta_b, zeta_b, HP["N"])
@@ -101,17 +104,25 @@ def per_iteration(S: int, iters: int, reps: int, devices) -> dict:
 
         sync = torch.cuda.synchronize if dev == "cuda" else None
         res[f"fast[{dev}]"] = median_time(fast_run, reps, sync) / iters
-        res[f"agree fast[{dev}]"] = float(np.max(np.abs(fast_run()[0].cpu().numpy() - x_ref)) / np.max(np.abs(x_ref)))
+        res[f"agree fast[{dev}]"] = float(
+            np.max(np.abs(fast_run()[0].cpu().numpy() - x_ref)) / np.max(np.abs(x_ref))
+        )
     P, c, M = (torch.as_tensor(np.array(a)) for a in (p.mdp.P, p.reward.c, p.reward.M))
 
     def authors_run():
-        x, q, w = torch.as_tensor(p.x0.copy()), torch.zeros((S, 10), dtype=torch.float64), torch.zeros(S, dtype=torch.float64)
+        x, q, w = (
+            torch.as_tensor(p.x0.copy()),
+            torch.zeros((S, 10), dtype=torch.float64),
+            torch.zeros(S, dtype=torch.float64),
+        )
         for _ in range(iters):
             x, q, w, _ = authors_style_step(P, c, M, p.mdp.gamma, p.mdp.tau, x, q, w, **HP)
         return x
 
     res["authors-style"] = median_time(authors_run, reps) / iters
-    res["agree authors-style"] = float(np.max(np.abs(authors_run().numpy() - x_ref)) / np.max(np.abs(x_ref)))
+    res["agree authors-style"] = float(
+        np.max(np.abs(authors_run().numpy() - x_ref)) / np.max(np.abs(x_ref))
+    )
     return res
 
 
@@ -220,17 +231,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
     ap.add_argument("--reps", type=int, default=None, help="timing repetitions (median)")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads for every route (default 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP/torch threads for every route (default 1)",
+    )
     ap.add_argument("--sections", default="123", help="which tables to run, e.g. 23")
     args = ap.parse_args(argv)
     quick = args.quick
     reps = args.reps or (3 if quick else 7)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     torch.set_num_threads(args.threads)
-    print(f"# bilevel-check benchmarks ({'quick' if quick else 'full'}), {time.strftime('%Y-%m-%d')}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"numpy {np.__version__}, {args.threads} thread(s) per route, "
-          f"load average {os.getloadavg()[0]:.1f}, CUDA: {torch.cuda.get_device_name(0) if 'cuda' in devices else 'none'}")
+    print(
+        f"# bilevel-check benchmarks ({'quick' if quick else 'full'}), {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"numpy {np.__version__}, {args.threads} thread(s) per route, "
+        f"load average {os.getloadavg()[0]:.1f}, CUDA: {torch.cuda.get_device_name(0) if 'cuda' in devices else 'none'}"
+    )
 
     if "1" in args.sections:
         table_iterations(quick, reps, devices)
@@ -242,34 +262,53 @@ def main(argv=None) -> int:
 
 
 def table_iterations(quick, reps, devices):
-    print("\n## 1. M-SoBiRL per-iteration time, ranmdp A=10 d=100 N=10 (ms; ratio = route / fast[cpu])")
+    print(
+        "\n## 1. M-SoBiRL per-iteration time, ranmdp A=10 d=100 N=10 (ms; ratio = route / fast[cpu])"
+    )
     cols = ["reference"] + [f"fast[{d}]" for d in devices] + ["authors-style"]
-    print("| S | " + " | ".join(cols) + " | reference/fast | authors/fast | agree fast | agree authors |")
+    print(
+        "| S | "
+        + " | ".join(cols)
+        + " | reference/fast | authors/fast | agree fast | agree authors |"
+    )
     print("|" + "---|" * (len(cols) + 5))
-    for S in ([10, 50] if quick else [10, 50, 100, 200, 500]):
+    for S in [10, 50] if quick else [10, 50, 100, 200, 500]:
         iters = 3 if S >= 200 else 10
         r = per_iteration(S, iters, reps, devices)
         f = r["fast[cpu]"]
-        print(f"| {S} | " + " | ".join(f"{1e3 * r[c]:.3f}" for c in cols)
-              + f" | {r['reference'] / f:.2f}x | {r['authors-style'] / f:.1f}x"
-              + f" | {r['agree fast[cpu]']:.1e} | {r['agree authors-style']:.1e} |", flush=True)
-
+        print(
+            f"| {S} | "
+            + " | ".join(f"{1e3 * r[c]:.3f}" for c in cols)
+            + f" | {r['reference'] / f:.2f}x | {r['authors-style'] / f:.1f}x"
+            + f" | {r['agree fast[cpu]']:.1e} | {r['agree authors-style']:.1e} |",
+            flush=True,
+        )
 
 
 def table_hypergrad(quick, reps):
-    print("\n## 2. Hyper-gradient at equal accuracy (1e-10 relative on the part through pi*), gamma=0.99 (s)")
-    print("| problem | S | A | d | closed form (9) | unrolled autodiff | K sweeps | unrolled error | unrolled/closed |")
+    print(
+        "\n## 2. Hyper-gradient at equal accuracy (1e-10 relative on the part through pi*), gamma=0.99 (s)"
+    )
+    print(
+        "| problem | S | A | d | closed form (9) | unrolled autodiff | K sweeps | unrolled error | unrolled/closed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    cases = [("ranmdp", 50), ("gridworld", 25)] if quick else [
-        ("ranmdp", 100), ("ranmdp", 500), ("gridworld", 100), ("gridworld", 484)]
+    cases = (
+        [("ranmdp", 50), ("gridworld", 25)]
+        if quick
+        else [("ranmdp", 100), ("ranmdp", 500), ("gridworld", 100), ("gridworld", 484)]
+    )
     for name, S in cases:
         if name == "ranmdp":
             p = ranmdp(S=S, A=10, d=100, gamma=0.99, seed=0)
         else:
-            p = gridworld(N=int(round(S ** 0.5)), gamma=0.99, seed=0)
+            p = gridworld(N=int(round(S**0.5)), gamma=0.99, seed=0)
         r = hypergrad_bench(p, reps)
-        print(f"| {name} | {S} | {p.mdp.A} | {p.d} | {r['closed']:.4f} | {r['unrolled']:.3f} | {r['K']} "
-              f"| {r['err']:.1e} | {r['unrolled'] / r['closed']:.0f}x |", flush=True)
+        print(
+            f"| {name} | {S} | {p.mdp.A} | {p.d} | {r['closed']:.4f} | {r['unrolled']:.3f} | {r['K']} "
+            f"| {r['err']:.1e} | {r['unrolled'] / r['closed']:.0f}x |",
+            flush=True,
+        )
 
 
 def table_throughput(quick, reps, devices):
@@ -277,10 +316,16 @@ def table_throughput(quick, reps, devices):
     cols = [f"fast[{d}]" for d in devices] + ["reference"]
     print("| B | " + " | ".join(cols) + " | fast[cpu]/reference |")
     print("|" + "---|" * (len(cols) + 2))
-    for B in ([1, 64] if quick else [1, 64, 1024]):
-        r = throughput(B, iters=5 if quick else 20, reps=reps, devices=devices, ref_problems=min(B, 16))
-        print(f"| {B} | " + " | ".join(f"{r[c]:.0f}" for c in cols)
-              + f" | {r['fast[cpu]'] / r['reference']:.1f}x |", flush=True)
+    for B in [1, 64] if quick else [1, 64, 1024]:
+        r = throughput(
+            B, iters=5 if quick else 20, reps=reps, devices=devices, ref_problems=min(B, 16)
+        )
+        print(
+            f"| {B} | "
+            + " | ".join(f"{r[c]:.0f}" for c in cols)
+            + f" | {r['fast[cpu]'] / r['reference']:.1f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -56,17 +56,27 @@ def main(argv=None):
     args = ap.parse_args(argv)
     gamma, tau = 0.9, 1.0
     P, F, G, x, rs, us = _problem(args.S, args.A, args.d, args.seed)
-    sec, res = _time(lambda: mp_hypergradient(P, gamma, tau, rs, us, x, digits=args.digits), args.reps)
-    g64 = hypergradient(TabularMDP(P, gamma, tau), LinearReward(F), QuadraticUpper(1.0, G, 1.0), x).grad
-    print(f"mpmath hyper-gradient S={args.S} A={args.A} d={args.d} digits={args.digits}: "
-          f"{sec:.3f} s (median of {args.reps}), Newton iterations {res.iterations}, "
-          f"agreement with float64 (9): {digits_of_agreement(g64, res.grad, cap=args.digits + 10):.1f} digits, "
-          f"adjoint vs dpi form: {digits_of_agreement(res.grad_dpi, res.grad, cap=args.digits + 10):.1f} digits")
+    sec, res = _time(
+        lambda: mp_hypergradient(P, gamma, tau, rs, us, x, digits=args.digits), args.reps
+    )
+    g64 = hypergradient(
+        TabularMDP(P, gamma, tau), LinearReward(F), QuadraticUpper(1.0, G, 1.0), x
+    ).grad
+    print(
+        f"mpmath hyper-gradient S={args.S} A={args.A} d={args.d} digits={args.digits}: "
+        f"{sec:.3f} s (median of {args.reps}), Newton iterations {res.iterations}, "
+        f"agreement with float64 (9): {digits_of_agreement(g64, res.grad, cap=args.digits + 10):.1f} digits, "
+        f"adjoint vs dpi form: {digits_of_agreement(res.grad_dpi, res.grad, cap=args.digits + 10):.1f} digits"
+    )
     P3, _, _, x3, rs3, us3 = _problem(3, 3, 2, args.seed)
-    sec3, g3 = _time(lambda: symbolic_hypergradient(P3, gamma, tau, rs3, us3, x3, digits=args.digits), 1)
+    sec3, g3 = _time(
+        lambda: symbolic_hypergradient(P3, gamma, tau, rs3, us3, x3, digits=args.digits), 1
+    )
     ref3 = mp_hypergradient(P3, gamma, tau, rs3, us3, x3, digits=args.digits).grad
-    print(f"sympy hyper-gradient S=3 A=3 d=2 digits={args.digits}: {sec3:.3f} s, "
-          f"agreement with mpmath (9): {digits_of_agreement(g3, ref3, cap=args.digits + 10):.1f} digits")
+    print(
+        f"sympy hyper-gradient S=3 A=3 d=2 digits={args.digits}: {sec3:.3f} s, "
+        f"agreement with mpmath (9): {digits_of_agreement(g3, ref3, cap=args.digits + 10):.1f} digits"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ class Progress:
     Redraws at most ten times a second; shows count, percent, rate and ETA.
     """
 
-    def __init__(self, total: int, *, desc: str = "", enabled: bool = True, stream=None, width: int = 28):
+    def __init__(
+        self, total: int, *, desc: str = "", enabled: bool = True, stream=None, width: int = 28
+    ):
         self.total, self.desc, self.enabled = max(int(total), 0), desc, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.width, self.n, self.info = width, 0, ""

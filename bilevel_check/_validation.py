@@ -67,14 +67,18 @@ def as_float_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
-        raise InvalidInputTypeError(name, "a real numeric array", f"{type(value).__name__} ({exc})") from exc
+        raise InvalidInputTypeError(
+            name, "a real numeric array", f"{type(value).__name__} ({exc})"
+        ) from exc
     if arr.dtype == object or arr.dtype.kind not in "iuf":
         raise InvalidInputTypeError(
             name, "a real numeric array (integer or floating dtype)", _describe(arr)
         )
     arr = arr.astype(np.float64, copy=True)
     if ndim is not None and arr.ndim != ndim:
-        raise InvalidInputError(name, f"a {ndim}-d array", f"{arr.ndim}-d array of shape {arr.shape}")
+        raise InvalidInputError(
+            name, f"a {ndim}-d array", f"{arr.ndim}-d array of shape {arr.shape}"
+        )
     check_finite(arr, name)
     return arr
 
@@ -84,7 +88,9 @@ def check_finite(arr: np.ndarray, name: str) -> None:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise InvalidInputError(
-            name, "finite values (no NaN or inf)", f"{float(arr[idx])} at index {idx} ({int(bad.sum())} non-finite entries)"
+            name,
+            "finite values (no NaN or inf)",
+            f"{float(arr[idx])} at index {idx} ({int(bad.sum())} non-finite entries)",
         )
 
 
@@ -126,14 +132,19 @@ def check_stochastic(arr: np.ndarray, name: str, *, atol: float = STOCHASTIC_ATO
     """Last axis must be a probability vector: entries >= 0, sums within ``atol`` of 1."""
     if (arr < 0).any():
         idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
-        raise InvalidInputError(name, "non-negative probabilities", f"{float(arr[idx])!r} at index {idx}")
+        raise InvalidInputError(
+            name, "non-negative probabilities", f"{float(arr[idx])!r} at index {idx}"
+        )
     sums = arr.sum(axis=-1)
     dev = np.abs(sums - 1.0)
     if (dev > atol).any():
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(dev)), dev.shape))
         if arr.ndim == 1:  # a single distribution
-            raise InvalidInputError(name, f"entries summing to 1 (tolerance {atol:g})",
-                                    f"entries summing to {float(sums)!r}")
+            raise InvalidInputError(
+                name,
+                f"entries summing to 1 (tolerance {atol:g})",
+                f"entries summing to {float(sums)!r}",
+            )
         raise InvalidInputError(
             name,
             f"rows summing to 1 (tolerance {atol:g})",

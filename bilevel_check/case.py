@@ -93,7 +93,9 @@ def _array(value, shape: tuple, where: str, field: str) -> np.ndarray:
         if depth == len(shape):
             return _num(v, where, f"{field}{path}")
         if not isinstance(v, list):
-            raise CaseError(where, f"{field}{path}", f"a list (nesting depth {len(shape)})", type(v).__name__)
+            raise CaseError(
+                where, f"{field}{path}", f"a list (nesting depth {len(shape)})", type(v).__name__
+            )
         if shape[depth] is not None and len(v) != shape[depth]:
             raise CaseError(where, f"{field}{path}", f"length {shape[depth]}", f"length {len(v)}")
         return [walk(e, depth + 1, f"{path}[{i}]") for i, e in enumerate(v)]
@@ -103,9 +105,13 @@ def _array(value, shape: tuple, where: str, field: str) -> np.ndarray:
     except CaseError:
         raise
     except ValueError as exc:  # ragged along a free axis
-        raise CaseError(where, field, f"a rectangular {len(shape)}-d array", f"ragged nested lists ({exc})") from exc
+        raise CaseError(
+            where, field, f"a rectangular {len(shape)}-d array", f"ragged nested lists ({exc})"
+        ) from exc
     if out.ndim != len(shape):
-        raise CaseError(where, field, f"a {len(shape)}-d array", f"{out.ndim}-d ragged or empty array")
+        raise CaseError(
+            where, field, f"a {len(shape)}-d array", f"{out.ndim}-d ragged or empty array"
+        )
     return out
 
 
@@ -215,7 +221,9 @@ def load_case(source, *, where: str | None = None) -> Case:
         try:
             raw = json.loads(source)
         except json.JSONDecodeError as exc:
-            raise CaseError(where, "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+            raise CaseError(
+                where, "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
     else:
         path = Path(source)
         where = where or str(path)
@@ -226,7 +234,9 @@ def load_case(source, *, where: str | None = None) -> Case:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CaseError(where, "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+            raise CaseError(
+                where, "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
     schema = _require(raw, "schema", where, "")
     if schema != CASE_SCHEMA:
         raise CaseError(where, "schema", repr(CASE_SCHEMA), repr(schema))
@@ -238,7 +248,9 @@ def load_case(source, *, where: str | None = None) -> Case:
         _require(mdp, key, where, "mdp")
     P = mdp["P"]
     if not (isinstance(P, list) and P and isinstance(P[0], list) and P[0]):
-        raise CaseError(where, "mdp.P", "a non-empty S x A x S nested list (S >= 1, A >= 1)", repr(P)[:60])
+        raise CaseError(
+            where, "mdp.P", "a non-empty S x A x S nested list (S >= 1, A >= 1)", repr(P)[:60]
+        )
     S, A = len(P), len(P[0])
     reward, upper = _require(raw, "reward", where, ""), _require(raw, "upper", where, "")
     for field, spec, kinds in (("reward", reward, REWARD_KINDS), ("upper", upper, UPPER_KINDS)):

@@ -134,14 +134,18 @@ def hypergradient(
     return HypergradResult(grad, float(upper.value(x, pi)), solution, form, w, der)
 
 
-def phi_value(mdp: TabularMDP, reward, upper, x, *, tol: float = 1e-13, method: str = "newton") -> float:
+def phi_value(
+    mdp: TabularMDP, reward, upper, x, *, tol: float = 1e-13, method: str = "newton"
+) -> float:
     """``phi(x) = f(x, pi*_x)``."""
     x = check_x(x, reward.d)
     sol = solve_soft(mdp, reward.value(x), method=method, tol=tol)
     return float(upper.value(x, sol.pi))
 
 
-def implicit_derivatives_at(mdp: TabularMDP, reward, x, *, form: str = "adjoint", tol: float = 1e-12):
+def implicit_derivatives_at(
+    mdp: TabularMDP, reward, x, *, form: str = "adjoint", tol: float = 1e-12
+):
     """Lower solution and implicit derivatives ``(dV*, dQ*, dlog pi*, dpi*)`` at ``x``."""
     check_reward_model(reward, mdp)
     x = check_x(x, reward.d)

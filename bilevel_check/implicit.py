@@ -26,7 +26,13 @@ from ._validation import (
 from .mdp import TabularMDP
 from .soft import state_chain
 
-__all__ = ["ImplicitDerivatives", "implicit_derivatives", "implicit_derivatives_sa", "sa_chain", "check_policy_inputs"]
+__all__ = [
+    "ImplicitDerivatives",
+    "implicit_derivatives",
+    "implicit_derivatives_sa",
+    "sa_chain",
+    "check_policy_inputs",
+]
 
 
 @dataclass
@@ -55,7 +61,9 @@ def check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad):
     pi = check_policy(pi_sa, mdp.S, mdp.A, "pi_sa")
     dr = as_float_array(dr_sad, "dr_sad", ndim=3)
     if dr.shape[:2] != (mdp.S, mdp.A):
-        raise InvalidInputError("dr_sad", f"shape (S, A, d) = ({mdp.S}, {mdp.A}, d)", f"shape {dr.shape}")
+        raise InvalidInputError(
+            "dr_sad", f"shape (S, A, d) = ({mdp.S}, {mdp.A}, d)", f"shape {dr.shape}"
+        )
     return mdp.P, mdp.gamma, mdp.tau, pi, dr
 
 

@@ -59,7 +59,9 @@ class TabularMDP:
         P = as_float_array(self.P, "P", ndim=3)
         S, A, S2 = P.shape
         if S == 0 or A == 0:
-            raise InvalidInputError("P", "at least one state and one action (S >= 1, A >= 1)", f"shape {P.shape}")
+            raise InvalidInputError(
+                "P", "at least one state and one action (S >= 1, A >= 1)", f"shape {P.shape}"
+            )
         if S2 != S:
             raise InvalidInputError("P", f"shape [S, A, S] = ({S}, {A}, {S})", f"shape {P.shape}")
         check_stochastic(P, "P")
@@ -145,7 +147,9 @@ class LinearReward:
     def __init__(self, F):
         F = as_float_array(F, "features", ndim=3)
         if 0 in F.shape:
-            raise InvalidInputError("features", "shape [S, A, d] with S, A, d >= 1", f"shape {F.shape}")
+            raise InvalidInputError(
+                "features", "shape [S, A, d] with S, A, d >= 1", f"shape {F.shape}"
+            )
         F.setflags(write=False)
         self.F = F
         self.S, self.A, self.d = F.shape
@@ -195,7 +199,11 @@ class CallableReward:
 
     def __init__(self, value: Callable, jacobian: Callable, *, S: int, A: int, d: int):
         if not callable(value) or not callable(jacobian):
-            raise InvalidInputError("value, jacobian", "two callables", f"{type(value).__name__}, {type(jacobian).__name__}")
+            raise InvalidInputError(
+                "value, jacobian",
+                "two callables",
+                f"{type(value).__name__}, {type(jacobian).__name__}",
+            )
         self._value, self._jacobian = value, jacobian
         self.S, self.A, self.d = int(S), int(A), int(d)
 
@@ -213,6 +221,12 @@ class CallableReward:
 def check_reward_model(reward, mdp: TabularMDP, name: str = "reward") -> None:
     for attr in ("value", "jacobian", "S", "A", "d"):
         if not hasattr(reward, attr):
-            raise InvalidInputError(name, "a reward model with value, jacobian, S, A, d", f"{type(reward).__name__} without {attr!r}")
+            raise InvalidInputError(
+                name,
+                "a reward model with value, jacobian, S, A, d",
+                f"{type(reward).__name__} without {attr!r}",
+            )
     if (reward.S, reward.A) != (mdp.S, mdp.A):
-        raise InvalidInputError(name, f"a reward over S={mdp.S}, A={mdp.A}", f"S={reward.S}, A={reward.A}")
+        raise InvalidInputError(
+            name, f"a reward over S={mdp.S}, A={mdp.A}", f"S={reward.S}, A={reward.A}"
+        )

@@ -67,10 +67,15 @@ def _check_common(mdp, reward, upper, x):
         raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)
     check_reward_model(reward, mdp)
     if not isinstance(upper, TrajectoryUpper):
-        raise InvalidInputError("upper", "a trajectory-level objective (RLHFUpper, ShapingUpper, ...)",
-                                type(upper).__name__)
+        raise InvalidInputError(
+            "upper",
+            "a trajectory-level objective (RLHFUpper, ShapingUpper, ...)",
+            type(upper).__name__,
+        )
     if (upper.S, upper.A) != (mdp.S, mdp.A):
-        raise InvalidInputError("upper", f"an upper MDP over S={mdp.S}, A={mdp.A}", f"S={upper.S}, A={upper.A}")
+        raise InvalidInputError(
+            "upper", f"an upper MDP over S={mdp.S}, A={mdp.A}", f"S={upper.S}, A={upper.A}"
+        )
     return check_x(x, reward.d)
 
 
@@ -79,7 +84,9 @@ def _score_sums(D_sad, states, actions) -> np.ndarray:
     return D_sad[states, actions].sum(axis=(1, 2))
 
 
-def model_free_hypergradient_exact(mdp: TabularMDP, reward, upper, x, pi=None, *, tol: float = 1e-12) -> ModelFreeResult:
+def model_free_hypergradient_exact(
+    mdp: TabularMDP, reward, upper, x, pi=None, *, tol: float = 1e-12
+) -> ModelFreeResult:
     """(13) + (14) by exact enumeration of all ``(S A)^(H m)`` tuples.
 
     Args:
@@ -93,7 +100,11 @@ def model_free_hypergradient_exact(mdp: TabularMDP, reward, upper, x, pi=None, *
         :class:`ModelFreeResult` with ``term13``, ``term14`` and their sum.
     """
     x = _check_common(mdp, reward, upper, x)
-    pi = solve_soft(mdp, reward.value(x), tol=tol).pi if pi is None else check_policy(pi, mdp.S, mdp.A)
+    pi = (
+        solve_soft(mdp, reward.value(x), tol=tol).pi
+        if pi is None
+        else check_policy(pi, mdp.S, mdp.A)
+    )
     der = _implicit(mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x))  # inputs checked above
     D = der.dQ - der.dV[:, None, :]
     states, actions, w, _ = upper.enumerate_tuples(pi)
@@ -159,7 +170,9 @@ def sobirl_estimator(
     x = _check_common(mdp, reward, upper, x)
     pi = check_policy(pi, mdp.S, mdp.A)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
-        raise InvalidInputError("n_samples", "an integer >= 2 (the standard error needs two)", repr(n_samples))
+        raise InvalidInputError(
+            "n_samples", "an integer >= 2 (the standard error needs two)", repr(n_samples)
+        )
     if implicit not in IMPLICIT_MODES:
         raise InvalidInputError("implicit", f"one of {IMPLICIT_MODES}", repr(implicit))
     rng = check_rng(rng)
@@ -181,4 +194,6 @@ def sobirl_estimator(
     grad = c.mean(axis=0)
     check_finite(grad, "SoBiRL estimate")
     stderr = c.std(axis=0, ddof=1) / np.sqrt(n)
-    return ModelFreeResult(grad, gl.mean(axis=0), contrib14.mean(axis=0), float(l.mean()), pi, der, n, stderr)
+    return ModelFreeResult(
+        grad, gl.mean(axis=0), contrib14.mean(axis=0), float(l.mean()), pi, der, n, stderr
+    )

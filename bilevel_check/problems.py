@@ -88,7 +88,11 @@ def _seed(seed) -> int:
 
 
 def _prob(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
         raise InvalidInputError(name, "a probability in [0, 1]", repr(value))
     return float(value)
 
@@ -120,7 +124,9 @@ def _ranmdp_parts(rng, S: int, A: int, d: int):
     return c, M, P, x0
 
 
-def ranmdp(*, S: int = 10, A: int = 5, d: int = 100, gamma: float = 0.5, tau: float = 1.0, seed: int = 0) -> Problem:
+def ranmdp(
+    *, S: int = 10, A: int = 5, d: int = 100, gamma: float = 0.5, tau: float = 1.0, seed: int = 0
+) -> Problem:
     """The authors' synthetic problem (MATH.md section 6).
 
     ``r_x[s, a] = c[s, a] x^T M x`` (:class:`QuadraticReward`), upper
@@ -154,7 +160,9 @@ def ranmdp(*, S: int = 10, A: int = 5, d: int = 100, gamma: float = 0.5, tau: fl
     )
 
 
-def ranmdp_small(*, S: int = 6, A: int = 4, d: int = 3, gamma: float = 0.5, tau: float = 1.0, seed: int = 0) -> Problem:
+def ranmdp_small(
+    *, S: int = 6, A: int = 4, d: int = 3, gamma: float = 0.5, tau: float = 1.0, seed: int = 0
+) -> Problem:
     """:func:`ranmdp` at ``S=6, A=4, d=3`` (same construction, same draw order); ``K=300``."""
     p = ranmdp(S=S, A=A, d=d, gamma=gamma, tau=tau, seed=seed)
     p.name = "ranmdp_small"
@@ -208,7 +216,14 @@ def garnet(
         seed=seed,
         defaults={"beta": 0.05, "zeta": 0.5, "N": 10, "K": 1000},
         known={"branching": branching},
-        params={"S": S, "A": A, "branching": branching, "d": d, "gamma": float(gamma), "tau": float(tau)},
+        params={
+            "S": S,
+            "A": A,
+            "branching": branching,
+            "d": d,
+            "gamma": float(gamma),
+            "tau": float(tau),
+        },
     )
 
 
@@ -289,7 +304,14 @@ def gridworld(
         seed=seed,
         defaults={"beta": 0.5, "zeta": 0.5, "N": 10, "K": 600},
         known={"target": target, "occupancy_upper_bound": 1.0},
-        params={"N": N, "slip": slip, "stay": stay, "gamma": float(gamma), "tau": float(tau), "cx": float(cx)},
+        params={
+            "N": N,
+            "slip": slip,
+            "stay": stay,
+            "gamma": float(gamma),
+            "tau": float(tau),
+            "cx": float(cx),
+        },
     )
 
 
@@ -337,8 +359,16 @@ def rlhf_tabular(
         seed=seed,
         defaults={"beta": 1.0, "K": 300, "eta": 5.0, "delta": 1e-8, "n_samples": 2000},
         known={"true_reward": r_true, "n_pairs": (S * A) ** (2 * H)},
-        params={"S": S, "A": A, "H": H, "gamma": float(gamma), "tau": float(tau), "labels": labels,
-                "ridge": float(ridge), "reward_scale": float(reward_scale)},
+        params={
+            "S": S,
+            "A": A,
+            "H": H,
+            "gamma": float(gamma),
+            "tau": float(tau),
+            "labels": labels,
+            "ridge": float(ridge),
+            "reward_scale": float(reward_scale),
+        },
     )
 
 
@@ -377,7 +407,9 @@ def shaping_chain(
     r_u = np.zeros((S, 2))
     r_u[S - 1, :] = 1.0
     F = np.repeat(np.eye(S)[:, None, :], 2, axis=1)  # [S, 2, S]: bonus x[s] for both actions
-    reward = CallableReward(lambda x: r_u + F @ np.asarray(x, dtype=np.float64), lambda x: F, S=S, A=2, d=S)
+    reward = CallableReward(
+        lambda x: r_u + F @ np.asarray(x, dtype=np.float64), lambda x: F, S=S, A=2, d=S
+    )
     mu_u = np.zeros(S)
     mu_u[0] = 1.0
     x0 = 0.1 * rng.standard_normal(S)
@@ -422,5 +454,9 @@ def get_problem(name: str, *, seed: int = 0, **overrides) -> Problem:
     accepted = set(inspect.signature(ctor).parameters)
     for key in overrides:
         if key not in accepted:
-            raise InvalidInputError(key, f"an override of {name!r}: one of {sorted(accepted - {'seed'})}", repr(overrides[key]))
+            raise InvalidInputError(
+                key,
+                f"an override of {name!r}: one of {sorted(accepted - {'seed'})}",
+                repr(overrides[key]),
+            )
     return ctor(seed=seed, **overrides)

@@ -193,7 +193,9 @@ def soft_value_iteration(
     r = _check_r(mdp, r_sa)
     _check_tol(tol, max_iter)
     if max_iter is None:
-        max_iter = (int(math.ceil(math.log(tol) / math.log(mdp.gamma))) if mdp.gamma > 0 else 1) + 200
+        max_iter = (
+            int(math.ceil(math.log(tol) / math.log(mdp.gamma))) if mdp.gamma > 0 else 1
+        ) + 200
     V = np.zeros(mdp.S) if V0 is None else as_float_array(V0, "V0", ndim=1)
     check_shape(V, (mdp.S,), "V0")
     converged, it = False, 0
@@ -208,7 +210,9 @@ def soft_value_iteration(
     return _finish(mdp, r, V, "value_iteration", tol, it, converged, throw)
 
 
-def policy_evaluation(mdp: TabularMDP, r_sa, pi_sa, *, log_pi=None) -> tuple[np.ndarray, np.ndarray]:
+def policy_evaluation(
+    mdp: TabularMDP, r_sa, pi_sa, *, log_pi=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact soft policy evaluation.
 
     ``V^pi = (I - gamma P_pi)^{-1} sum_a pi (r - tau log pi)``, ``Q^pi = r + gamma P V^pi``.
@@ -269,7 +273,11 @@ def soft_policy_iteration(
             # Polish: one more Newton step costs one S x S solve and, by quadratic
             # convergence, takes V from "residual <= tol" to the floating-point floor
             # (at gamma ~ 0.99 the tol-level residual alone leaves ~tol/(1-gamma) error).
-            V2 = V + np.linalg.solve(np.eye(mdp.S) - mdp.gamma * state_chain(mdp.P, softmax_policy(q_from_v(mdp, r, V), mdp.tau)), TV - V)
+            V2 = V + np.linalg.solve(
+                np.eye(mdp.S)
+                - mdp.gamma * state_chain(mdp.P, softmax_policy(q_from_v(mdp, r, V), mdp.tau)),
+                TV - V,
+            )
             res2 = float(np.max(np.abs(soft_bellman_v(mdp, r, V2) - V2)))
             if res2 < res:
                 V = V2
@@ -311,7 +319,9 @@ def policy_mirror_descent(
         pi0 = as_float_array(pi0, "pi0", ndim=2)
         check_shape(pi0, (mdp.S, mdp.A), "pi0")
         if (pi0 <= 0).any():
-            raise InvalidInputError("pi0", "a policy with full support (PMD keeps log pi finite)", "a zero entry")
+            raise InvalidInputError(
+                "pi0", "a policy with full support (PMD keeps log pi finite)", "a zero entry"
+            )
         log_pi = np.log(pi0 / pi0.sum(axis=1, keepdims=True))
     converged, it, history = False, 0, []
     for it in range(1, max_iter + 1):
@@ -328,13 +338,21 @@ def policy_mirror_descent(
             break
     pi = np.exp(log_pi)
     V, _ = _evaluate(mdp, r, pi, log_pi)
-    return _finish(mdp, r, V, "policy_mirror_descent", tol, it, converged, throw, history, pi, log_pi)
+    return _finish(
+        mdp, r, V, "policy_mirror_descent", tol, it, converged, throw, history, pi, log_pi
+    )
 
 
-_SOLVERS = {"newton": soft_policy_iteration, "policy_iteration": soft_policy_iteration, "vi": soft_value_iteration}
+_SOLVERS = {
+    "newton": soft_policy_iteration,
+    "policy_iteration": soft_policy_iteration,
+    "vi": soft_value_iteration,
+}
 
 
-def solve_soft(mdp: TabularMDP, r_sa, *, method: str = "newton", tol: float = 1e-12, **kwargs) -> SoftSolution:
+def solve_soft(
+    mdp: TabularMDP, r_sa, *, method: str = "newton", tol: float = 1e-12, **kwargs
+) -> SoftSolution:
     """Solve the soft optimality equations (5)-(7); ``method`` is ``'newton'`` or ``'vi'``.
 
     The returned :class:`SoftSolution` carries the residual ``||T(V) - V||_inf``.

@@ -75,7 +75,9 @@ def check_rng(rng, name: str = "rng") -> np.random.Generator:
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
         return np.random.default_rng(int(rng))
-    raise InvalidInputError(name, "a numpy.random.Generator or a non-negative integer seed", repr(rng))
+    raise InvalidInputError(
+        name, "a numpy.random.Generator or a non-negative integer seed", repr(rng)
+    )
 
 
 def _safe_log(p: np.ndarray) -> np.ndarray:
@@ -88,7 +90,9 @@ def n_trajectories(S: int, A: int, H: int) -> int:
     return (int(S) * int(A)) ** int(H)
 
 
-def enumerate_trajectories(p_sas, mu_s, pi_sa, H: int, *, cap: int = ENUMERATION_CAP) -> Trajectories:
+def enumerate_trajectories(
+    p_sas, mu_s, pi_sa, H: int, *, cap: int = ENUMERATION_CAP
+) -> Trajectories:
     """All ``(S A)^H`` trajectories with ``log rho_pi`` (section 5).
 
     Args:
@@ -111,7 +115,8 @@ def enumerate_trajectories(p_sas, mu_s, pi_sa, H: int, *, cap: int = ENUMERATION
     N = n_trajectories(S, A, H)
     if N > cap:
         raise InvalidInputError(
-            "H", f"a horizon with (S A)^H <= {cap} enumerated trajectories (use sampling)",
+            "H",
+            f"a horizon with (S A)^H <= {cap} enumerated trajectories (use sampling)",
             f"H={H}: (S A)^H = ({S}*{A})^{H} = {N}",
         )
     # row-major enumeration of the (s, a) index sequence: sa[:, h] in 0..SA-1
@@ -187,4 +192,6 @@ def rho_gradient(P, mu, pi, traj: Trajectories, weights: np.ndarray) -> np.ndarr
     suffix[:, :-1] = np.cumprod(f[:, ::-1], axis=1)[:, ::-1]
     others = prefix[:, :-1] * suffix[:, 1:]  # prod_{h' != h} pi(a_h'|s_h')
     contrib = (weights * base)[:, None] * others
-    return np.bincount((st * A + ac).ravel(), weights=contrib.ravel(), minlength=S * A).reshape(S, A)
+    return np.bincount((st * A + ac).ravel(), weights=contrib.ravel(), minlength=S * A).reshape(
+        S, A
+    )

@@ -70,15 +70,29 @@ class QuadraticUpper:
         cpi: weight of ``|pi|_F^2 / 2``.
     """
 
-    def __init__(self, cx: float = 1.0, G=None, cpi: float = 1.0, *, S: int | None = None, A: int | None = None):
+    def __init__(
+        self,
+        cx: float = 1.0,
+        G=None,
+        cpi: float = 1.0,
+        *,
+        S: int | None = None,
+        A: int | None = None,
+    ):
         if G is None:
             if S is None or A is None:
-                raise InvalidInputError("G", "an [S, A] array, or S and A to default it to zeros", "G=None without S, A")
+                raise InvalidInputError(
+                    "G", "an [S, A] array, or S and A to default it to zeros", "G=None without S, A"
+                )
             G = np.zeros((int(S), int(A)))
         self.G = as_float_array(G, "G", ndim=2)
         self.G.setflags(write=False)
         for name, v in (("cx", cx), ("cpi", cpi)):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.floating))
+                or not np.isfinite(v)
+            ):
                 raise InvalidInputError(name, "a finite real number", repr(v))
         self.cx, self.cpi = float(cx), float(cpi)
 
@@ -151,7 +165,11 @@ class TargetOccupancyUpper:
 def check_upper(upper, S: int, A: int, name: str = "upper") -> None:
     for attr in ("value", "grad_x", "grad_pi"):
         if not callable(getattr(upper, attr, None)):
-            raise InvalidInputError(name, "an upper objective with value, grad_x, grad_pi", f"{type(upper).__name__} without {attr!r}")
+            raise InvalidInputError(
+                name,
+                "an upper objective with value, grad_x, grad_pi",
+                f"{type(upper).__name__} without {attr!r}",
+            )
     G = getattr(upper, "G", None)
     if G is not None:
         check_shape(np.asarray(G), (S, A), f"{name}.G")
@@ -236,7 +254,11 @@ class TrajectoryUpper:
         self.S, self.A, self.H = S, A, check_horizon(H)
         if mode not in self.MODES:
             raise InvalidInputError("mode", f"one of {self.MODES}", repr(mode))
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, (int, np.integer))
+            or n_samples < 1
+        ):
             raise InvalidInputError("n_samples", "a positive integer", repr(n_samples))
         self.cap = ENUMERATION_CAP if cap is None else int(cap)
         self.mode, self.n_samples = mode, int(n_samples)
@@ -258,7 +280,8 @@ class TrajectoryUpper:
         n = self.n_tuples()
         if n > self.cap:
             raise InvalidInputError(
-                "H", f"(S A)^(H m) <= {self.cap} enumerated tuples for the exact route (use mode='sample')",
+                "H",
+                f"(S A)^(H m) <= {self.cap} enumerated tuples for the exact route (use mode='sample')",
                 f"(S A)^(H m) = ({self.S}*{self.A})^({self.H}*{self.m}) = {n}",
             )
         single = enumerate_trajectories(self.P_u, self.mu_u, pi, self.H)
@@ -355,16 +378,33 @@ class RLHFUpper(TrajectoryUpper):
     m = 2
     LABELS = ("bernoulli", "deterministic")
 
-    def __init__(self, P_u, mu_u, H, reward_model, true_reward, *, labels="bernoulli", ridge=0.0,
-                 tie_rtol=1e-12, **kwargs):
+    def __init__(
+        self,
+        P_u,
+        mu_u,
+        H,
+        reward_model,
+        true_reward,
+        *,
+        labels="bernoulli",
+        ridge=0.0,
+        tie_rtol=1e-12,
+        **kwargs,
+    ):
         super().__init__(P_u, mu_u, H, **kwargs)
         for attr in ("value", "jacobian", "S", "A", "d"):
             if not hasattr(reward_model, attr):
-                raise InvalidInputError("reward_model", "a reward model with value, jacobian, S, A, d",
-                                        f"{type(reward_model).__name__} without {attr!r}")
+                raise InvalidInputError(
+                    "reward_model",
+                    "a reward model with value, jacobian, S, A, d",
+                    f"{type(reward_model).__name__} without {attr!r}",
+                )
         if (reward_model.S, reward_model.A) != (self.S, self.A):
-            raise InvalidInputError("reward_model", f"a reward over S={self.S}, A={self.A}",
-                                    f"S={reward_model.S}, A={reward_model.A}")
+            raise InvalidInputError(
+                "reward_model",
+                f"a reward over S={self.S}, A={self.A}",
+                f"S={reward_model.S}, A={reward_model.A}",
+            )
         self.reward_model, self.d = reward_model, reward_model.d
         rt = as_float_array(true_reward, "true_reward", ndim=2)
         check_shape(rt, (self.S, self.A), "true_reward")
@@ -372,7 +412,12 @@ class RLHFUpper(TrajectoryUpper):
         if labels not in self.LABELS:
             raise InvalidInputError("labels", f"one of {self.LABELS}", repr(labels))
         for name, v in (("ridge", ridge), ("tie_rtol", tie_rtol)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not np.isfinite(v)
+                or v < 0
+            ):
                 raise InvalidInputError(name, "a finite number >= 0", repr(v))
         self.labels, self.ridge, self.tie_rtol = labels, float(ridge), float(tie_rtol)
 
@@ -390,7 +435,9 @@ class RLHFUpper(TrajectoryUpper):
         r = self.reward_model.value(x)
         dr = self.reward_model.jacobian(x)
         z = r[states[:, 0], actions[:, 0]].sum(-1) - r[states[:, 1], actions[:, 1]].sum(-1)
-        dz = dr[states[:, 0], actions[:, 0]].sum(-2) - dr[states[:, 1], actions[:, 1]].sum(-2)  # [n, d]
+        dz = dr[states[:, 0], actions[:, 0]].sum(-2) - dr[states[:, 1], actions[:, 1]].sum(
+            -2
+        )  # [n, d]
         y = self.label(states, actions)
         l = bce_from_logit(z, y) + 0.5 * self.ridge * float(x @ x)
         gl = bce_grad_logit(z, y)[:, None] * dz + self.ridge * x[None, :]
@@ -413,7 +460,11 @@ class ShapingUpper(TrajectoryUpper):
 
     def __init__(self, P_u, mu_u, H, gamma_u, r_true, **kwargs):
         super().__init__(P_u, mu_u, H, **kwargs)
-        if isinstance(gamma_u, bool) or not isinstance(gamma_u, (int, float)) or not 0.0 <= gamma_u <= 1.0:
+        if (
+            isinstance(gamma_u, bool)
+            or not isinstance(gamma_u, (int, float))
+            or not 0.0 <= gamma_u <= 1.0
+        ):
             raise InvalidInputError("gamma_u", "a discount in [0, 1]", repr(gamma_u))
         self.gamma_u = float(gamma_u)
         rt = as_float_array(r_true, "r_true", ndim=2)

@@ -91,7 +91,9 @@ def sa_chain_wrong_axis(p_sas, pi_sa):
 def adjoint_untransposed(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, *, form="adjoint"):
     """(9) with ``w = (I - gamma P_pi)^{-1} b`` instead of ``^{-T}``."""
     if form != "adjoint":
-        return hypergrad.hypergradient_from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form=form)
+        return hypergrad.hypergradient_from_policy(
+            p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form=form
+        )
     S = p_sas.shape[0]
     u = pi_sa * gpi_sa
     b = u.sum(axis=1) - gamma * np.einsum("sa,sat->t", u, p_sas)
@@ -102,7 +104,9 @@ def adjoint_untransposed(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, *, form
 
 def hypergrad_dropped_inv_tau(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, *, form="adjoint"):
     """(9) without the ``1/tau`` in front of the bracket (adjoint form only)."""
-    grad, w, der = hypergrad.hypergradient_from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form=form)
+    grad, w, der = hypergrad.hypergradient_from_policy(
+        p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form=form
+    )
     if form == "adjoint":
         grad = gx_d + tau * (grad - gx_d)  # BUG: bracket no longer divided by tau
     return grad, w, der
@@ -121,7 +125,11 @@ def implicit_dropped_inv_tau(p_sas, gamma, tau, pi_sa, dr_sad):
 def bce_label_flipped(z, y):
     """``softplus(z) - (1 - y) z``: the label enters flipped."""
     z = np.asarray(z, dtype=np.float64)
-    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))) - (1.0 - np.asarray(y, dtype=np.float64)) * z
+    return (
+        np.maximum(z, 0.0)
+        + np.log1p(np.exp(-np.abs(z)))
+        - (1.0 - np.asarray(y, dtype=np.float64)) * z
+    )
 
 
 def bce_grad_label_flipped(z, y):
@@ -141,13 +149,19 @@ BROKEN = {
     ),
     "no_max_shift_solver": REFERENCE.broken("no_max_shift_solver", solve=naive_solve),
     "entropy_wrong_sign": REFERENCE.broken("entropy_wrong_sign", solve=wrong_entropy_sign_solve),
-    "state_chain_wrong_axis": REFERENCE.broken("state_chain_wrong_axis", state_chain=state_chain_wrong_axis),
+    "state_chain_wrong_axis": REFERENCE.broken(
+        "state_chain_wrong_axis", state_chain=state_chain_wrong_axis
+    ),
     "sa_chain_wrong_axis": REFERENCE.broken("sa_chain_wrong_axis", sa_chain=sa_chain_wrong_axis),
-    "adjoint_untransposed": REFERENCE.broken("adjoint_untransposed", hypergradient_from_policy=adjoint_untransposed),
+    "adjoint_untransposed": REFERENCE.broken(
+        "adjoint_untransposed", hypergradient_from_policy=adjoint_untransposed
+    ),
     "hypergrad_dropped_inv_tau": REFERENCE.broken(
         "hypergrad_dropped_inv_tau", hypergradient_from_policy=hypergrad_dropped_inv_tau
     ),
-    "implicit_dropped_inv_tau": REFERENCE.broken("implicit_dropped_inv_tau", implicit_derivatives=implicit_dropped_inv_tau),
+    "implicit_dropped_inv_tau": REFERENCE.broken(
+        "implicit_dropped_inv_tau", implicit_derivatives=implicit_dropped_inv_tau
+    ),
     "bce_label_flipped": REFERENCE.broken(
         "bce_label_flipped", bce_from_logit=bce_label_flipped, bce_grad_logit=bce_grad_label_flipped
     ),

@@ -44,7 +44,9 @@ class Impl:
     solve: Callable  # (mdp, r_sa) -> object with V, Q, pi, log_pi
     implicit_derivatives: Callable  # (p_sas, gamma, tau, pi_sa, dr_sad) -> ImplicitDerivatives
     implicit_derivatives_sa: Callable
-    hypergradient_from_policy: Callable  # (p, gamma, tau, pi, dr, gx, gpi, *, form) -> (grad, w, der)
+    hypergradient_from_policy: (
+        Callable  # (p, gamma, tau, pi, dr, gx, gpi, *, form) -> (grad, w, der)
+    )
     bt_prob: Callable  # (R1, R2) -> P(t1 > t2)
     bce_from_logit: Callable  # (z, y) -> BCE
     bce_grad_logit: Callable  # (z, y) -> dBCE/dz

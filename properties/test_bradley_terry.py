@@ -23,11 +23,15 @@ from bilevel_check.oracle.strategies import seeds
 
 def _signed_magnitudes(lo_exp: float, hi_exp: float):
     mag = st.floats(min_value=lo_exp, max_value=hi_exp).map(lambda e: 10.0**e)
-    return st.one_of(st.just(0.0), st.tuples(st.sampled_from([-1.0, 1.0]), mag).map(lambda t: t[0] * t[1]))
+    return st.one_of(
+        st.just(0.0), st.tuples(st.sampled_from([-1.0, 1.0]), mag).map(lambda t: t[0] * t[1])
+    )
 
 
 returns = _signed_magnitudes(-3.0, 3.0)  # |R| from 1e-3 to 1e3 (MATH.md section 6 instances)
-logits = st.one_of(_signed_magnitudes(-3.0, 4.0), st.floats(min_value=-1e4, max_value=1e4))  # |z| up to 1e4
+logits = st.one_of(
+    _signed_magnitudes(-3.0, 4.0), st.floats(min_value=-1e4, max_value=1e4)
+)  # |z| up to 1e4
 labels = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(min_value=0.0, max_value=1.0))
 
 
@@ -39,7 +43,9 @@ def _mp_bce(z, y):
 def check_bt_complementary(impl, r1, r2) -> None:
     """Section 6: ``P(t1 > t2) + P(t2 > t1) = 1``."""
     total = float(impl.bt_prob(r1, r2)) + float(impl.bt_prob(r2, r1))
-    close(total, 1.0, rtol=4 * EPS, scale=1.0, what="P(t1>t2) + P(t2>t1)")  # two roundings + one add
+    close(
+        total, 1.0, rtol=4 * EPS, scale=1.0, what="P(t1>t2) + P(t2>t1)"
+    )  # two roundings + one add
 
 
 def check_bt_matches_mpmath(impl, r1, r2) -> None:
@@ -49,7 +55,13 @@ def check_bt_matches_mpmath(impl, r1, r2) -> None:
         e1, e2 = mpmath.exp(mpmath.mpf(r1)), mpmath.exp(mpmath.mpf(r2))
         p_mp = float(e1 / (e1 + e2))
         q_mp = float(e2 / (e1 + e2))
-    close(p, p_mp, rtol=8 * EPS, scale=p_mp * (1.0 + q_mp * (abs(r1) + abs(r2))), what="bt_prob vs mpmath")
+    close(
+        p,
+        p_mp,
+        rtol=8 * EPS,
+        scale=p_mp * (1.0 + q_mp * (abs(r1) + abs(r2))),
+        what="bt_prob vs mpmath",
+    )
 
 
 @st.composite
@@ -74,8 +86,13 @@ def check_bt_shift_invariance(impl, pair) -> None:
     H = len(t1[0])
     # the logits differ by rounding of 2H sums of terms up to |r| + |c|: slope p(1-p) <= 1/4
     term_scale = H * (np.max(np.abs(r)) + abs(c))
-    close(pc, p, rtol=8 * H * EPS, scale=max(p * (1 - p), EPS) * term_scale + EPS,
-          what="P with shifted rewards vs P")
+    close(
+        pc,
+        p,
+        rtol=8 * H * EPS,
+        scale=max(p * (1 - p), EPS) * term_scale + EPS,
+        what="P with shifted rewards vs P",
+    )
 
 
 def check_bce_matches_mpmath(impl, z, y) -> None:
@@ -84,14 +101,31 @@ def check_bce_matches_mpmath(impl, z, y) -> None:
         zm, ym = mpmath.mpf(z), mpmath.mpf(y)
         l_mp = float(_mp_bce(zm, ym))
         g_mp = float(mpmath.diff(lambda t: _mp_bce(t, ym), zm))
-    close(float(impl.bce_from_logit(z, y)), l_mp, rtol=8 * EPS, scale=1.0 + abs(z), what="BCE vs mpmath")
-    close(float(impl.bce_grad_logit(z, y)), g_mp, rtol=8 * EPS, scale=1.0, what="dBCE/dz vs mpmath.diff")
+    close(
+        float(impl.bce_from_logit(z, y)),
+        l_mp,
+        rtol=8 * EPS,
+        scale=1.0 + abs(z),
+        what="BCE vs mpmath",
+    )
+    close(
+        float(impl.bce_grad_logit(z, y)),
+        g_mp,
+        rtol=8 * EPS,
+        scale=1.0,
+        what="dBCE/dz vs mpmath.diff",
+    )
 
 
 def check_bce_swap_symmetry(impl, z, y) -> None:
     """Section 6: swapping ``t1, t2`` (``z -> -z``) and ``y -> 1 - y`` leaves the loss unchanged."""
-    close(float(impl.bce_from_logit(-z, 1.0 - y)), float(impl.bce_from_logit(z, y)),
-          rtol=8 * EPS, scale=1.0 + abs(z), what="BCE(-z, 1-y) vs BCE(z, y)")
+    close(
+        float(impl.bce_from_logit(-z, 1.0 - y)),
+        float(impl.bce_from_logit(z, y)),
+        rtol=8 * EPS,
+        scale=1.0 + abs(z),
+        what="BCE(-z, 1-y) vs BCE(z, y)",
+    )
 
 
 def check_bce_stable_vs_naive(impl, z, y) -> None:
@@ -104,17 +138,40 @@ def check_bce_stable_vs_naive(impl, z, y) -> None:
     if np.isfinite(naive):
         # the naive form inherits the rounding of p (and 1 - p): relative eps / min(p, 1 - p) in the logs
         slack = 4 * EPS / max(min(p, 1.0 - p), EPS) * (1.0 + abs(z))
-        close(stable, float(naive), rtol=RTOL, scale=max(1.0, abs(float(naive))) + slack / RTOL,
-              what="stable BCE vs naive BCE")
+        close(
+            stable,
+            float(naive),
+            rtol=RTOL,
+            scale=max(1.0, abs(float(naive))) + slack / RTOL,
+            what="stable BCE vs naive BCE",
+        )
     else:
         with mpmath.workdps(50):
             l_mp = float(_mp_bce(mpmath.mpf(z), mpmath.mpf(y)))
-        close(stable, l_mp, rtol=8 * EPS, scale=1.0 + abs(z), what="stable BCE (naive overflowed) vs mpmath")
+        close(
+            stable,
+            l_mp,
+            rtol=8 * EPS,
+            scale=1.0 + abs(z),
+            what="stable BCE (naive overflowed) vs mpmath",
+        )
 
 
-test_bt_complementary, test_bt_complementary_nightly = tiers(check_bt_complementary, r1=returns, r2=returns)
-test_bt_matches_mpmath, test_bt_matches_mpmath_nightly = tiers(check_bt_matches_mpmath, r1=returns, r2=returns)
-test_bt_shift_invariance, test_bt_shift_invariance_nightly = tiers(check_bt_shift_invariance, pair=trajectory_pairs())
-test_bce_matches_mpmath, test_bce_matches_mpmath_nightly = tiers(check_bce_matches_mpmath, z=logits, y=labels)
-test_bce_swap_symmetry, test_bce_swap_symmetry_nightly = tiers(check_bce_swap_symmetry, z=logits, y=labels)
-test_bce_stable_vs_naive, test_bce_stable_vs_naive_nightly = tiers(check_bce_stable_vs_naive, z=logits, y=labels)
+test_bt_complementary, test_bt_complementary_nightly = tiers(
+    check_bt_complementary, r1=returns, r2=returns
+)
+test_bt_matches_mpmath, test_bt_matches_mpmath_nightly = tiers(
+    check_bt_matches_mpmath, r1=returns, r2=returns
+)
+test_bt_shift_invariance, test_bt_shift_invariance_nightly = tiers(
+    check_bt_shift_invariance, pair=trajectory_pairs()
+)
+test_bce_matches_mpmath, test_bce_matches_mpmath_nightly = tiers(
+    check_bce_matches_mpmath, z=logits, y=labels
+)
+test_bce_swap_symmetry, test_bce_swap_symmetry_nightly = tiers(
+    check_bce_swap_symmetry, z=logits, y=labels
+)
+test_bce_stable_vs_naive, test_bce_stable_vs_naive_nightly = tiers(
+    check_bce_stable_vs_naive, z=logits, y=labels
+)

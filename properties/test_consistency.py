@@ -46,7 +46,13 @@ def check_policy_is_softmax(impl, case) -> None:
     # at the suite-wide RTOL that was used before
     row_tol = min(RTOL, 4 * EPS * (case.mdp.A + max(1.0, inf_norm(Q) / tau)))
     close(pi.sum(axis=1), np.ones(case.mdp.S), rtol=row_tol, scale=1.0, what="rows of pi*")
-    close(log_pi, (Q - V[:, None]) / tau, rtol=RTOL, scale=_value_scale(V, Q) / tau, what="log pi* vs (Q* - V*)/tau")
+    close(
+        log_pi,
+        (Q - V[:, None]) / tau,
+        rtol=RTOL,
+        scale=_value_scale(V, Q) / tau,
+        what="log pi* vs (Q* - V*)/tau",
+    )
 
 
 def check_value_is_soft_max(impl, case) -> None:
@@ -54,9 +60,20 @@ def check_value_is_soft_max(impl, case) -> None:
     V, Q, _, _ = _solution(impl, case)
     tau = case.mdp.tau
     with mpmath.workdps(30):
-        lse = [float(mpmath.mpf(tau) * mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(q) / tau) for q in row)))
-               for row in Q]
-    close(V, np.array(lse), rtol=RTOL, scale=_value_scale(V, Q), what="V* vs tau logsumexp(Q*/tau) (mpmath)")
+        lse = [
+            float(
+                mpmath.mpf(tau)
+                * mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(q) / tau) for q in row))
+            )
+            for row in Q
+        ]
+    close(
+        V,
+        np.array(lse),
+        rtol=RTOL,
+        scale=_value_scale(V, Q),
+        what="V* vs tau logsumexp(Q*/tau) (mpmath)",
+    )
 
 
 def check_value_is_entropy_regularized_average(impl, case) -> None:
@@ -72,14 +89,18 @@ def check_q_is_one_step_lookahead(impl, case) -> None:
     V, Q, _, _ = _solution(impl, case)
     P, gamma, r = case.mdp.P, case.mdp.gamma, case.r_sa
     S, A = r.shape
-    look = np.array([[r[s, a] + gamma * math.fsum(P[s, a] * V) for a in range(A)] for s in range(S)])
+    look = np.array(
+        [[r[s, a] + gamma * math.fsum(P[s, a] * V) for a in range(A)] for s in range(S)]
+    )
     close(Q, look, rtol=RTOL, scale=_value_scale(V, Q), what="Q* vs r + gamma P V*")
 
 
 _cases = bilevel_problems()
 test_policy_is_softmax, test_policy_is_softmax_nightly = tiers(check_policy_is_softmax, case=_cases)
 test_value_is_soft_max, test_value_is_soft_max_nightly = tiers(check_value_is_soft_max, case=_cases)
-test_value_is_entropy_regularized_average, test_value_is_entropy_regularized_average_nightly = tiers(
-    check_value_is_entropy_regularized_average, case=_cases
+test_value_is_entropy_regularized_average, test_value_is_entropy_regularized_average_nightly = (
+    tiers(check_value_is_entropy_regularized_average, case=_cases)
 )
-test_q_is_one_step_lookahead, test_q_is_one_step_lookahead_nightly = tiers(check_q_is_one_step_lookahead, case=_cases)
+test_q_is_one_step_lookahead, test_q_is_one_step_lookahead_nightly = tiers(
+    check_q_is_one_step_lookahead, case=_cases
+)

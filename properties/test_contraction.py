@@ -34,7 +34,11 @@ def case_with_points(draw):
 
 
 def _scale(case, *tables) -> float:
-    return inf_norm(case.r_sa) + sum(inf_norm(t) for t in tables) + case.mdp.tau * np.log(case.mdp.A + 1)
+    return (
+        inf_norm(case.r_sa)
+        + sum(inf_norm(t) for t in tables)
+        + case.mdp.tau * np.log(case.mdp.A + 1)
+    )
 
 
 def check_contraction(impl, cab) -> None:
@@ -42,11 +46,16 @@ def check_contraction(impl, cab) -> None:
     case, a, b = cab
     mdp, r = case.mdp, case.r_sa
     slack = RTOL * _scale(case, a, b)
-    for name, op, x, y in (("T_Q", impl.soft_bellman_q, a, b), ("T_V", impl.soft_bellman_v, a[:, 0], b[:, 0])):
+    for name, op, x, y in (
+        ("T_Q", impl.soft_bellman_q, a, b),
+        ("T_V", impl.soft_bellman_v, a[:, 0], b[:, 0]),
+    ):
         ta, tb = op(mdp, r, x), op(mdp, r, y)
         assert np.all(np.isfinite(ta)) and np.all(np.isfinite(tb)), f"{name}: non-finite output"
         lhs, rhs = inf_norm(ta - tb), mdp.gamma * inf_norm(x - y)
-        assert lhs <= rhs + slack, f"{name}: ||Ta - Tb|| = {lhs!r} > gamma ||a - b|| = {rhs!r} (+{slack:.2e})"
+        assert lhs <= rhs + slack, (
+            f"{name}: ||Ta - Tb|| = {lhs!r} > gamma ||a - b|| = {rhs!r} (+{slack:.2e})"
+        )
 
 
 def check_monotone(impl, cab) -> None:
@@ -55,10 +64,15 @@ def check_monotone(impl, cab) -> None:
     mdp, r = case.mdp, case.r_sa
     hi = np.maximum(a, b)
     slack = RTOL * _scale(case, a, hi)
-    for name, op, x, y in (("T_Q", impl.soft_bellman_q, a, hi), ("T_V", impl.soft_bellman_v, a[:, 0], hi[:, 0])):
+    for name, op, x, y in (
+        ("T_Q", impl.soft_bellman_q, a, hi),
+        ("T_V", impl.soft_bellman_v, a[:, 0], hi[:, 0]),
+    ):
         ta, ty = op(mdp, r, x), op(mdp, r, y)
         assert np.all(np.isfinite(ta)) and np.all(np.isfinite(ty)), f"{name}: non-finite output"
-        assert np.all(ta <= ty + slack), f"{name} not monotone: max(T a - T b) = {np.max(ta - ty)!r}"
+        assert np.all(ta <= ty + slack), (
+            f"{name} not monotone: max(T a - T b) = {np.max(ta - ty)!r}"
+        )
 
 
 def check_shift(impl, cab) -> None:
@@ -67,10 +81,20 @@ def check_shift(impl, cab) -> None:
     mdp, r = case.mdp, case.r_sa
     c = float(b[0, 0] - a[0, 0])
     scale = _scale(case, a, a + c)
-    close(impl.soft_bellman_q(mdp, r, a + c), impl.soft_bellman_q(mdp, r, a) + mdp.gamma * c,
-          rtol=RTOL, scale=scale, what="T_Q(Q + c) vs T_Q(Q) + gamma c")
-    close(impl.soft_bellman_v(mdp, r, a[:, 0] + c), impl.soft_bellman_v(mdp, r, a[:, 0]) + mdp.gamma * c,
-          rtol=RTOL, scale=scale, what="T_V(V + c) vs T_V(V) + gamma c")
+    close(
+        impl.soft_bellman_q(mdp, r, a + c),
+        impl.soft_bellman_q(mdp, r, a) + mdp.gamma * c,
+        rtol=RTOL,
+        scale=scale,
+        what="T_Q(Q + c) vs T_Q(Q) + gamma c",
+    )
+    close(
+        impl.soft_bellman_v(mdp, r, a[:, 0] + c),
+        impl.soft_bellman_v(mdp, r, a[:, 0]) + mdp.gamma * c,
+        rtol=RTOL,
+        scale=scale,
+        what="T_V(V + c) vs T_V(V) + gamma c",
+    )
 
 
 def check_value_iteration_rate(impl, cab) -> None:
@@ -88,7 +112,9 @@ def check_value_iteration_rate(impl, cab) -> None:
     for k in range(1, 9):
         q = impl.soft_bellman_q(mdp, r, q)
         ek = inf_norm(q - q_star)
-        assert ek <= mdp.gamma**k * e0 + slack, f"sweep {k}: error {ek!r} > gamma^k e0 = {mdp.gamma**k * e0!r}"
+        assert ek <= mdp.gamma**k * e0 + slack, (
+            f"sweep {k}: error {ek!r} > gamma^k e0 = {mdp.gamma**k * e0!r}"
+        )
 
 
 def check_jacobian_at_fixed_point(impl, cab) -> None:
@@ -109,13 +135,22 @@ def check_jacobian_at_fixed_point(impl, cab) -> None:
         vj = V.astype(np.complex128)
         vj[j] += 1j * h
         jac[:, j] = np.imag(impl.soft_bellman_v(mdp, r, vj)) / h
-    close(jac, mdp.gamma * impl.state_chain(mdp.P, np.asarray(sol.pi)), rtol=RTOL, scale=1.0,
-          what="complex-step dT/dV at V* vs gamma P_pi*")
+    close(
+        jac,
+        mdp.gamma * impl.state_chain(mdp.P, np.asarray(sol.pi)),
+        rtol=RTOL,
+        scale=1.0,
+        what="complex-step dT/dV at V* vs gamma P_pi*",
+    )
 
 
 _cases = case_with_points()
 test_contraction, test_contraction_nightly = tiers(check_contraction, cab=_cases)
 test_monotone, test_monotone_nightly = tiers(check_monotone, cab=_cases)
 test_shift, test_shift_nightly = tiers(check_shift, cab=_cases)
-test_value_iteration_rate, test_value_iteration_rate_nightly = tiers(check_value_iteration_rate, cab=_cases)
-test_jacobian_at_fixed_point, test_jacobian_at_fixed_point_nightly = tiers(check_jacobian_at_fixed_point, cab=_cases)
+test_value_iteration_rate, test_value_iteration_rate_nightly = tiers(
+    check_value_iteration_rate, cab=_cases
+)
+test_jacobian_at_fixed_point, test_jacobian_at_fixed_point_nightly = tiers(
+    check_jacobian_at_fixed_point, cab=_cases
+)

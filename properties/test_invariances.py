@@ -61,7 +61,9 @@ def _grad(impl, case, pi, *, gpi=None, dr=None, tau=None, form="adjoint"):
     gpi = case.upper.grad_pi(x, pi) if gpi is None else gpi
     dr = case.dr_sad if dr is None else dr
     tau = case.mdp.tau if tau is None else tau
-    grad = impl.hypergradient_from_policy(case.mdp.P, case.mdp.gamma, tau, pi, dr, gx, gpi, form=form)[0]
+    grad = impl.hypergradient_from_policy(
+        case.mdp.P, case.mdp.gamma, tau, pi, dr, gx, gpi, form=form
+    )[0]
     return np.asarray(grad), gx, gpi, dr
 
 
@@ -86,8 +88,13 @@ def check_adjoint_equals_sa_form(impl, cs) -> None:
     case, _ = cs
     _, _, pi, _ = _lower(impl, case.mdp, case.r_sa)
     grad, gx, gpi, dr = _grad(impl, case, pi, form="adjoint")
-    close(_grad(impl, case, pi, form="sa")[0], grad, rtol=RTOL, scale=grad_scale(case, pi, gx, gpi, dr),
-          what="SA x SA form vs adjoint form of (9)")
+    close(
+        _grad(impl, case, pi, form="sa")[0],
+        grad,
+        rtol=RTOL,
+        scale=grad_scale(case, pi, gx, gpi, dr),
+        what="SA x SA form vs adjoint form of (9)",
+    )
 
 
 def check_shaping_and_shift(impl, cs) -> None:
@@ -108,10 +115,24 @@ def check_shaping_and_shift(impl, cs) -> None:
         V2, Q2, pi2, log_pi2, res2 = _lower(impl, mdp, r2, with_residual=True)
         q_scale = max(1.0, inf_norm(Q), inf_norm(Q2))
         dv, dlp, dg = two_solve_bounds(mdp.gamma, mdp.tau, res, res2, case.kappa)
-        close(log_pi2, log_pi, rtol=RTOL, scale=q_scale / mdp.tau, atol=dlp, what=f"log pi* after {name}")
+        close(
+            log_pi2,
+            log_pi,
+            rtol=RTOL,
+            scale=q_scale / mdp.tau,
+            atol=dlp,
+            what=f"log pi* after {name}",
+        )
         close(V2, v_expect, rtol=RTOL, scale=q_scale, atol=dv, what=f"V* after {name}")
         gs = grad_scale(case, pi, gx, gpi, dr)
-        close(_grad(impl, case, pi2)[0], grad, rtol=RTOL, scale=gs, atol=dg * gs, what=f"grad phi after {name}")
+        close(
+            _grad(impl, case, pi2)[0],
+            grad,
+            rtol=RTOL,
+            scale=gs,
+            atol=dg * gs,
+            what=f"grad phi after {name}",
+        )
 
 
 def check_temperature_scaling(impl, cs) -> None:
@@ -124,8 +145,14 @@ def check_temperature_scaling(impl, cs) -> None:
     Vc, Qc, _, log_pi_c, res_c = _lower(impl, mdp_c, c * r, with_residual=True)
     q_scale = max(1.0, inf_norm(Q))
     dv, dlp, _ = two_solve_bounds(mdp.gamma, mdp.tau, res, res_c / c, case.kappa)
-    close(log_pi_c, log_pi, rtol=RTOL, scale=q_scale / mdp.tau, atol=dlp,
-          what="log pi* after (r, tau) -> (c r, c tau)")
+    close(
+        log_pi_c,
+        log_pi,
+        rtol=RTOL,
+        scale=q_scale / mdp.tau,
+        atol=dlp,
+        what="log pi* after (r, tau) -> (c r, c tau)",
+    )
     close(Vc, c * V, rtol=RTOL, scale=c * q_scale, atol=c * dv, what="V* after scaling vs c V*")
     # implicit derivatives at the same pi: the reward Jacobian scales by c too
     d = impl.implicit_derivatives(mdp.P, mdp.gamma, mdp.tau, pi, dr)
@@ -160,9 +187,22 @@ def check_relabelling(impl, cs) -> None:
     q_scale = max(1.0, inf_norm(Q))
     dv, dlp, _ = two_solve_bounds(mdp.gamma, mdp.tau, res, res2, case.kappa)
     close(V2[sig], V, rtol=RTOL, scale=q_scale, atol=dv, what="relabelled V*")
-    close(Q2[s_idx, a_idx].reshape(S, A), Q, rtol=RTOL, scale=q_scale, atol=mdp.gamma * dv, what="relabelled Q*")
-    close(log_pi2[s_idx, a_idx].reshape(S, A), log_pi, rtol=RTOL, scale=q_scale / mdp.tau, atol=dlp,
-          what="relabelled log pi*")
+    close(
+        Q2[s_idx, a_idx].reshape(S, A),
+        Q,
+        rtol=RTOL,
+        scale=q_scale,
+        atol=mdp.gamma * dv,
+        what="relabelled Q*",
+    )
+    close(
+        log_pi2[s_idx, a_idx].reshape(S, A),
+        log_pi,
+        rtol=RTOL,
+        scale=q_scale / mdp.tau,
+        atol=dlp,
+        what="relabelled log pi*",
+    )
     # derivatives and gradient at the relabelled copy of the same policy (no second-solve error)
     pi_perm = np.empty_like(pi)
     pi_perm[s_idx, a_idx] = pi.reshape(-1)
@@ -170,12 +210,21 @@ def check_relabelling(impl, cs) -> None:
     d2 = impl.implicit_derivatives(P2, mdp.gamma, mdp.tau, pi_perm, dr2)
     d_scale = inf_norm(dr) / (1.0 - mdp.gamma) + 1e-300
     close(d2.dV[sig], d.dV, rtol=RTOL, scale=d_scale, what="relabelled dV*")
-    close(d2.dlog_pi[s_idx, a_idx].reshape(d.dlog_pi.shape), d.dlog_pi, rtol=RTOL, scale=d_scale / mdp.tau,
-          what="relabelled dlog pi*")
+    close(
+        d2.dlog_pi[s_idx, a_idx].reshape(d.dlog_pi.shape),
+        d.dlog_pi,
+        rtol=RTOL,
+        scale=d_scale / mdp.tau,
+        what="relabelled dlog pi*",
+    )
     grad, gx, gpi, _ = _grad(impl, case, pi)
     gpi2 = G2 + case.upper.cpi * pi_perm
-    grad2 = np.asarray(impl.hypergradient_from_policy(P2, mdp.gamma, mdp.tau, pi_perm, dr2, gx, gpi2)[0])
-    close(grad2, grad, rtol=RTOL, scale=grad_scale(case, pi, gx, gpi, dr), what="relabelled grad phi")
+    grad2 = np.asarray(
+        impl.hypergradient_from_policy(P2, mdp.gamma, mdp.tau, pi_perm, dr2, gx, gpi2)[0]
+    )
+    close(
+        grad2, grad, rtol=RTOL, scale=grad_scale(case, pi, gx, gpi, dr), what="relabelled grad phi"
+    )
 
 
 def check_series_equals_solve(impl, cs) -> None:
@@ -188,7 +237,11 @@ def check_series_equals_solve(impl, cs) -> None:
     B = mdp.gamma * np.einsum("sa,sat->st", pi, mdp.P)  # own P_pi, not impl.state_chain
     phi = np.einsum("sa,sad->sd", pi, dr)
     # sum_{k < 2^m} B^k = prod_{i < m} (I + B^(2^i))
-    m = 1 if mdp.gamma == 0 else min(40, max(1, math.ceil(math.log2(max(1.0, -40.0 / math.log10(mdp.gamma))))))
+    m = (
+        1
+        if mdp.gamma == 0
+        else min(40, max(1, math.ceil(math.log2(max(1.0, -40.0 / math.log10(mdp.gamma))))))
+    )
     K = 2**m
     series, power = phi.copy(), B.copy()
     for _ in range(m):
@@ -201,8 +254,13 @@ def check_series_equals_solve(impl, cs) -> None:
     assert err <= tail + RTOL * phi_n / (1.0 - mdp.gamma) + 1e-300, (
         f"series vs solve: {err!r} > tail bound {tail!r} (K={K})"
     )
-    close(d.dQ, dr + mdp.gamma * np.einsum("sat,td->sad", mdp.P, series), rtol=RTOL,
-          scale=phi_n / (1.0 - mdp.gamma) + inf_norm(dr) + 1e-300, what="dQ* vs dr + gamma P (series dV*)")
+    close(
+        d.dQ,
+        dr + mdp.gamma * np.einsum("sat,td->sad", mdp.P, series),
+        rtol=RTOL,
+        scale=phi_n / (1.0 - mdp.gamma) + inf_norm(dr) + 1e-300,
+        what="dQ* vs dr + gamma P (series dV*)",
+    )
 
 
 def check_push_through(impl, cs) -> None:
@@ -218,20 +276,37 @@ def check_push_through(impl, cs) -> None:
     big = np.linalg.inv(np.eye(S * A) - mdp.gamma * impl.sa_chain(mdp.P, pi))
     small = np.linalg.inv(np.eye(S) - mdp.gamma * impl.state_chain(mdp.P, pi))
     inv_scale = 1.0 / (1.0 - mdp.gamma)
-    close(big, np.eye(S * A) + mdp.gamma * P_flat @ small @ Pi, rtol=RTOL, scale=inv_scale,
-          what="push-through identity")
+    close(
+        big,
+        np.eye(S * A) + mdp.gamma * P_flat @ small @ Pi,
+        rtol=RTOL,
+        scale=inv_scale,
+        what="push-through identity",
+    )
     d = impl.implicit_derivatives(mdp.P, mdp.gamma, mdp.tau, pi, dr)
     d_sa = impl.implicit_derivatives_sa(mdp.P, mdp.gamma, mdp.tau, pi, dr)
     d_scale = inf_norm(dr) * inv_scale + 1e-300
     for name, k in (("dV", 1.0), ("dQ", 1.0), ("dlog_pi", 1.0 / mdp.tau), ("dpi", 1.0 / mdp.tau)):
-        close(getattr(d_sa, name), getattr(d, name), rtol=RTOL, scale=d_scale * k, what=f"{name}: SA x SA vs S x S")
+        close(
+            getattr(d_sa, name),
+            getattr(d, name),
+            rtol=RTOL,
+            scale=d_scale * k,
+            what=f"{name}: SA x SA vs S x S",
+        )
 
 
 _cases = case_and_seed()
 test_gauge, test_gauge_nightly = tiers(check_gauge, cs=_cases)
-test_adjoint_equals_sa_form, test_adjoint_equals_sa_form_nightly = tiers(check_adjoint_equals_sa_form, cs=_cases)
+test_adjoint_equals_sa_form, test_adjoint_equals_sa_form_nightly = tiers(
+    check_adjoint_equals_sa_form, cs=_cases
+)
 test_shaping_and_shift, test_shaping_and_shift_nightly = tiers(check_shaping_and_shift, cs=_cases)
-test_temperature_scaling, test_temperature_scaling_nightly = tiers(check_temperature_scaling, cs=_cases)
+test_temperature_scaling, test_temperature_scaling_nightly = tiers(
+    check_temperature_scaling, cs=_cases
+)
 test_relabelling, test_relabelling_nightly = tiers(check_relabelling, cs=_cases)
-test_series_equals_solve, test_series_equals_solve_nightly = tiers(check_series_equals_solve, cs=_cases)
+test_series_equals_solve, test_series_equals_solve_nightly = tiers(
+    check_series_equals_solve, cs=_cases
+)
 test_push_through, test_push_through_nightly = tiers(check_push_through, cs=_cases)

@@ -34,18 +34,34 @@ def _check_m_matrix(M: np.ndarray, gamma: float, what: str) -> None:
     off = M[~np.eye(n, dtype=bool)]
     assert np.all(off <= 0.0), f"{what}: positive off-diagonal entry {off.max()!r} (not a Z-matrix)"
     # row sums 1 - gamma * (sum_a pi sum_s' P) = 1 - gamma (1 +- n eps): absolute rounding n * eps
-    close(M.sum(axis=1), np.full(n, 1.0 - gamma), rtol=RTOL, scale=1.0, what=f"{what} row sums vs 1 - gamma")
+    close(
+        M.sum(axis=1),
+        np.full(n, 1.0 - gamma),
+        rtol=RTOL,
+        scale=1.0,
+        what=f"{what} row sums vs 1 - gamma",
+    )
     inv = np.linalg.solve(M, np.eye(n))
     # a solve loses at most kappa * eps relative to ||inv||_inf = 1/(1 - gamma)
     inv_scale = 1.0 / (1.0 - gamma)
     assert np.all(inv >= -RTOL * inv_scale), f"{what}: inverse has entry {inv.min()!r} < 0"
-    assert np.all(np.diag(inv) >= 1.0 - RTOL * inv_scale), f"{what}: inverse diagonal {np.diag(inv).min()!r} < 1"
-    close(inv @ np.ones(n), np.full(n, inv_scale), rtol=RTOL, scale=inv_scale, what=f"{what} inverse @ 1 vs 1/(1-gamma)")
+    assert np.all(np.diag(inv) >= 1.0 - RTOL * inv_scale), (
+        f"{what}: inverse diagonal {np.diag(inv).min()!r} < 1"
+    )
+    close(
+        inv @ np.ones(n),
+        np.full(n, inv_scale),
+        rtol=RTOL,
+        scale=inv_scale,
+        what=f"{what} inverse @ 1 vs 1/(1-gamma)",
+    )
     # eigenvalues 1 - gamma * lambda(P_pi), |lambda| <= 1; unit-modulus eigenvalues of a stochastic
     # matrix are semisimple, so rounding moves them by O(eps * cond), far below 1e-10
     ev = np.linalg.eigvals(M)
     dist = np.abs(ev - 1.0)
-    assert np.all(dist <= gamma + RTOL), f"{what}: eigenvalue at distance {dist.max()!r} > gamma={gamma!r} from 1"
+    assert np.all(dist <= gamma + RTOL), (
+        f"{what}: eigenvalue at distance {dist.max()!r} > gamma={gamma!r} from 1"
+    )
 
 
 def check_state_chain_m_matrix(impl, chain) -> None:
@@ -77,10 +93,19 @@ def check_neumann_series(impl, chain) -> None:
     tail = inv - series
     inv_scale = 1.0 / (1.0 - gamma)
     assert np.all(tail >= -RTOL * inv_scale), f"series exceeds the inverse by {-tail.min():.3e}"
-    close(tail.sum(axis=1), np.full(S, gamma**K * inv_scale), rtol=RTOL, scale=inv_scale,
-          what="row sums of the Neumann tail vs gamma^K/(1-gamma)")
+    close(
+        tail.sum(axis=1),
+        np.full(S, gamma**K * inv_scale),
+        rtol=RTOL,
+        scale=inv_scale,
+        what="row sums of the Neumann tail vs gamma^K/(1-gamma)",
+    )
 
 
-test_state_chain_m_matrix, test_state_chain_m_matrix_nightly = tiers(check_state_chain_m_matrix, chain=chains())
-test_sa_chain_m_matrix, test_sa_chain_m_matrix_nightly = tiers(check_sa_chain_m_matrix, chain=chains())
+test_state_chain_m_matrix, test_state_chain_m_matrix_nightly = tiers(
+    check_state_chain_m_matrix, chain=chains()
+)
+test_sa_chain_m_matrix, test_sa_chain_m_matrix_nightly = tiers(
+    check_sa_chain_m_matrix, chain=chains()
+)
 test_neumann_series, test_neumann_series_nightly = tiers(check_neumann_series, chain=chains())

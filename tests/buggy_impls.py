@@ -88,11 +88,14 @@ def detached_value(p):
 
     V, _, pi0 = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
     x = torch.tensor(p.x, requires_grad=True)
-    r = torch.tensor(p.reward(p.x)) + torch.einsum("sad,d->sa", torch.tensor(p.reward_jacobian(p.x)),
-                                                   x - torch.tensor(p.x))
+    r = torch.tensor(p.reward(p.x)) + torch.einsum(
+        "sad,d->sa", torch.tensor(p.reward_jacobian(p.x)), x - torch.tensor(p.x)
+    )
     Q = r + p.gamma * torch.tensor(p.P) @ torch.tensor(V).detach()
     pi = torch.softmax(Q / p.tau, dim=-1)
-    loss = (torch.tensor(p.upper_grad_pi(p.x, pi0)) * pi).sum() + (torch.tensor(p.upper_grad_x(p.x, pi0)) * x).sum()
+    loss = (torch.tensor(p.upper_grad_pi(p.x, pi0)) * pi).sum() + (
+        torch.tensor(p.upper_grad_x(p.x, pi0)) * x
+    ).sum()
     loss.backward()
     return x.grad.numpy()
 
@@ -212,12 +215,16 @@ def correct_torch_ift(p):
 
     x0 = torch.tensor(p.x)
     x = x0.clone().requires_grad_(True)
-    r = torch.tensor(p.reward(p.x)) + torch.einsum("sad,d->sa", torch.tensor(p.reward_jacobian(p.x)), x - x0)
+    r = torch.tensor(p.reward(p.x)) + torch.einsum(
+        "sad,d->sa", torch.tensor(p.reward_jacobian(p.x)), x - x0
+    )
     P = torch.tensor(p.P)
     V = _fixed_point_fn().apply(r, P, p.gamma, p.tau)
     pi = torch.softmax((r + p.gamma * torch.einsum("sat,t->sa", P, V)) / p.tau, dim=-1)
     pi0 = pi.detach().numpy()
-    surrogate = (torch.tensor(p.upper_grad_pi(p.x, pi0)) * pi).sum() + (torch.tensor(p.upper_grad_x(p.x, pi0)) * x).sum()
+    surrogate = (torch.tensor(p.upper_grad_pi(p.x, pi0)) * pi).sum() + (
+        torch.tensor(p.upper_grad_x(p.x, pi0)) * x
+    ).sum()
     surrogate.backward()
     return x.grad
 
@@ -271,7 +278,9 @@ def correct_fast_torch(p):
     from bilevel_check.fast.m_sobirl import exact_diagnostics, from_problems
 
     m = p.model
-    batch = from_problems([types.SimpleNamespace(mdp=m.mdp, reward=m.reward, upper=m.upper, x0=m.x)])
+    batch = from_problems(
+        [types.SimpleNamespace(mdp=m.mdp, reward=m.reward, upper=m.upper, x0=m.x)]
+    )
     # relative residual 1e-12: the TolerancePolicy.solver_tol the oracle budgets (x kappa) for
     # any implementation, and the float64 tol the fast path's own diagnostics use
     _, grad = exact_diagnostics(batch, torch.tensor(m.x)[None, :], tol=1e-12)
@@ -300,7 +309,13 @@ def correct_unrolled(p):
     gx, gpi = torch.tensor(p.upper_grad_x(p.x, pi0)), torch.tensor(p.upper_grad_pi(p.x, pi0))
     K = 1 if p.gamma == 0 else int(math.ceil(math.log(1e-16) / math.log(p.gamma)))
     res = unrolled_hypergradient(
-        mdp, reward, _Upper(p), p.x, K=K, V0=V0,
+        mdp,
+        reward,
+        _Upper(p),
+        p.x,
+        K=K,
+        V0=V0,
         reward_torch=lambda x: r0 + torch.einsum("sad,d->sa", J, x - x0),
-        upper_torch=lambda x, pi: (gpi * pi).sum() + (gx * x).sum())
+        upper_torch=lambda x, pi: (gpi * pi).sum() + (gx * x).sum(),
+    )
     return res.grad

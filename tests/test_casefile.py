@@ -17,7 +17,9 @@ def _case(**over):
     P = rng.random((S, A, S))
     P /= P.sum(-1, keepdims=True)
     kw = dict(
-        P=P, gamma=0.9, tau=0.5,
+        P=P,
+        gamma=0.9,
+        tau=0.5,
         reward={"kind": "linear", "features": rng.normal(size=(S, A, d))},
         upper={"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(S, A)), "cpi": 1.0},
         x=rng.normal(size=d),
@@ -36,8 +38,12 @@ def test_roundtrip_through_json_is_exact(tmp_path):
     assert np.array_equal(prob.x, kw["x"])
     assert np.array_equal(prob.reward.F, kw["reward"]["features"])
     # the hyper-gradient from the loaded case equals the one from the in-memory objects
-    direct = bc.hypergradient(bc.TabularMDP(kw["P"], 0.9, 0.5), bc.LinearReward(kw["reward"]["features"]),
-                              bc.QuadraticUpper(1.0, kw["upper"]["G"], 1.0), kw["x"]).grad
+    direct = bc.hypergradient(
+        bc.TabularMDP(kw["P"], 0.9, 0.5),
+        bc.LinearReward(kw["reward"]["features"]),
+        bc.QuadraticUpper(1.0, kw["upper"]["G"], 1.0),
+        kw["x"],
+    ).grad
     assert np.array_equal(bc.hypergradient(prob.mdp, prob.reward, prob.upper, prob.x).grad, direct)
 
 
@@ -95,7 +101,9 @@ def test_quadratic_and_tabular_kinds():
     # 1e-15 = 4.5 eps; measured bit-equal (1.5e-16 against an explicit double loop)
     assert np.allclose(prob.reward.value(x), c * (x @ M @ x), rtol=1e-15, atol=0)
     raw, _ = _case(reward={"kind": "tabular"}, x=np.arange(6.0))
-    assert np.array_equal(load_case(raw).to_float64().reward.value(np.arange(6.0)), np.arange(6.0).reshape(3, 2))
+    assert np.array_equal(
+        load_case(raw).to_float64().reward.value(np.arange(6.0)), np.arange(6.0).reshape(3, 2)
+    )
     assert raw["schema"] == CASE_SCHEMA
 
 

@@ -25,8 +25,8 @@ def check_png(path) -> tuple[int, int]:
     assert data[:8] == PNG_MAGIC
     length, kind = struct.unpack(">I4s", data[8:16])
     assert kind == b"IHDR" and length == 13
-    (crc,) = struct.unpack(">I", data[16 + length:20 + length])
-    assert crc == zlib.crc32(data[12:16 + length])
+    (crc,) = struct.unpack(">I", data[16 + length : 20 + length])
+    assert crc == zlib.crc32(data[12 : 16 + length])
     assert data[-12:-4] == b"\x00\x00\x00\x00IEND"
     return struct.unpack(">II", data[16:24])
 
@@ -38,8 +38,23 @@ def nan_array(values):
 def test_run_m_sobirl_history_matches_reference(tmp_path, capsys, *, rtol=1e-10):
     # rtol: the CLI runs the float64 fast path; the reference loop is numpy float64
     # (measured agreement ~1e-15; see tests/test_fast.py).
-    rc = main(["run", "m-sobirl", "--problem", "ranmdp_small", "--iters", "12", "--seed", "2",
-               "--batch", "2", "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "m-sobirl",
+            "--problem",
+            "ranmdp_small",
+            "--iters",
+            "12",
+            "--seed",
+            "2",
+            "--batch",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     hist = json.loads((tmp_path / "history.json").read_text())
     assert hist["iterations"] == 12 and hist["params"]["B"] == 2
@@ -57,8 +72,21 @@ def test_run_m_sobirl_history_matches_reference(tmp_path, capsys, *, rtol=1e-10)
 
 def test_run_sobirl_exact_matches_reference(tmp_path, *, rtol=1e-10):
     # rtol: float64 both routes, same PMD step counts (tests/test_fast.py).
-    rc = main(["run", "sobirl", "--problem", "rlhf_tabular", "--iters", "4", "--estimator", "exact",
-               "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "sobirl",
+            "--problem",
+            "rlhf_tabular",
+            "--iters",
+            "4",
+            "--estimator",
+            "exact",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     hist = json.loads((tmp_path / "history.json").read_text())
     ref = sobirl(get_problem("rlhf_tabular", seed=0), K=4, estimator="exact")
@@ -71,8 +99,21 @@ def test_run_sobirl_exact_matches_reference(tmp_path, *, rtol=1e-10):
 def test_run_reference_engine_on_gridworld(tmp_path):
     # gridworld's occupancy upper level is not on the fast path; the reference engine runs it
     # and its JSON carries the reference loop's own numbers.
-    rc = main(["run", "m-sobirl", "--problem", "gridworld", "--engine", "reference", "--iters", "3",
-               "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "m-sobirl",
+            "--problem",
+            "gridworld",
+            "--engine",
+            "reference",
+            "--iters",
+            "3",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     hist = json.loads((tmp_path / "history.json").read_text())
     ref = m_sobirl(get_problem("gridworld", seed=0), K=3)
@@ -84,20 +125,35 @@ def test_run_reference_engine_on_gridworld(tmp_path):
     # by <= 2 |dQ| / tau and phi by <= sum |pi grad_pi f| 2 |dQ| / tau (~3.4e-12; measured <= 1.6e-17)
     mdp, reward, upper = get_problem("gridworld", seed=0).parts()
     xs, phis = np.array(hist["x"][0]), nan_array(hist["phi"][0])
-    for xk, phi in zip(xs[:len(phis)], phis, strict=True):  # phi_k is recorded at x_k, k < K
+    for xk, phi in zip(xs[: len(phis)], phis, strict=True):  # phi_k is recorded at x_k, k < K
         sol = solve_soft(mdp, reward.value(xk), method="vi")
         dq = mdp.gamma * 1e-12 * max(1.0, np.max(np.abs(sol.V))) / (1 - mdp.gamma)
         bound = 2 * np.sum(np.abs(sol.pi * upper.grad_pi(xk, sol.pi))) * dq / mdp.tau
         assert abs(upper.value(xk, sol.pi) - phi) <= bound
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["--device", "tpu"], "device"),
-    (["--engine", "reference", "--batch", "2"], "engine"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--device", "tpu"], "device"),
+        (["--engine", "reference", "--batch", "2"], "engine"),
+    ],
+)
 def test_run_bad_input_exits_2_naming_the_argument(tmp_path, capsys, argv, needle):
-    rc = main(["run", "m-sobirl", "--problem", "ranmdp_small", "--iters", "2", "--out", str(tmp_path),
-               "--no-progress", *argv])
+    rc = main(
+        [
+            "run",
+            "m-sobirl",
+            "--problem",
+            "ranmdp_small",
+            "--iters",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            *argv,
+        ]
+    )
     assert rc == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "history.json").exists()

@@ -29,10 +29,21 @@ def _case(tmp_path, kind):
     if kind == "linear":
         reward = {"kind": "linear", "features": rng.normal(size=(S, A, d))}
     else:
-        reward = {"kind": "quadratic", "c": rng.random((S, A)) * rng.random((S, A)), "M": rng.normal(size=(d, d))}
+        reward = {
+            "kind": "quadratic",
+            "c": rng.random((S, A)) * rng.random((S, A)),
+            "M": rng.normal(size=(d, d)),
+        }
     upper = {"kind": "quadratic", "cx": 0.5, "G": rng.normal(size=(S, A)), "cpi": 1.0}
-    raw = make_case(f"cli-solve-{kind}", P=P, gamma=0.9, tau=0.5, reward=reward, upper=upper,
-                    x=rng.normal(size=d))
+    raw = make_case(
+        f"cli-solve-{kind}",
+        P=P,
+        gamma=0.9,
+        tau=0.5,
+        reward=reward,
+        upper=upper,
+        x=rng.normal(size=d),
+    )
     path = tmp_path / f"{kind}.json"
     path.write_text(json.dumps(raw))
     return path, raw
@@ -48,11 +59,24 @@ def _sig_digits(text: str) -> int:
 
 
 def _check_round_trip(out, raw, digits):
-    args = (raw["mdp"]["P"], raw["mdp"]["gamma"], raw["mdp"]["tau"], raw["reward"], raw["upper"], raw["x"])
+    args = (
+        raw["mdp"]["P"],
+        raw["mdp"]["gamma"],
+        raw["mdp"]["tau"],
+        raw["reward"],
+        raw["upper"],
+        raw["x"],
+    )
     lib = precise.mp_hypergradient(*args, digits=digits)
     hi = precise.mp_hypergradient(*args, digits=digits + 20)
     assert out["digits"] == digits and out["id"] == raw["id"]
-    for key, attr in (("V", "V"), ("Q", "Q"), ("pi", "pi"), ("hypergradient", "grad"), ("phi", "phi")):
+    for key, attr in (
+        ("V", "V"),
+        ("Q", "Q"),
+        ("pi", "pi"),
+        ("hypergradient", "grad"),
+        ("phi", "phi"),
+    ):
         printed = _leaves(out[key])
         lib_v, hi_v = _leaves(getattr(lib, attr)), _leaves(getattr(hi, attr))
         assert len(printed) == len(lib_v) == len(hi_v), key
@@ -78,8 +102,13 @@ def test_solve_prints_40_digits_that_round_trip(tmp_path, capsys, kind):
 def test_solve_subprocess(tmp_path):
     """The same through a fresh interpreter (``python -m bilevel_check.cli``)."""
     path, raw = _case(tmp_path, "linear")
-    proc = subprocess.run([sys.executable, "-m", "bilevel_check.cli", "solve", str(path), "--digits", "40"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bilevel_check.cli", "solve", str(path), "--digits", "40"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     _check_round_trip(json.loads(proc.stdout), raw, 40)
 

@@ -75,9 +75,14 @@ def test_pi_matches_soft_vi(family, gamma, tau):
 _HARD_20 = ("sparse_absorbing", 0.99, 0.05)
 
 
-@pytest.mark.parametrize("family, gamma, tau", [
-    (f, g, t) for f in FAMILIES for g, t in [(0.0, 1.0), (0.5, 0.05), (0.9, 20.0), (0.99, 0.05), (0.99, 1.0)]
-])
+@pytest.mark.parametrize(
+    "family, gamma, tau",
+    [
+        (f, g, t)
+        for f in FAMILIES
+        for g, t in [(0.0, 1.0), (0.5, 0.05), (0.9, 20.0), (0.99, 0.05), (0.99, 1.0)]
+    ],
+)
 def test_pi_matches_soft_vi_at_20x20(family, gamma, tau):
     mdp, reward, upper, x = make_problem(family, gamma, tau, seed=2, S=20, A=20)
     r = reward.value(x)
@@ -89,10 +94,14 @@ def test_pi_matches_soft_vi_at_20x20(family, gamma, tau):
     _check_values(sol, mdp, r, ref)
     err = float(np.max(np.abs(sol.pi - ref.pi)))
     # strict: an unexpected pass is a failure, so the known limit cannot silently disappear
-    assert err > PI_ATOL, f"XPASS(strict): |pi - pi*| = {err:.2e} <= {PI_ATOL:g}; drop the expected failure"
-    pytest.xfail(f"measured: sparse/absorbing, S=A=20, gamma=0.99, tau=0.05 (|V*| ~ 410, pi ~ 1e-100 on "
-                 f"dominated actions): Clarabel ends {sol.status!r} with |pi - pi*| = {err:.1e} > 1e-6; "
-                 "a solver limit, kept visible rather than loosened")
+    assert err > PI_ATOL, (
+        f"XPASS(strict): |pi - pi*| = {err:.2e} <= {PI_ATOL:g}; drop the expected failure"
+    )
+    pytest.xfail(
+        f"measured: sparse/absorbing, S=A=20, gamma=0.99, tau=0.05 (|V*| ~ 410, pi ~ 1e-100 on "
+        f"dominated actions): Clarabel ends {sol.status!r} with |pi - pi*| = {err:.1e} > 1e-6; "
+        "a solver limit, kept visible rather than loosened"
+    )
 
 
 def test_rho_does_not_change_pi():
@@ -105,7 +114,9 @@ def test_rho_does_not_change_pi():
     assert np.max(np.abs(a.pi - b.pi)) <= 2 * PI_ATOL
     ref = _reference(mdp, r)
     # the objective bound of _check (measured <= 9.7e-11 relative there); here 7.4e-14
-    assert abs(b.objective - (1 - mdp.gamma) * float(rho @ ref.V)) <= 1e-8 * max(1.0, np.max(np.abs(ref.V)))
+    assert abs(b.objective - (1 - mdp.gamma) * float(rho @ ref.V)) <= 1e-8 * max(
+        1.0, np.max(np.abs(ref.V))
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -132,14 +132,18 @@ def test_low_temperature_large_rewards_are_stable():
     P = rng.random((S, A, S))
     mdp = bc.TabularMDP(P / P.sum(-1, keepdims=True), 0.9, 1e-3)
     r = rng.uniform(-1e3, 1e3, size=(S, A))
-    with np.errstate(over="raise", invalid="raise", divide="raise"):  # overflow, invalid or divide-by-zero is an error (underflow is harmless)
+    with np.errstate(
+        over="raise", invalid="raise", divide="raise"
+    ):  # overflow, invalid or divide-by-zero is an error (underflow is harmless)
         newton = bc.soft_policy_iteration(mdp, r)
         vi = bc.soft_value_iteration(mdp, r)
         res = bc.hypergradient(mdp, bc.TabularReward(S, A), bc.QuadraticUpper(S=S, A=A), r.ravel())
     for sol in (newton, vi):
         assert np.all(np.isfinite(sol.V)) and np.all(np.isfinite(sol.pi))
         # fixed point to the solver's relative tolerance 1e-12 at |V| ~ 1e4
-        assert np.max(np.abs(soft_bellman_v(mdp, r, sol.V) - sol.V)) <= 1e-12 * np.max(np.abs(sol.V))
+        assert np.max(np.abs(soft_bellman_v(mdp, r, sol.V) - sol.V)) <= 1e-12 * np.max(
+            np.abs(sol.V)
+        )
     assert np.all(np.isfinite(res.grad))
     # at tau -> 0 the policy is greedy w.r.t. Q*
     assert np.array_equal(np.argmax(newton.pi, 1), np.argmax(newton.Q, 1))
@@ -154,7 +158,9 @@ def test_not_converged_raises_with_remedy():
     # residual is reported honestly: it equals ||T V - V|| recomputed here. Same operator on
     # the same V, so equal up to rounding (measured bit-equal); 2 ulps allow a reordered sum
     assert sol.residual == pytest.approx(
-        float(np.max(np.abs(soft_bellman_v(mdp, reward.value(x), sol.V) - sol.V))), rel=2 * EPS, abs=0
+        float(np.max(np.abs(soft_bellman_v(mdp, reward.value(x), sol.V) - sol.V))),
+        rel=2 * EPS,
+        abs=0,
     )
 
 

@@ -32,7 +32,9 @@ def _row(rows, prefix):
 def test_default_problem_every_route(rows):
     case = default_case()
     assert float(case["mdp"]["gamma"]) == 0.9 and len(case["x"]) == 2
-    assert len(rows) == 9, [r.route for r in rows]  # reference + 8 routes (sympy applies: S, A <= 3)
+    assert len(rows) == 9, [
+        r.route for r in rows
+    ]  # reference + 8 routes (sympy applies: S, A <= 3)
     assert all(not r.note for r in rows), [r.note for r in rows]
     # float64 closed forms (both linear-algebra forms): the 1e-12 relative
     # (gamma = 0.9, |Q|/tau ~ 10: cond(I - gamma P_pi) <= 19, so ~1e-14 expected)
@@ -61,10 +63,15 @@ def _case_4x2(tmp_path):
     rng = np.random.default_rng(11)
     P = rng.random((4, 2, 4))
     P /= P.sum(axis=-1, keepdims=True)
-    case = make_case("cc-4x2", P=P, gamma=0.5, tau=1.0,
-                     reward={"kind": "tabular"},
-                     upper={"kind": "quadratic", "cx": 0.5, "G": rng.normal(size=(4, 2)), "cpi": 0.0},
-                     x=rng.normal(size=8))
+    case = make_case(
+        "cc-4x2",
+        P=P,
+        gamma=0.5,
+        tau=1.0,
+        reward={"kind": "tabular"},
+        upper={"kind": "quadratic", "cx": 0.5, "G": rng.normal(size=(4, 2)), "cpi": 0.0},
+        x=rng.normal(size=8),
+    )
     path = tmp_path / "case.json"
     path.write_text(json.dumps(case))
     return path

@@ -124,7 +124,9 @@ def test_sobirl_fast_exact_matches_reference(name, K, *, rtol=1e-10):
     assert rel_err(fast.x[:, 0], ref.x) <= rtol
     assert rel_err(fast.h[:, 0], ref.h) <= rtol
     np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=rtol)
-    np.testing.assert_allclose(fast.grad_norm[:, 0], ref.grad_norm, rtol=rtol)  # measured 8.5e-14 / 6.2e-12
+    np.testing.assert_allclose(
+        fast.grad_norm[:, 0], ref.grad_norm, rtol=rtol
+    )  # measured 8.5e-14 / 6.2e-12
     # the last policy (the fast history's pi field; w is M-SoBiRL's and stays empty)
     assert fast.w.size == 0
     # min pi is 4.9e-3 (shaping_chain), so the relative check alone suffices (measured rel 1.2e-13)
@@ -164,13 +166,24 @@ def test_sampled_estimator_is_unbiased_against_enumeration(*, n_sigma=5.0):
     # the exact-weight route of the same function reproduces the numpy enumeration
     est, eac = bt.enumeration()
     h_enum, _ = estimator_15(bt, xt, pit, est, eac, torch.exp(bt.log_rho(pit, est, eac)))
-    np.testing.assert_allclose(h_enum[0].numpy(), exact, rtol=1e-12, atol=1e-14)  # float64, same sums
+    np.testing.assert_allclose(
+        h_enum[0].numpy(), exact, rtol=1e-12, atol=1e-14
+    )  # float64, same sums
 
 
 def test_sobirl_sampling_is_seeded():
     p = get_problem("rlhf_tabular", seed=0)
-    runs = [sobirl_fast(sobirl_batch_from_problems([p]), K=3, estimator="sample", n_samples=500, seed=s,
-                        track_true_grad=False) for s in (7, 7, 8)]
+    runs = [
+        sobirl_fast(
+            sobirl_batch_from_problems([p]),
+            K=3,
+            estimator="sample",
+            n_samples=500,
+            seed=s,
+            track_true_grad=False,
+        )
+        for s in (7, 7, 8)
+    ]
     np.testing.assert_array_equal(runs[0].x, runs[1].x)
     assert not np.array_equal(runs[0].x, runs[2].x)
 

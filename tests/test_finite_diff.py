@@ -36,11 +36,13 @@ def _f(x):
 
 
 def _grad_f(x):
-    return np.array([
-        math.cos(x[0]) * math.exp(math.sin(x[0])) + x[1] ** 2,
-        2 * x[0] * x[1] - math.log1p(x[2] ** 2) * math.sin(x[1]),
-        2 * x[2] / (1 + x[2] ** 2) * math.cos(x[1]),
-    ])
+    return np.array(
+        [
+            math.cos(x[0]) * math.exp(math.sin(x[0])) + x[1] ** 2,
+            2 * x[0] * x[1] - math.log1p(x[2] ** 2) * math.sin(x[1]),
+            2 * x[2] / (1 + x[2] ** 2) * math.cos(x[1]),
+        ]
+    )
 
 
 X_POINTS = [np.array([0.3, -1.2, 0.8]), np.array([2.5, 0.1, -3.0]), np.array([-40.0, 7.0, 0.01])]

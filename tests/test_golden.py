@@ -77,13 +77,28 @@ def test_case_count_matches_manifest_and_cannot_silently_shrink():
 
 def test_suite_covers_the_required_hard_cases():
     flags = {f for c in CASES for f in c.flags}
-    assert {"gamma_near_one", "low_temperature", "near_deterministic", "sparse_P", "absorbing_state",
-            "single_state", "single_action", "large_reward", "trajectory_upper"} <= flags
+    assert {
+        "gamma_near_one",
+        "low_temperature",
+        "near_deterministic",
+        "sparse_P",
+        "absorbing_state",
+        "single_state",
+        "single_action",
+        "large_reward",
+        "trajectory_upper",
+    } <= flags
     assert {c.tier for c in CASES} == {"easy", "medium", "hard"}
     # tau = 0.01 with |r| >= 100: exp(r / tau) overflows float64 (exp(709.8) is the limit)
     big = [c for c in CASES if float(c.case["mdp"]["tau"]) <= 0.01 and "large_reward" in c.flags]
-    assert big and any(np.max(np.abs(load_case(c.case).to_float64().reward.value(
-        load_case(c.case).to_float64().x))) / 0.01 > 709.8 for c in big)
+    assert big and any(
+        np.max(
+            np.abs(load_case(c.case).to_float64().reward.value(load_case(c.case).to_float64().x))
+        )
+        / 0.01
+        > 709.8
+        for c in big
+    )
     assert any(float(c.case["mdp"]["gamma"]) >= 0.99 for c in CASES)
 
 
@@ -129,7 +144,13 @@ def test_float64_reference_agrees_with_every_golden_case(gc):
     cond = np.linalg.cond(np.eye(m.S) - m.gamma * state_chain(m.P, sol.pi), np.inf)
     kappa = cond * np.max(np.abs(der.dV)) / (m.tau * max(np.max(np.abs(want_grad)), 1e-300))
     rtol = {"grad": max(1e-10, 64 * np.finfo(float).eps * kappa)}
-    for name, got in (("V", sol.V), ("Q", sol.Q), ("pi", sol.pi), ("phi", res.phi), ("grad", res.grad)):
+    for name, got in (
+        ("V", sol.V),
+        ("Q", sol.Q),
+        ("pi", sol.pi),
+        ("phi", res.phi),
+        ("grad", res.grad),
+    ):
         want = _arr(gc.certified[name])
         err = np.max(np.abs(np.asarray(got, dtype=np.float64).reshape(want.shape) - want))
         tol = rtol.get(name, 1e-10)  # V, Q, pi, phi: cond(I - gamma P_pi) * eps <= 2e3 * 2.2e-16
@@ -155,7 +176,9 @@ def test_model_free_terms_match_independent_float64_model_free_code():
     """The float64 enumeration of (13) and (14) (bilevel_check.model_free) vs the mpmath enumeration."""
     from bilevel_check.model_free import model_free_hypergradient_exact
 
-    rtol = 1e-12  # float64 sums over <= 4096 tuples, cond(I - gamma P_pi) <= 20 here: ~1e-14 observed
+    rtol = (
+        1e-12  # float64 sums over <= 4096 tuples, cond(I - gamma P_pi) <= 20 here: ~1e-14 observed
+    )
     for gc in (c for c in CASES if "trajectory_upper" in c.flags):
         prob = gc.load().to_float64()
         res = model_free_hypergradient_exact(prob.mdp, prob.reward, prob.upper, prob.x, tol=1e-14)
@@ -178,16 +201,27 @@ def test_bandit_and_markov_reward_process_closed_forms():
             g, t = mpmath.mpf(gc.case["mdp"]["gamma"]), mpmath.mpf(gc.case["mdp"]["tau"])
             x = [mpmath.mpf(v) for v in gc.case["x"]]
             F = gc.case["reward"]["features"]
-            r = [[mpmath.fdot([mpmath.mpf(v) for v in F[s][a]], x) for a in range(A)] for s in range(S)]
+            r = [
+                [mpmath.fdot([mpmath.mpf(v) for v in F[s][a]], x) for a in range(A)]
+                for s in range(S)
+            ]
             if S == 1:
                 V = [t * mpmath.log(mpmath.fsum(mpmath.exp(q / t) for q in r[0])) / (1 - g)]
             else:
-                P = mpmath.matrix([[mpmath.mpf(v) for v in gc.case["mdp"]["P"][s][0]] for s in range(S)])
-                for s in range(S):  # rows renormalized in working precision, as the case format says
+                P = mpmath.matrix(
+                    [[mpmath.mpf(v) for v in gc.case["mdp"]["P"][s][0]] for s in range(S)]
+                )
+                for s in range(
+                    S
+                ):  # rows renormalized in working precision, as the case format says
                     tot = mpmath.fsum(P[s, j] for j in range(S))
                     for j in range(S):
                         P[s, j] /= tot
-                V = list(mpmath.lu_solve(mpmath.eye(S) - g * P, mpmath.matrix([r[s][0] for s in range(S)])))
+                V = list(
+                    mpmath.lu_solve(
+                        mpmath.eye(S) - g * P, mpmath.matrix([r[s][0] for s in range(S)])
+                    )
+                )
             want = [mpmath.mpf(v) for v in gc.certified["V"]]
             err = max(abs(a - b) for a, b in zip(V, want))
             assert err <= mpmath.mpf(10) ** (-k) * max(abs(v) for v in want), gc.id
@@ -201,7 +235,10 @@ def test_quadratic_family_known_optimum_at_x_zero():
     gc = BY_ID["quad-S3A2-x0"]
     S, A = 3, 2
     with mpmath.workdps(60):
-        assert abs(mpmath.mpf(gc.certified["phi"]) - mpmath.mpf(S) / (2 * A)) <= mpmath.mpf(10) ** -gc.certified_digits["phi"]
+        assert (
+            abs(mpmath.mpf(gc.certified["phi"]) - mpmath.mpf(S) / (2 * A))
+            <= mpmath.mpf(10) ** -gc.certified_digits["phi"]
+        )
         assert all(mpmath.mpf(v) == 0 for v in gc.certified["grad"])
 
 
@@ -219,7 +256,11 @@ def test_truncated_json_names_file(tmp_path):
     root, path = _corrupt(tmp_path, "random_dense", lambda p: p.write_text(p.read_text()[:500]))
     with pytest.raises(GoldenError) as exc:
         load_golden(root=root)
-    assert str(path) in str(exc.value) and "<json>" in str(exc.value) and "valid JSON" in str(exc.value)
+    assert (
+        str(path) in str(exc.value)
+        and "<json>" in str(exc.value)
+        and "valid JSON" in str(exc.value)
+    )
 
 
 def _edit_json(fn):
@@ -227,19 +268,25 @@ def _edit_json(fn):
         obj = json.loads(path.read_text())
         fn(obj)
         path.write_text(json.dumps(obj))
+
     return edit
 
 
 def test_missing_field_names_file_and_field(tmp_path):
-    root, path = _corrupt(tmp_path, "sparse_absorbing", _edit_json(lambda o: o["cases"][1].pop("tier")))
+    root, path = _corrupt(
+        tmp_path, "sparse_absorbing", _edit_json(lambda o: o["cases"][1].pop("tier"))
+    )
     with pytest.raises(GoldenError) as exc:
         load_golden(root=root)
-    assert exc.value.where == str(path) and exc.value.field == "cases[1]" and "tier" in str(exc.value)
+    assert (
+        exc.value.where == str(path) and exc.value.field == "cases[1]" and "tier" in str(exc.value)
+    )
 
 
 def test_non_decimal_string_names_file_and_field(tmp_path):
     def bad(o):
         o["cases"][0]["certified"]["grad"][1] = "1.2.3"
+
     root, path = _corrupt(tmp_path, "single_state", _edit_json(bad))
     with pytest.raises(GoldenError) as exc:
         load_golden(["single_state"], root=root)
@@ -250,6 +297,7 @@ def test_non_decimal_string_names_file_and_field(tmp_path):
 def test_certified_digits_beyond_written_digits_is_rejected(tmp_path):
     def bad(o):
         o["cases"][2]["certified_digits"]["phi"] = 200
+
     root, path = _corrupt(tmp_path, "quadratic_family", _edit_json(bad))
     cid = json.loads(path.read_text())["cases"][2]["id"]
     with pytest.raises(GoldenError) as exc:
@@ -284,7 +332,10 @@ def test_show_prints_the_requested_case(capsys):
     assert main(["show", gc.id, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["id"] == gc.id and out["certified"]["grad"] == gc.certified["grad"]
-    assert out["inputs"]["tau"] == gc.case["mdp"]["tau"] and out["certified_digits"] == gc.certified_digits
+    assert (
+        out["inputs"]["tau"] == gc.case["mdp"]["tau"]
+        and out["certified_digits"] == gc.certified_digits
+    )
     assert main(["show", gc.id]) == 0
     text = capsys.readouterr().out
     assert text.startswith(gc.id) and gc.certified["phi"][:12] in text
@@ -301,8 +352,12 @@ def test_show_into_a_closed_pipe_stops_without_a_traceback():
     import sys
 
     gc = BY_ID["lowtau-001-r100"]
-    proc = subprocess.Popen([sys.executable, "-m", "bilevel_check.cli", "show", gc.id],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bilevel_check.cli", "show", gc.id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1  # output not delivered: not a success
@@ -321,8 +376,18 @@ def _regenerate_and_compare(tmp_path, groups, *, resume=False):
     out = tmp_path / "regen"
     shutil.copytree(ROOT / "schema", out / "schema")
     man = load_manifest()
-    args = ["certify", "--groups", *groups, "--digits", str(man["digits"]), "--check-digits",
-            str(man["check_digits"]), "--out", str(out), "--quiet"] + (["--resume"] if resume else [])
+    args = [
+        "certify",
+        "--groups",
+        *groups,
+        "--digits",
+        str(man["digits"]),
+        "--check-digits",
+        str(man["check_digits"]),
+        "--out",
+        str(out),
+        "--quiet",
+    ] + (["--resume"] if resume else [])
     assert main(args) == 0
     new = {c.id: c for c in load_golden(groups, root=out)}
     for gc in (c for c in CASES if c.group in groups):
@@ -333,7 +398,10 @@ def _regenerate_and_compare(tmp_path, groups, *, resume=False):
                 a = [mpmath.mpf(v) for v in np.ravel(np.array(gc.certified[name], dtype=object))]
                 b = [mpmath.mpf(v) for v in np.ravel(np.array(n.certified[name], dtype=object))]
                 scale = max(max(abs(v) for v in a), mpmath.mpf(10) ** -(k + 10))
-                assert max(abs(u - v) for u, v in zip(a, b)) <= mpmath.mpf(10) ** -k * scale, (gc.id, name)
+                assert max(abs(u - v) for u, v in zip(a, b)) <= mpmath.mpf(10) ** -k * scale, (
+                    gc.id,
+                    name,
+                )
     return out
 
 
@@ -348,15 +416,23 @@ def test_certify_resume_skips_finished_cases(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "schema", out / "schema")
     first = [c for c in load_manifest()["groups"]["single_state"]["cases"]][0]
     row = certify.certify_case(first, digits=60, check_digits=100, tier="easy")
-    row["certified"]["phi"] = "1." + "0" * 60  # a marker: resume must keep this row, not recompute it
+    row["certified"]["phi"] = (
+        "1." + "0" * 60
+    )  # a marker: resume must keep this row, not recompute it
     from bilevel_check._io import atomic_write_json
 
-    atomic_write_json(out / ".partial" / "single_state" / f"{first['id']}.json",
-                      {"spec": row["spec"], "digits": [60, 100], "row": row})
+    atomic_write_json(
+        out / ".partial" / "single_state" / f"{first['id']}.json",
+        {"spec": row["spec"], "digits": [60, 100], "row": row},
+    )
     calls = []
     real = certify.certify_case
-    monkeypatch.setattr(certify, "certify_case", lambda spec, **kw: calls.append(spec["id"]) or real(spec, **kw))
-    certify.certify_groups(["single_state"], digits=60, check_digits=100, out=out, resume=True, progress=False)
+    monkeypatch.setattr(
+        certify, "certify_case", lambda spec, **kw: calls.append(spec["id"]) or real(spec, **kw)
+    )
+    certify.certify_groups(
+        ["single_state"], digits=60, check_digits=100, out=out, resume=True, progress=False
+    )
     kept = json.loads((out / "golden" / "single_state.json").read_text())["cases"][0]
     assert kept["certified"]["phi"] == "1." + "0" * 60
     assert first["id"] not in calls and len(calls) == 3
@@ -365,7 +441,9 @@ def test_certify_resume_skips_finished_cases(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_certify_reproduces_a_sample_of_every_group(tmp_path):
-    _regenerate_and_compare(tmp_path, ["random_dense", "low_temperature", "gamma_near_one", "model_free"])
+    _regenerate_and_compare(
+        tmp_path, ["random_dense", "low_temperature", "gamma_near_one", "model_free"]
+    )
 
 
 @pytest.mark.slow
@@ -376,16 +454,51 @@ def test_built_wheel_ships_the_golden_suite(tmp_path):
     import sys
 
     repo = Path(__file__).resolve().parent.parent
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    str(repo), "-w", str(tmp_path / "whl")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(repo),
+            "-w",
+            str(tmp_path / "whl"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "whl").glob("*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                    str(tmp_path / "site"), str(wheel)], check=True, capture_output=True)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import json, bilevel_check.golden as g; "
-            "print(json.dumps([str(g.reference_root()), [c.id for c in g.load_golden()]]))")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(tmp_path / "site"),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import json, bilevel_check.golden as g; "
+        "print(json.dumps([str(g.reference_root()), [c.id for c in g.load_golden()]]))"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k != "BILEVEL_CHECK_REFERENCE"}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], check=True,
-                         capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "site")],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout
     root, ids = json.loads(out)
     assert Path(root) == tmp_path / "site" / "bilevel_check" / "reference"
     assert ids == [c.id for c in load_golden(root=repo / "reference")]

@@ -40,7 +40,7 @@ def _by_hand(mdp, reward, upper, x, Q, w, *, beta, zeta, N):
     pit = Et / Et.sum(axis=1, keepdims=True)
     Pi_t = np.zeros((S, S * A))  # averaging matrix of pit: (Pi_t dr)[s] = sum_a pit dr
     for s in range(S):
-        Pi_t[s, s * A:(s + 1) * A] = pit[s]
+        Pi_t[s, s * A : (s + 1) * A] = pit[s]
     h = upper.grad_x(x, pi) + (dr.T @ u - (Pi_t @ dr).T @ w_next) / tau
     x_next = x - beta * h
     r_next = reward.value(x_next)
@@ -164,9 +164,15 @@ def test_history_json_round_trip(tmp_path):
 
 def test_bad_inputs_name_the_argument():
     p = get_problem("ranmdp_small", seed=0)
-    for kwargs, arg in [({"beta": -1.0}, "beta"), ({"K": 2.5}, "K"), ({"N": -1}, "N"),
-                        ({"Q0": np.zeros((2, 2))}, "Q0"), ({"w0": np.zeros(2)}, "w0"),
-                        ({"x0": np.zeros(7)}, "x0"), ({"callback": 3}, "callback")]:
+    for kwargs, arg in [
+        ({"beta": -1.0}, "beta"),
+        ({"K": 2.5}, "K"),
+        ({"N": -1}, "N"),
+        ({"Q0": np.zeros((2, 2))}, "Q0"),
+        ({"w0": np.zeros(2)}, "w0"),
+        ({"x0": np.zeros(7)}, "x0"),
+        ({"callback": 3}, "callback"),
+    ]:
         with pytest.raises(InvalidInputError) as e:
             m_sobirl(p, **{"K": 1, **kwargs})
         assert e.value.argument == arg

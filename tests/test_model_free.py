@@ -33,15 +33,20 @@ def _rlhf(seed=0, *, labels="bernoulli", gamma=0.8, tau=0.7, linear=False):
     reward = LinearReward(rng.normal(size=(S, A, 4))) if linear else TabularReward(S, A)
     Pu = rng.random((S, A, S)) + 0.05
     Pu /= Pu.sum(-1, keepdims=True)
-    up = RLHFUpper(Pu, np.full(S, 1 / S), 2, reward, 2 * rng.normal(size=(S, A)), labels=labels, ridge=0.05)
+    up = RLHFUpper(
+        Pu, np.full(S, 1 / S), 2, reward, 2 * rng.normal(size=(S, A)), labels=labels, ridge=0.05
+    )
     return mdp, reward, up, rng.normal(size=reward.d)
 
 
-@pytest.mark.parametrize("labels,linear,gamma,tau", [
-    ("bernoulli", False, 0.8, 0.7),
-    ("deterministic", False, 0.5, 2.0),
-    ("bernoulli", True, 0.95, 0.1),
-])
+@pytest.mark.parametrize(
+    "labels,linear,gamma,tau",
+    [
+        ("bernoulli", False, 0.8, 0.7),
+        ("deterministic", False, 0.5, 2.0),
+        ("bernoulli", True, 0.95, 0.1),
+    ],
+)
 def test_exact_13_plus_14_equals_closed_form_9(labels, linear, gamma, tau):
     mdp, reward, up, x = _rlhf(1, labels=labels, gamma=gamma, tau=tau, linear=linear)
     mf = model_free_hypergradient_exact(mdp, reward, up, x)
@@ -58,7 +63,10 @@ def test_exact_13_plus_14_equals_closed_form_9(labels, linear, gamma, tau):
     # independent of grad_x l: Richardson differences of f(., pi) at fixed pi (only l enters), within
     # their own per-coordinate error estimate (~1e-13; measured |term13 - fd| <= 2.2e-14)
     fd = richardson_gradient(lambda z: up.exact(z, mf.pi)[0], x)
-    assert np.all(np.abs(mf.term13 - fd.grad) <= fd.error_estimate), (mf.term13 - fd.grad, fd.error_estimate)
+    assert np.all(np.abs(mf.term13 - fd.grad) <= fd.error_estimate), (
+        mf.term13 - fd.grad,
+        fd.error_estimate,
+    )
 
 
 def test_exact_at_non_optimal_policy_equals_sa_form_derivatives():
@@ -73,7 +81,9 @@ def test_exact_at_non_optimal_policy_equals_sa_form_derivatives():
     der = implicit_derivatives_sa(mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x))
     want = gx + np.einsum("sa,sad->d", gpi, der.dpi)
     np.testing.assert_allclose(mf.grad, want, rtol=0, atol=1e-12)  # O(1) values, SA x SA solve
-    want_adj, _, _ = hypergradient_from_policy(mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x), gx, gpi)
+    want_adj, _, _ = hypergradient_from_policy(
+        mdp.P, mdp.gamma, mdp.tau, pi, reward.jacobian(x), gx, gpi
+    )
     np.testing.assert_allclose(mf.grad, want_adj, rtol=0, atol=1e-12)
 
 
@@ -102,8 +112,12 @@ def test_estimator_15_is_unbiased_at_the_exact_policy(n_samples, implicit):
     exact = model_free_hypergradient_exact(mdp, reward, up, x)
     rng = np.random.default_rng(2024)
     R = 40
-    ests = [sobirl_estimator(mdp, reward, up, x, exact.pi, n_samples=n_samples, rng=rng, implicit=implicit)
-            for _ in range(R)]
+    ests = [
+        sobirl_estimator(
+            mdp, reward, up, x, exact.pi, n_samples=n_samples, rng=rng, implicit=implicit
+        )
+        for _ in range(R)
+    ]
     g = np.array([e.grad for e in ests])
     se = g.std(axis=0, ddof=1) / np.sqrt(R)
     # unbiased: the mean of R independent estimates is within 4 standard errors in every coordinate
@@ -117,7 +131,9 @@ def test_estimator_15_is_unbiased_at_the_exact_policy(n_samples, implicit):
 def test_dropping_14_estimates_term_13():
     mdp, reward, up, x = _rlhf(6)
     exact = model_free_hypergradient_exact(mdp, reward, up, x)
-    est = sobirl_estimator(mdp, reward, up, x, exact.pi, n_samples=20_000, rng=7, drop_exploration_term=True)
+    est = sobirl_estimator(
+        mdp, reward, up, x, exact.pi, n_samples=20_000, rng=7, drop_exploration_term=True
+    )
     assert np.array_equal(est.term14, np.zeros_like(est.term14))
     assert np.all(np.abs(est.grad - exact.term13) <= 5 * est.stderr)
 
@@ -129,7 +145,9 @@ def test_rollout_implicit_is_unbiased_for_dq_minus_dv():
     D = exact.derivatives.dQ - exact.derivatives.dV[:, None, :]
     s = np.repeat(np.arange(3), 2 * 4000)
     a = np.tile(np.repeat(np.arange(2), 4000), 3)
-    est = rollout_implicit(mdp, pi, reward.jacobian(x), s, a, np.random.default_rng(1)).reshape(3, 2, 4000, -1)
+    est = rollout_implicit(mdp, pi, reward.jacobian(x), s, a, np.random.default_rng(1)).reshape(
+        3, 2, 4000, -1
+    )
     mean, se = est.mean(axis=2), est.std(axis=2, ddof=1) / np.sqrt(4000)
     # geometric termination makes the undiscounted sum unbiased (no truncation bias);
     # + 1e-12 only guards a zero-variance pair (se = 0); measured min se 2.9e-3, max |mean - D| / se 3.1
@@ -139,7 +157,9 @@ def test_rollout_implicit_is_unbiased_for_dq_minus_dv():
 def test_seeded_estimator_is_reproducible():
     mdp, reward, up, x = _rlhf(8)
     pi = solve_soft(mdp, reward.value(x)).pi
-    a = sobirl_estimator(mdp, reward, up, x, pi, n_samples=300, rng=np.random.default_rng(9), implicit="rollout")
+    a = sobirl_estimator(
+        mdp, reward, up, x, pi, n_samples=300, rng=np.random.default_rng(9), implicit="rollout"
+    )
     b = sobirl_estimator(mdp, reward, up, x, pi, n_samples=300, rng=9, implicit="rollout")
     assert np.array_equal(a.grad, b.grad)
 

@@ -38,8 +38,13 @@ def test_reference_grad_matches_central_differences_of_phi():
         for i in range(cp.x.size):
             e = np.zeros_like(cp.x)
             e[i] = h
-            fd.append((phi_value(cp.mdp, cp.reward, cp.upper, cp.x + e)
-                       - phi_value(cp.mdp, cp.reward, cp.upper, cp.x - e)) / (2 * h))
+            fd.append(
+                (
+                    phi_value(cp.mdp, cp.reward, cp.upper, cp.x + e)
+                    - phi_value(cp.mdp, cp.reward, cp.upper, cp.x - e)
+                )
+                / (2 * h)
+            )
         rows = [e for e in rep.entries if e.case == case["id"]]
         desired, order = np.array([e.desired for e in rows]), [e.index[0] for e in rows]
         # central differences: truncation h^2 |phi'''| ~ 1e-10, rounding eps |phi| / h ~ 1e-11
@@ -88,7 +93,10 @@ def test_relative_perturbation_gives_its_digits_and_fails():
     # an entry passes only when its 1e-4 |g| error is under the normwise floor atol of its case
     floor = {c.case: c.atol["grad"] for c in rep.cases}
     rt = {c.case: c.rtol["grad"] for c in rep.cases}
-    assert all(e.ok == (1e-4 * abs(e.desired) <= floor[e.case] + rt[e.case] * abs(e.desired)) for e in rep.entries)
+    assert all(
+        e.ok == (1e-4 * abs(e.desired) <= floor[e.case] + rt[e.case] * abs(e.desired))
+        for e in rep.entries
+    )
     assert rep.n_failed >= 0.9 * rep.n_entries
     for e in rep.entries:
         # (1 + 1e-4) g vs g: rel err 1e-4 up to the reference's own <= 1e-10 error
@@ -110,8 +118,14 @@ def test_low_temperature_tolerance_follows_the_term_scale_of_9():
     M = np.eye(cp.mdp.S) - cp.mdp.gamma * np.einsum("sa,sat->st", pi, cp.mdp.P)
     b = u.sum(1) - cp.mdp.gamma * np.einsum("sa,sat->t", u, cp.mdp.P)
     w = np.linalg.solve(M.T, b)
-    terms = np.abs(cp.upper.grad_x(cp.x, pi)) + (np.einsum("sa,sad->d", np.abs(u), np.abs(dr))
-                                                   + np.abs(np.einsum("sa,sad->sd", pi, dr)).T @ np.abs(w)) / cp.mdp.tau
+    terms = (
+        np.abs(cp.upper.grad_x(cp.x, pi))
+        + (
+            np.einsum("sa,sad->d", np.abs(u), np.abs(dr))
+            + np.abs(np.einsum("sa,sad->sd", pi, dr)).T @ np.abs(w)
+        )
+        / cp.mdp.tau
+    )
     res = rep.cases[0]
     # terms from this Newton pi vs the oracle's reference pi, both at the float64 floor: they differ by
     # ~cond eps |Q|/tau = 1.3e-10 relative (cond 18.6, |Q|/tau 3e4); measured 0
@@ -184,7 +198,11 @@ def test_implicit_derivatives_check_and_reference_vs_finite_differences():
         e[i] = h
         vp = solve_soft(cp.mdp, cp.reward.value(cp.x + e), tol=1e-14).V
         vm = solve_soft(cp.mdp, cp.reward.value(cp.x - e), tol=1e-14).V
-        want = [x.desired for x in good.entries if x.case == case["id"] and x.output == "dV" and x.index[1] == i]
+        want = [
+            x.desired
+            for x in good.entries
+            if x.case == case["id"] and x.output == "dV" and x.index[1] == i
+        ]
         # central difference of V*: truncation ~h^2, rounding ~eps |V| / h ~ 1e-9
         np.testing.assert_allclose(want, (vp - vm) / (2 * h), rtol=0, atol=1e-7)
     bad = oracle.check_implicit_derivatives(bi.implicit_no_future, CASES[2:5])
@@ -194,13 +212,16 @@ def test_implicit_derivatives_check_and_reference_vs_finite_differences():
 def test_estimator_bias_test_passes_unbiased_and_fails_dropped_term():
     case = make_traj_case("rlhf-oracle", 7, kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0)
     cp = load_case(case).to_float64()
-    exact = model_free_hypergradient_exact(cp.mdp, cp.reward, cp.upper, cp.x)  # enumeration of (13)+(14)
+    exact = model_free_hypergradient_exact(
+        cp.mdp, cp.reward, cp.upper, cp.x
+    )  # enumeration of (13)+(14)
 
     def est(p, rng, drop=False):
         m = p.model
         pi = solve_soft(m.mdp, m.reward.value(m.x)).pi
-        return sobirl_estimator(m.mdp, m.reward, m.upper, m.x, pi, n_samples=20, rng=rng,
-                                drop_exploration_term=drop).grad
+        return sobirl_estimator(
+            m.mdp, m.reward, m.upper, m.x, pi, n_samples=20, rng=rng, drop_exploration_term=drop
+        ).grad
 
     rep = oracle.check_estimator(est, [case], n_repeats=200, seed=1)
     assert rep.passed, rep.to_text()
@@ -264,10 +285,15 @@ def test_near_deterministic_bandit_cancellation_in_9_is_inside_the_policy():
     rng = np.random.default_rng(5)
     F = rng.normal(size=(1, 4, 2)) * 1.5
     F[0, 1, 0] += 3.0
-    case = make_case("bandit-neardet", P=np.ones((1, 4, 1)), gamma=0.93, tau=0.05,
-                     reward={"kind": "linear", "features": F},
-                     upper={"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(1, 4)), "cpi": 1.0},
-                     x=np.array([1.0, 0.3]))
+    case = make_case(
+        "bandit-neardet",
+        P=np.ones((1, 4, 1)),
+        gamma=0.93,
+        tau=0.05,
+        reward={"kind": "linear", "features": F},
+        upper={"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(1, 4)), "cpi": 1.0},
+        x=np.array([1.0, 0.3]),
+    )
     with mpmath.workdps(40):
         f = mpmath.mpf
         Fm = [[f(v) for v in fa] for fa in case["reward"]["features"][0]]
@@ -277,8 +303,17 @@ def test_near_deterministic_bandit_cancellation_in_9_is_inside_the_policy():
         e = [mpmath.exp((v - max(r)) / tau) for v in r]
         pi = [v / sum(e) for v in e]
         u = [pi[a] * (f(case["upper"]["G"][0][a]) + pi[a]) for a in range(4)]
-        exact = [float(x[k] + (sum(u[a] * Fm[a][k] for a in range(4))
-                               - sum(pi[a] * Fm[a][k] for a in range(4)) * sum(u)) / tau) for k in range(2)]
+        exact = [
+            float(
+                x[k]
+                + (
+                    sum(u[a] * Fm[a][k] for a in range(4))
+                    - sum(pi[a] * Fm[a][k] for a in range(4)) * sum(u)
+                )
+                / tau
+            )
+            for k in range(2)
+        ]
     assert min(float(p) for p in pi) < 1e-8  # near-deterministic, as intended
     rep = oracle.check_hypergradient(bi.correct_closed_form, [case])
     desired = np.array([e.desired for e in sorted(rep.entries, key=lambda e: e.index)])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from _mini_golden import MINI, mini_reference
 
-DOWNSTREAM = '''
+DOWNSTREAM = """
 import numpy as np
 import pytest
 
@@ -69,7 +69,7 @@ def test_on_gpu():
 @pytest.mark.xslow
 def test_very_long():
     pass
-'''
+"""
 
 INI = """[pytest]
 bilevel_expected_failed =
@@ -89,9 +89,18 @@ def downstream(tmp_path_factory):
 def _pytest(root: Path, *args, **env):
     full_env = dict(os.environ, BILEVEL_CHECK_REFERENCE=str(root / "ref"), **env)
     full_env.pop("BILEVEL_CHECK_XSLOW", None) if "BILEVEL_CHECK_XSLOW" not in env else None
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rsx", *args],
-                          cwd=root, capture_output=True, text=True, env=full_env, timeout=300)
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|xfailed|xpassed|error)", proc.stdout)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rsx", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+    )
+    counts = {
+        k: int(n)
+        for n, k in re.findall(r"(\d+) (passed|failed|skipped|xfailed|xpassed|error)", proc.stdout)
+    }
     return proc, counts
 
 
@@ -112,7 +121,10 @@ def test_downstream_run_counts_header_and_reasons(downstream):
     want = {"passed": 3 + gpu, "failed": 3, "skipped": 2 - gpu, "xfailed": 3, "xpassed": 1}
     assert counts == {k: v for k, v in want.items() if v}, proc.stdout[-3000:]
     out = proc.stdout
-    assert re.search(r"bilevel-check: tolerance policy v1, golden suite test-1\+[0-9a-f]{12}, hypothesis profile", out)
+    assert re.search(
+        r"bilevel-check: tolerance policy v1, golden suite test-1\+[0-9a-f]{12}, hypothesis profile",
+        out,
+    )
     assert "known gap mini-a: known gap a" in out and "known gap mini-b: marker gap" in out
     assert "xslow test: set BILEVEL_CHECK_XSLOW=1 to run it" in out
     if not gpu:

@@ -92,14 +92,22 @@ def test_float64_strict_1e12_where_well_conditioned():
     assert digits_of_agreement(g64, res.grad) >= 12
 
 
-@pytest.mark.parametrize("family, gamma, tau", [
-    ("dense", 0.9, 1.0), ("sparse_absorbing", 0.99, 0.05), ("quadratic", 0.5, 20.0), ("quadratic", 0.0, 1.0),
-])
+@pytest.mark.parametrize(
+    "family, gamma, tau",
+    [
+        ("dense", 0.9, 1.0),
+        ("sparse_absorbing", 0.99, 0.05),
+        ("quadratic", 0.5, 20.0),
+        ("quadratic", 0.0, 1.0),
+    ],
+)
 def test_closed_form_vs_mp_finite_differences(family, gamma, tau):
     _, args = _mp_case(family, gamma, tau, S=3, A=2, d=2)
     res = mp_hypergradient(*args, digits=50)
     # 4th-order stencil, h = 10^-10: truncation ~h^4 = 1e-40, rounding 1e-60/h = 1e-50
-    fd = mp_central_difference(lambda z: mp_phi(*args[:5], z, digits=50), list(args[5]), digits=50, order=4)
+    fd = mp_central_difference(
+        lambda z: mp_phi(*args[:5], z, digits=50), list(args[5]), digits=50, order=4
+    )
     assert digits_of_agreement(fd, res.grad) >= 30
 
 
@@ -113,33 +121,46 @@ def test_implicit_derivatives_vs_sa_system(gamma, tau):
     S, A, d = 3, 2, 2
     with mpmath.workdps(55):
         p = [[[mpmath.mpf(v) for v in row] for row in sa] for sa in P]
-        p = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in p]  # rows renormalized, as the route does
+        p = [
+            [[v / mpmath.fsum(row) for v in row] for row in sa] for sa in p
+        ]  # rows renormalized, as the route does
         M = mpmath.matrix(S * A, S * A)
         for s in range(S):
             for a in range(A):
                 for t in range(S):
                     for b in range(A):
-                        M[s * A + a, t * A + b] = (1 if (s, a) == (t, b) else 0) - gamma * p[s][a][t] * res.pi[t][b]
+                        M[s * A + a, t * A + b] = (1 if (s, a) == (t, b) else 0) - gamma * p[s][a][
+                            t
+                        ] * res.pi[t][b]
         dr = _dr(rs, x)
         for k in range(d):
-            col = mpmath.lu_solve(M, mpmath.matrix([dr[s][a][k] for s in range(S) for a in range(A)]))
+            col = mpmath.lu_solve(
+                M, mpmath.matrix([dr[s][a][k] for s in range(S) for a in range(A)])
+            )
             want = [col[i] for i in range(S * A)]
             got = [dQ[s][a][k] for s in range(S) for a in range(A)]
             # the requested 40 digits: the route works at 40 + GUARD_DIGITS = 55, the reference
             # lu_solve at 55 loses <= log10 cond_inf(M) <= log10(199) = 2.3; measured >= 54.0
             assert digits_of_agreement(got, want) >= 40
             # dV[s] = sum_a pi dQ (the soft value is the pi-average of Q minus the entropy term)
-            vdig = digits_of_agreement([dV[s][k] for s in range(S)],
-                                       [mpmath.fsum(res.pi[s][a] * dQ[s][a][k] for a in range(A)) for s in range(S)])
+            vdig = digits_of_agreement(
+                [dV[s][k] for s in range(S)],
+                [mpmath.fsum(res.pi[s][a] * dQ[s][a][k] for a in range(A)) for s in range(S)],
+            )
             assert vdig >= 40  # the requested digits, as for dQ; measured >= 55.8
     # and dpi = pi (dQ - dV)/tau sums to zero over actions: A = 2 entries, each good to 40 digits
     # of max|dpi| <= 0.36 (measured), so the sum is < 2 * 0.36e-40 < 1e-40; measured <= 5.1e-53
-    assert max(abs(mpmath.fsum(dpi[s][a][k] for a in range(A))) for s in range(S) for k in range(d)) < 1e-40
+    assert (
+        max(abs(mpmath.fsum(dpi[s][a][k] for a in range(A))) for s in range(S) for k in range(d))
+        < 1e-40
+    )
 
 
 def _dr(rs, x):
     F = rs["features"]
-    return [[[mpmath.mpf(float(v)) for v in F[s][a]] for a in range(len(F[s]))] for s in range(len(F))]
+    return [
+        [[mpmath.mpf(float(v)) for v in F[s][a]] for a in range(len(F[s]))] for s in range(len(F))
+    ]
 
 
 # ----------------------------------------------------------------------------- closed forms
@@ -153,8 +174,15 @@ def test_single_state_closed_form(gamma, tau):
     r = ["0.3", "-1.25", "2.0078125"]
     G = ["0.5", "-0.25", "1"]
     P = [[[1], [1], [1]]]
-    res = mp_hypergradient(P, gamma, tau, {"kind": "tabular"}, {"kind": "quadratic", "cx": "1.5", "G": [G],
-                                                                  "cpi": "0.75"}, r, digits=50)
+    res = mp_hypergradient(
+        P,
+        gamma,
+        tau,
+        {"kind": "tabular"},
+        {"kind": "quadratic", "cx": "1.5", "G": [G], "cpi": "0.75"},
+        r,
+        digits=50,
+    )
     with mpmath.workdps(80):
         rr, GG, t = [mpmath.mpf(v) for v in r], [mpmath.mpf(v) for v in G], mpmath.mpf(tau)
         m = max(rr)
@@ -177,7 +205,11 @@ def test_quadratic_family_at_zero(gamma):
     rng = np.random.default_rng(7)
     P = rng.random((S, A, S))
     P /= P.sum(-1, keepdims=True)
-    rs = {"kind": "quadratic", "c": rng.random((S, A)) * rng.random((S, A)), "M": rng.normal(size=(d, d))}
+    rs = {
+        "kind": "quadratic",
+        "c": rng.random((S, A)) * rng.random((S, A)),
+        "M": rng.normal(size=(d, d)),
+    }
     us = {"kind": "quadratic", "cx": 1, "G": np.zeros((S, A)), "cpi": 1}
     res = mp_hypergradient(P, gamma, 1.0, rs, us, [0] * d, digits=50)
     assert all(v == 0 for v in res.grad)
@@ -191,8 +223,11 @@ def test_decimal_strings_keep_every_digit():
     sol = mp_soft_solve([[[1], [1]]], "0.5", "0.25", [r], digits=50)
     with mpmath.workdps(80):
         rr = [mpmath.mpf(v) for v in r]
-        V = mpmath.mpf("0.25") / mpmath.mpf("0.5") * mpmath.log(mpmath.fsum(mpmath.exp(v / mpmath.mpf("0.25"))
-                                                                            for v in rr))
+        V = (
+            mpmath.mpf("0.25")
+            / mpmath.mpf("0.5")
+            * mpmath.log(mpmath.fsum(mpmath.exp(v / mpmath.mpf("0.25")) for v in rr))
+        )
     assert digits_of_agreement(sol.V, [V]) >= 45
     sol64 = mp_soft_solve([[[1], [1]]], 0.5, 0.25, [[float(r[0]), -0.5]], digits=50)
     assert digits_of_agreement(sol64.V, [V]) < 20  # the float input lost digits 17..40
@@ -209,9 +244,21 @@ def test_from_parts_matches_case_route():
         r = [[mpmath.fsum(f * v for f, v in zip(F[s][a], xs)) for a in range(2)] for s in range(3)]
         G = [[mpmath.mpf(float(v)) for v in row] for row in us["G"]]
     out = mp_hypergradient_from_parts(
-        P, gamma, tau, r, F, xs, lambda pi: [[G[s][a] + pi[s][a] for a in range(2)] for s in range(3)], digits=40,
-        f=lambda pi: mpmath.fsum(v * v for v in xs) / 2 + mpmath.fsum(
-            G[s][a] * pi[s][a] + pi[s][a] ** 2 / 2 for s in range(3) for a in range(2)))
+        P,
+        gamma,
+        tau,
+        r,
+        F,
+        xs,
+        lambda pi: [[G[s][a] + pi[s][a] for a in range(2)] for s in range(3)],
+        digits=40,
+        f=lambda pi: (
+            mpmath.fsum(v * v for v in xs) / 2
+            + mpmath.fsum(
+                G[s][a] * pi[s][a] + pi[s][a] ** 2 / 2 for s in range(3) for a in range(2)
+            )
+        ),
+    )
     assert digits_of_agreement(out.grad, ref.grad) >= 40
     assert digits_of_agreement([out.phi], [ref.phi]) >= 40
 
@@ -227,7 +274,9 @@ def test_strings_round_trip_and_agreement_helper():
         assert digits_of_agreement(back, v) >= 49
         assert all(len(t.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) == 50 for t in s)
     # max|a - b| = 1e-20 relative to max|b| = 2
-    assert digits_of_agreement([1.0, 2.0], ["1", "2.00000000000000000001"]) == pytest.approx(20 + np.log10(2), abs=1e-9)
+    assert digits_of_agreement([1.0, 2.0], ["1", "2.00000000000000000001"]) == pytest.approx(
+        20 + np.log10(2), abs=1e-9
+    )
     # a zero difference returns the cap (passed explicitly; 60.0 is also the default)
     assert digits_of_agreement(["0"], [0], cap=60.0) == 60.0
     assert digits_of_agreement([1.5], ["1.5"], cap=17.0) == 17.0
@@ -255,20 +304,30 @@ def test_newton_cap_raises_and_keeps_precision(monkeypatch):
     assert mpmath.mp.dps == before
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"gamma": 1.0}, "gamma"),
-    ({"tau": 0.0}, "tau"),
-    ({"P": [[[0.5, 0.6]], [[0.5, 0.5]]]}, "P[0][0]"),
-    ({"P": [[[1.5, -0.5]], [[0.5, 0.5]]]}, "P[0][0]"),
-    ({"reward_spec": {"kind": "cubic"}}, "reward_spec.kind"),
-    ({"upper_spec": {"kind": "quadratic", "G": [[0], [0]], "cx": 1}}, "upper_spec.cpi"),
-    ({"x": [1.0, 2.0, 3.0]}, "x"),
-    ({"x": [1.0, "abc"]}, "x[1]"),
-    ({"digits": 10}, "digits"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"gamma": 1.0}, "gamma"),
+        ({"tau": 0.0}, "tau"),
+        ({"P": [[[0.5, 0.6]], [[0.5, 0.5]]]}, "P[0][0]"),
+        ({"P": [[[1.5, -0.5]], [[0.5, 0.5]]]}, "P[0][0]"),
+        ({"reward_spec": {"kind": "cubic"}}, "reward_spec.kind"),
+        ({"upper_spec": {"kind": "quadratic", "G": [[0], [0]], "cx": 1}}, "upper_spec.cpi"),
+        ({"x": [1.0, 2.0, 3.0]}, "x"),
+        ({"x": [1.0, "abc"]}, "x[1]"),
+        ({"digits": 10}, "digits"),
+    ],
+)
 def test_invalid_input_names_argument(kwargs, name):
-    base = {"P": [[[0.5, 0.5]], [[0.25, 0.75]]], "gamma": 0.5, "tau": 1.0, "reward_spec": {"kind": "tabular"},
-            "upper_spec": {"kind": "quadratic", "G": [[0], [0]], "cx": 1, "cpi": 1}, "x": [1.0, 2.0], "digits": 30}
+    base = {
+        "P": [[[0.5, 0.5]], [[0.25, 0.75]]],
+        "gamma": 0.5,
+        "tau": 1.0,
+        "reward_spec": {"kind": "tabular"},
+        "upper_spec": {"kind": "quadratic", "G": [[0], [0]], "cx": 1, "cpi": 1},
+        "x": [1.0, 2.0],
+        "digits": 30,
+    }
     base.update(kwargs)
     digits = base.pop("digits")
     with pytest.raises(InvalidInputError) as err:
@@ -282,7 +341,10 @@ def _golden_cases():
     out = []
     for path in sorted((reference_root() / "golden").glob("*.json")):
         for c in json.loads(path.read_text())["cases"]:
-            if c["case"]["reward"]["kind"] in precise.MP_REWARD_KINDS and c["case"]["upper"]["kind"] in precise.MP_UPPER_KINDS:
+            if (
+                c["case"]["reward"]["kind"] in precise.MP_REWARD_KINDS
+                and c["case"]["upper"]["kind"] in precise.MP_UPPER_KINDS
+            ):
                 out.append(pytest.param(c, id=c["id"]))
     return out
 
@@ -292,8 +354,15 @@ def test_golden_certified_values(entry):
     """The certified golden values (closed form + 100-digit Newton / 5-point differences of
     the certify module, which shares no code with this one) are reproduced to their digits."""
     raw = entry["case"]
-    res = mp_hypergradient(raw["mdp"]["P"], raw["mdp"]["gamma"], raw["mdp"]["tau"], raw["reward"], raw["upper"],
-                           raw["x"], digits=60)
+    res = mp_hypergradient(
+        raw["mdp"]["P"],
+        raw["mdp"]["gamma"],
+        raw["mdp"]["tau"],
+        raw["reward"],
+        raw["upper"],
+        raw["x"],
+        digits=60,
+    )
     got = {"V": res.V, "Q": res.Q, "pi": res.pi, "grad": res.grad, "phi": [res.phi]}
     for key, want in entry["certified"].items():
         if key not in got:
@@ -301,4 +370,6 @@ def test_golden_certified_values(entry):
         want = want if isinstance(want, list) else [want]
         # certified to certified_digits; both sides are accurate far beyond, so the
         # agreement is at least the certified count minus one for the final-digit rounding
-        assert digits_of_agreement(got[key], want, cap=70) >= entry["certified_digits"][key] - 1, key
+        assert digits_of_agreement(got[key], want, cap=70) >= entry["certified_digits"][key] - 1, (
+            key
+        )

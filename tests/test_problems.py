@@ -114,7 +114,9 @@ def test_gridworld_transitions_by_hand():
     assert P.shape == (4, 4, 4)
     # 1e-15 = 4.5 eps: entries <= 1 built from 2-3 roundings on each side (<= 2 eps), and
     # rows of 4 such entries summing to 1 (<= 3 eps more); measured 0 eps (entries), 1 eps (rows)
-    np.testing.assert_allclose(P[0, 3], [0.2 * 2 / 4, 0.8 + 0.2 / 4, 0.2 / 4, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        P[0, 3], [0.2 * 2 / 4, 0.8 + 0.2 / 4, 0.2 / 4, 0.0], rtol=0, atol=1e-15
+    )
     np.testing.assert_allclose(P.sum(axis=-1), 1.0, rtol=0, atol=1e-15)
 
 

@@ -20,8 +20,16 @@ from bilevel_check.problems import get_problem
 def _fd_grad_phi(problem, x, *, h=1e-5):
     """Central differences of phi through Newton solves at 1e-13: error ~h^2 + eps/h ~ 1e-10."""
     mdp, reward, upper = problem.parts()
-    return np.array([(phi_value(mdp, reward, upper, x + h * e, tol=1e-13)
-                      - phi_value(mdp, reward, upper, x - h * e, tol=1e-13)) / (2 * h) for e in np.eye(x.size)])
+    return np.array(
+        [
+            (
+                phi_value(mdp, reward, upper, x + h * e, tol=1e-13)
+                - phi_value(mdp, reward, upper, x - h * e, tol=1e-13)
+            )
+            / (2 * h)
+            for e in np.eye(x.size)
+        ]
+    )
 
 
 def test_smoke_exact_estimator_decreases_phi_and_tracks_grad_phi():
@@ -61,7 +69,9 @@ def test_sampled_run_is_seeded_and_history_round_trips(tmp_path):
 def test_rollout_implicit_run_and_callback_stop():
     p = get_problem("rlhf_tabular")
     seen = []
-    hist = sobirl(p, K=10, n_samples=200, implicit="rollout", callback=lambda k, st: seen.append(k) or k == 2)
+    hist = sobirl(
+        p, K=10, n_samples=200, implicit="rollout", callback=lambda k, st: seen.append(k) or k == 2
+    )
     assert hist.stopped and hist.iterations == 3 and seen == [0, 1, 2]
 
 

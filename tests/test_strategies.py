@@ -52,7 +52,11 @@ def test_profiles_registered_and_nightly_is_20x_default():
     register_profiles()
     register_profiles()  # idempotent: a second call (the pytest plugin's) changes nothing
     d, c, n = (settings.get_profile(name) for name in ("default", "ci", "nightly"))
-    assert (d.max_examples, c.max_examples, n.max_examples) == (PROFILES["default"], PROFILES["ci"], PROFILES["nightly"])
+    assert (d.max_examples, c.max_examples, n.max_examples) == (
+        PROFILES["default"],
+        PROFILES["ci"],
+        PROFILES["nightly"],
+    )
     assert n.max_examples >= 20 * d.max_examples
     assert d.derandomize and d.database is None and d.deadline is None
     assert n.database is None
@@ -115,7 +119,9 @@ def test_tau_and_reward_scales_span_their_decades():
 def test_transition_kinds_are_stochastic_with_their_structure(kind):
     for P in _sample(transition_tensors(kinds=(kind,)), n=40):
         assert np.all(P >= 0)
-        np.testing.assert_allclose(P.sum(axis=-1), 1.0, rtol=0, atol=4e-16 * P.shape[-1])  # a few ulps
+        np.testing.assert_allclose(
+            P.sum(axis=-1), 1.0, rtol=0, atol=4e-16 * P.shape[-1]
+        )  # a few ulps
         if kind == "dense":
             assert np.all(P > 0)
         elif kind == "sparse":
@@ -128,8 +134,11 @@ def test_transition_kinds_are_stochastic_with_their_structure(kind):
 
 
 def test_near_deterministic_policy_found():
-    pi = find(policies(S=3, A=4, kinds=("near_deterministic",)), lambda p: np.min(p.max(axis=1)) > 1 - 1e-6,
-              settings=settings(database=None, derandomize=True))
+    pi = find(
+        policies(S=3, A=4, kinds=("near_deterministic",)),
+        lambda p: np.min(p.max(axis=1)) > 1 - 1e-6,
+        settings=settings(database=None, derandomize=True),
+    )
     # e / e.sum: 4 divisions and 3 additions, each <= eps/2 relative: <= 7 * 1.1e-16 (measured 1.1e-16)
     np.testing.assert_allclose(pi.sum(axis=1), 1.0, rtol=0, atol=1e-15)
 

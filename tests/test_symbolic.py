@@ -15,16 +15,28 @@ from bilevel_check.routes.symbolic import symbolic_hypergradient
 
 def _args(family, gamma, tau, *, seed=5, S=3, A=3, d=2):
     mdp, reward, upper, x = make_problem(family, gamma, tau, seed=seed, S=S, A=A, d=d)
-    rs = ({"kind": "linear", "features": reward.F} if hasattr(reward, "F")
-          else {"kind": "quadratic", "c": reward.c, "M": reward.M})
+    rs = (
+        {"kind": "linear", "features": reward.F}
+        if hasattr(reward, "F")
+        else {"kind": "quadratic", "c": reward.c, "M": reward.M}
+    )
     us = {"kind": "quadratic", "cx": upper.cx, "G": upper.G, "cpi": upper.cpi}
     return mdp.P, mdp.gamma, mdp.tau, rs, us, x
 
 
-@pytest.mark.parametrize("family, gamma, tau", [
-    ("quadratic", 0.0, 1.0), ("quadratic", 0.5, 0.05), ("quadratic", 0.9, 20.0), ("quadratic", 0.99, 1.0),
-    ("dense", 0.9, 0.05), ("dense", 0.99, 20.0), ("sparse_absorbing", 0.5, 1.0), ("sparse_absorbing", 0.99, 0.05),
-])
+@pytest.mark.parametrize(
+    "family, gamma, tau",
+    [
+        ("quadratic", 0.0, 1.0),
+        ("quadratic", 0.5, 0.05),
+        ("quadratic", 0.9, 20.0),
+        ("quadratic", 0.99, 1.0),
+        ("dense", 0.9, 0.05),
+        ("dense", 0.99, 20.0),
+        ("sparse_absorbing", 0.5, 1.0),
+        ("sparse_absorbing", 0.99, 0.05),
+    ],
+)
 def test_sympy_vs_mpmath_closed_form(family, gamma, tau):
     args = _args(family, gamma, tau)
     got = symbolic_hypergradient(*args, digits=50)
@@ -45,8 +57,15 @@ def test_sympy_tabular_reward_2x2():
 def test_sympy_single_state_closed_form():
     """S = 1, tabular r = x: grad = cx x + (1/tau)(diag(pi) - pi pi^T)(G + cpi pi), pi = softmax(x/tau)."""
     x, G, tau = ["0.7", "-0.2", "0.05"], ["1", "0", "-1"], "0.3"
-    got = symbolic_hypergradient([[[1], [1], [1]]], "0.99", tau, {"kind": "tabular"},
-                                 {"kind": "quadratic", "cx": "2", "G": [G], "cpi": "1"}, x, digits=50)
+    got = symbolic_hypergradient(
+        [[[1], [1], [1]]],
+        "0.99",
+        tau,
+        {"kind": "tabular"},
+        {"kind": "quadratic", "cx": "2", "G": [G], "cpi": "1"},
+        x,
+        digits=50,
+    )
     with mpmath.workdps(80):
         xs, Gs, t = [mpmath.mpf(v) for v in x], [mpmath.mpf(v) for v in G], mpmath.mpf(tau)
         z = mpmath.fsum(mpmath.exp(v / t) for v in xs)

@@ -93,10 +93,24 @@ def test_rate_is_gamma_lambda2_on_random_chains(family, gamma):
 
 def _mp_grad(mdp, reward, upper, x, digits=40):
     """The hyper-gradient by the mpmath closed form (own Newton and linear algebra)."""
-    c = make_case("unrolled-mp", P=mdp.P, gamma=mdp.gamma, tau=mdp.tau, reward=_reward_spec(reward),
-                  upper={"kind": "quadratic", "cx": upper.cx, "G": upper.G, "cpi": upper.cpi}, x=x)
-    res = mp_hypergradient(c["mdp"]["P"], c["mdp"]["gamma"], c["mdp"]["tau"], c["reward"], c["upper"], c["x"],
-                           digits=digits)
+    c = make_case(
+        "unrolled-mp",
+        P=mdp.P,
+        gamma=mdp.gamma,
+        tau=mdp.tau,
+        reward=_reward_spec(reward),
+        upper={"kind": "quadratic", "cx": upper.cx, "G": upper.G, "cpi": upper.cpi},
+        x=x,
+    )
+    res = mp_hypergradient(
+        c["mdp"]["P"],
+        c["mdp"]["gamma"],
+        c["mdp"]["tau"],
+        c["reward"],
+        c["upper"],
+        c["x"],
+        digits=digits,
+    )
     return np.array([float(v) for v in res.grad])
 
 
@@ -123,7 +137,7 @@ def test_large_K_agrees_with_closed_form(family, gamma):
         # 1.1e-12 / 5.4e-12 / 1.1e-11 (dense / sparse / quadratic, |V*| = 70 / 185 / 137);
         # the exact rounding depends on the BLAS kernel, so a bound without the (S + A)
         # summation constant (tried first) was exceeded on another machine.
-        u = 2.0 ** -53
+        u = 2.0**-53
         tol = (mdp.S + mdp.A) * u * (1 + gamma) / (1 - gamma) * v_scale
         g_mp = _mp_grad(mdp, reward, upper, x)
         assert _rel(res.grad, g_mp) <= tol
@@ -165,9 +179,11 @@ def test_torch_twins_equal_numpy_models():
     rng = np.random.default_rng(0)
     S, A, d = 3, 2, 4
     x = rng.normal(size=d)
-    models = [bc.LinearReward(rng.normal(size=(S, A, d))),
-              bc.QuadraticReward(rng.random((S, A)), rng.normal(size=(d, d))),
-              bc.TabularReward(2, 2)]
+    models = [
+        bc.LinearReward(rng.normal(size=(S, A, d))),
+        bc.QuadraticReward(rng.random((S, A)), rng.normal(size=(d, d))),
+        bc.TabularReward(2, 2),
+    ]
     for m in models:
         xx = rng.normal(size=m.d)
         r = torch_reward(m)(torch.tensor(xx, dtype=torch.float64)).numpy()

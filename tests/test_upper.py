@@ -88,7 +88,9 @@ def test_bradley_terry_identities():
     np.testing.assert_allclose(bt_prob(R1 + c, R2 + c), bt_prob(R1, R2), rtol=0, atol=1e3 * EPS)
     # swapping t1, t2 and y -> 1 - y leaves l unchanged (exact arithmetic identity; a few ulps)
     y = rng.random(50)
-    np.testing.assert_allclose(bce_from_logit(R2 - R1, 1 - y), bce_from_logit(R1 - R2, y), rtol=8 * EPS, atol=8 * EPS * 10)
+    np.testing.assert_allclose(
+        bce_from_logit(R2 - R1, 1 - y), bce_from_logit(R1 - R2, y), rtol=8 * EPS, atol=8 * EPS * 10
+    )
 
 
 # ----------------------------------------------------------------------------- objectives
@@ -125,7 +127,9 @@ def test_rlhf_exact_gradients_vs_central_differences(labels):
     x = rng.normal(size=4)
     f, gx, gpi = up.exact(x, pi)
     h = 1e-5  # central differences: truncation ~h^2 |f'''| ~ 1e-10, rounding eps/h ~ 1e-11
-    fd_x = np.array([(up.exact(x + h * e, pi)[0] - up.exact(x - h * e, pi)[0]) / (2 * h) for e in np.eye(4)])
+    fd_x = np.array(
+        [(up.exact(x + h * e, pi)[0] - up.exact(x - h * e, pi)[0]) / (2 * h) for e in np.eye(4)]
+    )
     np.testing.assert_allclose(gx, fd_x, rtol=0, atol=1e-8)
     fd_pi = _tangent_fd(lambda p: up.exact(x, p)[0], pi, h)
     np.testing.assert_allclose(gpi[:, 1:] - gpi[:, :1], fd_pi, rtol=0, atol=1e-8)
@@ -199,8 +203,13 @@ def test_protocol_works_with_closed_form_hypergradient_vs_fd_of_phi():
     x = rng.normal(size=6)
     g = hypergradient(mdp, reward, up, x).grad
     h = 1e-5  # central FD of phi through a Newton solve at 1e-14: error ~1e-9
-    fd = np.array([(phi_value(mdp, reward, up, x + h * e) - phi_value(mdp, reward, up, x - h * e)) / (2 * h)
-                   for e in np.eye(6)])
+    fd = np.array(
+        [
+            (phi_value(mdp, reward, up, x + h * e) - phi_value(mdp, reward, up, x - h * e))
+            / (2 * h)
+            for e in np.eye(6)
+        ]
+    )
     np.testing.assert_allclose(g, fd, rtol=0, atol=1e-8)
 
 

@@ -125,7 +125,12 @@ def test_empty_state_or_action_space(shape):
 
 
 @pytest.mark.parametrize(
-    "P", [np.full((2, 1, 2), 0.5).astype(complex), np.full((2, 1, 2), True), [[["a", "b"]], [["c", "d"]]]]
+    "P",
+    [
+        np.full((2, 1, 2), 0.5).astype(complex),
+        np.full((2, 1, 2), True),
+        [[["a", "b"]], [["c", "d"]]],
+    ],
 )
 def test_wrong_dtype(P):
     with _raises(InvalidInputTypeError, "P:", "real numeric array"):
@@ -139,7 +144,9 @@ def test_gamma_wrong_type():
 
 def test_callable_reward_checks_foreign_output():
     mdp = bc.TabularMDP(_P(), 0.9, 1.0)
-    rew = bc.CallableReward(lambda x: np.zeros((3, 3)), lambda x: np.zeros((3, 2, 1)), S=3, A=2, d=1)
+    rew = bc.CallableReward(
+        lambda x: np.zeros((3, 3)), lambda x: np.zeros((3, 2, 1)), S=3, A=2, d=1
+    )
     with _raises(InvalidInputError, "value(x):", "shape (3, 2)", "(3, 3)"):
         bc.hypergradient(mdp, rew, bc.QuadraticUpper(S=3, A=2), np.zeros(1))
 

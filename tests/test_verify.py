@@ -27,8 +27,16 @@ from bilevel_check.soft import solve_soft
 HERE = Path(__file__).resolve().parent
 IMPLS = str(HERE / "buggy_impls.py")
 SUITE = ["--suite", "hypothesis", "--n-cases", "12", "--seed", "0"]
-CORRECT = ["correct_closed_form", "correct_numpy", "correct_torch_ift", "correct_fast_torch", "correct_unrolled"]
-CASES = {c["id"]: c for c in generated_cases(12, seed=0) + hypothesis_cases(12, seed=0)}  # = --suite hypothesis
+CORRECT = [
+    "correct_closed_form",
+    "correct_numpy",
+    "correct_torch_ift",
+    "correct_fast_torch",
+    "correct_unrolled",
+]
+CASES = {
+    c["id"]: c for c in generated_cases(12, seed=0) + hypothesis_cases(12, seed=0)
+}  # = --suite hypothesis
 
 
 def _verify(capsys, fn, *extra):
@@ -51,7 +59,9 @@ def test_verify_fails_every_bug(capsys, bug):
     assert failed
     if bug != "unseeded_instance":
         assert rep["n_failed"] >= 1 and rep["worst"][0]["ok"] is False
-        assert float(rep["worst"][0]["digits"]) < 3  # the worst entry is wrong in its leading digits
+        assert (
+            float(rep["worst"][0]["digits"]) < 3
+        )  # the worst entry is wrong in its leading digits
     else:  # accurate to the tolerance, caught by the determinism check (two identical calls)
         msgs = [c["determinism"] for c in rep["cases"] if c["determinism"]]
         assert msgs and all("identical inputs differ" in m for m in msgs)
@@ -105,11 +115,27 @@ def test_verify_passes_correct_implementations(capsys, impl):
 def test_verify_other_kinds_and_formats(capsys, tmp_path):
     assert main(["verify", f"{IMPLS}:soft_correct", "--kind", "soft", *SUITE]) == 0
     assert "PASSED" in capsys.readouterr().out
-    assert main(["verify", f"{IMPLS}:soft_no_max_shift", "--kind", "soft", "--report", "md", *SUITE]) == 1
+    assert (
+        main(["verify", f"{IMPLS}:soft_no_max_shift", "--kind", "soft", "--report", "md", *SUITE])
+        == 1
+    )
     md = capsys.readouterr().out
     assert md.startswith("**soft check") and "| case | output |" in md
     out = tmp_path / "rep.txt"
-    assert main(["verify", f"{IMPLS}:implicit_correct", "--kind", "implicit", "--output", str(out), *SUITE]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                f"{IMPLS}:implicit_correct",
+                "--kind",
+                "implicit",
+                "--output",
+                str(out),
+                *SUITE,
+            ]
+        )
+        == 0
+    )
     assert out.read_text().strip() == capsys.readouterr().out.strip()
     assert main(["verify", f"{IMPLS}:implicit_no_future", "--kind", "implicit", *SUITE]) == 1
 
@@ -132,8 +158,12 @@ def test_verify_usage_errors_exit_2(capsys, target, fragment):
 def test_verify_console_exit_codes_in_a_subprocess():
     env = dict(os.environ, PYTHONPATH=str(HERE))
     cmd = [sys.executable, "-m", "bilevel_check.cli", "verify"]
-    ok = subprocess.run(cmd + ["buggy_impls:correct_numpy", *SUITE], capture_output=True, text=True, env=env)
-    bad = subprocess.run(cmd + ["buggy_impls:axes_swapped", *SUITE], capture_output=True, text=True, env=env)
+    ok = subprocess.run(
+        cmd + ["buggy_impls:correct_numpy", *SUITE], capture_output=True, text=True, env=env
+    )
+    bad = subprocess.run(
+        cmd + ["buggy_impls:axes_swapped", *SUITE], capture_output=True, text=True, env=env
+    )
     usage = subprocess.run(cmd + ["nope_mod:f", *SUITE], capture_output=True, text=True, env=env)
     assert (ok.returncode, bad.returncode, usage.returncode) == (0, 1, 2), (ok.stderr, bad.stderr)
     assert "FAILED" in bad.stdout and "cannot import" in usage.stderr
@@ -150,7 +180,9 @@ def mini_golden(tmp_path_factory):
 @pytest.mark.parametrize("impl", bi.BUGS + CORRECT)
 def test_verify_golden_suite(capsys, monkeypatch, mini_golden, impl):
     monkeypatch.setenv("BILEVEL_CHECK_REFERENCE", str(mini_golden))
-    rc = main(["verify", f"{IMPLS}:{impl}", "--suite", "golden", "--report", "json", "--max-rows", "1000"])
+    rc = main(
+        ["verify", f"{IMPLS}:{impl}", "--suite", "golden", "--report", "json", "--max-rows", "1000"]
+    )
     rep = json.loads(capsys.readouterr().out)
     assert [c["case"] for c in rep["cases"]] == [m[0] for m in MINI + LOWTAU]
     assert all(c["route"].startswith("golden mini: mpmath Newton") for c in rep["cases"])

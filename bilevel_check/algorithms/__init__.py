@@ -8,4 +8,11 @@ yardstick the batched torch path in :mod:`bilevel_check.fast` is checked against
 from .m_sobirl import History, m_sobirl
 from .sobirl import BaselineReport, SoBiRLHistory, reward_fitting_baseline, sobirl
 
-__all__ = ["History", "m_sobirl", "SoBiRLHistory", "sobirl", "BaselineReport", "reward_fitting_baseline"]
+__all__ = [
+    "History",
+    "m_sobirl",
+    "SoBiRLHistory",
+    "sobirl",
+    "BaselineReport",
+    "reward_fitting_baseline",
+]

@@ -63,13 +63,20 @@ class History(IterateHistory):
 
     def to_json(self) -> dict:
         """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
-        out = {"schema": "bilevel-check/history/v1", "algorithm": "m_sobirl", "params": self.params,
-               "iterations": self.iterations, "stopped": self.stopped}
+        out = {
+            "schema": "bilevel-check/history/v1",
+            "algorithm": "m_sobirl",
+            "params": self.params,
+            "iterations": self.iterations,
+            "stopped": self.stopped,
+        }
         out.update(self.series_json(("x", "h_norm", "phi", "grad_norm", "true_grad_err", "Q", "w")))
         return out
 
 
-def m_sobirl_step(mdp: TabularMDP, reward, upper, x_d, q_sa, w_s, *, beta: float, zeta: float, N: int):
+def m_sobirl_step(
+    mdp: TabularMDP, reward, upper, x_d, q_sa, w_s, *, beta: float, zeta: float, N: int
+):
     """One iteration (steps 1-5 above); trusted inputs.
 
     Returns ``(x_next [d], q_next [S, A], w_next [S], h [d], pi_k [S, A])``.
@@ -99,12 +106,21 @@ def m_sobirl_step(mdp: TabularMDP, reward, upper, x_d, q_sa, w_s, *, beta: float
 def _unpack(problem_or_parts):
     if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
         p = problem_or_parts
-        return p.mdp, p.reward, p.upper, p.x0, dict(getattr(p, "defaults", {})), {"problem": p.name, "seed": p.seed}
+        return (
+            p.mdp,
+            p.reward,
+            p.upper,
+            p.x0,
+            dict(getattr(p, "defaults", {})),
+            {"problem": p.name, "seed": p.seed},
+        )
     if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
         mdp, reward, upper = problem_or_parts
         return mdp, reward, upper, None, {}, {}
     raise InvalidInputError(
-        "problem_or_parts", "a Problem or a tuple (mdp, reward, upper)", type(problem_or_parts).__name__
+        "problem_or_parts",
+        "a Problem or a tuple (mdp, reward, upper)",
+        type(problem_or_parts).__name__,
     )
 
 
@@ -204,7 +220,15 @@ def m_sobirl(
             hs.append(h)
             bar.update(1, info=f"|h|={np.linalg.norm(h):.2e} phi={phis[k]:.6g}")
             if callback is not None:
-                state = {"x": x, "Q": q, "w": w, "h": h, "pi": pi, "phi": phis[k], "true_grad_err": errs[k]}
+                state = {
+                    "x": x,
+                    "Q": q,
+                    "w": w,
+                    "h": h,
+                    "pi": pi,
+                    "phi": phis[k],
+                    "true_grad_err": errs[k],
+                }
                 if callback(k, state):
                     stopped = True
                     break
@@ -212,7 +236,14 @@ def m_sobirl(
     h_arr = np.array(hs).reshape(n, reward.d)
     params = {"K": K, "beta": beta, "zeta": zeta, "N": N, **meta}
     return History(
-        x=np.array(xs), h=h_arr, h_norm=np.linalg.norm(h_arr, axis=1),
-        phi=phis[:n], grad_norm=gnorms[:n], true_grad_err=errs[:n],
-        Q=q, w=w, params=params, stopped=stopped,
+        x=np.array(xs),
+        h=h_arr,
+        h_norm=np.linalg.norm(h_arr, axis=1),
+        phi=phis[:n],
+        grad_norm=gnorms[:n],
+        true_grad_err=errs[:n],
+        Q=q,
+        w=w,
+        params=params,
+        stopped=stopped,
     )

@@ -68,28 +68,58 @@ class SoBiRLHistory(IterateHistory):
 
     def to_json(self) -> dict:
         """A JSON-ready dict (floats as numbers, NaN as ``null``)."""
-        out = {"schema": "bilevel-check/history/v1", "algorithm": "sobirl", "params": self.params,
-               "iterations": self.iterations, "stopped": self.stopped}
-        out.update(self.series_json(("x", "h_norm", "phi", "grad_norm", "true_grad_err", "pmd_steps",
-                                     "log_pi_err", "pi")))
+        out = {
+            "schema": "bilevel-check/history/v1",
+            "algorithm": "sobirl",
+            "params": self.params,
+            "iterations": self.iterations,
+            "stopped": self.stopped,
+        }
+        out.update(
+            self.series_json(
+                (
+                    "x",
+                    "h_norm",
+                    "phi",
+                    "grad_norm",
+                    "true_grad_err",
+                    "pmd_steps",
+                    "log_pi_err",
+                    "pi",
+                )
+            )
+        )
         return out
 
 
 def _unpack(problem_or_parts):
     if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
         p = problem_or_parts
-        return (p.mdp, p.reward, p.upper, p.x0, dict(getattr(p, "defaults", {})),
-                {"problem": p.name, "seed": p.seed})
+        return (
+            p.mdp,
+            p.reward,
+            p.upper,
+            p.x0,
+            dict(getattr(p, "defaults", {})),
+            {"problem": p.name, "seed": p.seed},
+        )
     if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
         return (*problem_or_parts, None, {}, {})
-    raise InvalidInputError("problem_or_parts", "a Problem or a tuple (mdp, reward, upper)",
-                            type(problem_or_parts).__name__)
+    raise InvalidInputError(
+        "problem_or_parts",
+        "a Problem or a tuple (mdp, reward, upper)",
+        type(problem_or_parts).__name__,
+    )
 
 
 def _check_pos(v, name, *, integer=False):
-    ok = not isinstance(v, bool) and isinstance(v, (int, np.integer) if integer else (int, float, np.integer, np.floating))
+    ok = not isinstance(v, bool) and isinstance(
+        v, (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    )
     if not ok or not np.isfinite(v) or v <= 0:
-        raise InvalidInputError(name, f"a positive {'integer' if integer else 'finite number'}", repr(v))
+        raise InvalidInputError(
+            name, f"a positive {'integer' if integer else 'finite number'}", repr(v)
+        )
     return int(v) if integer else float(v)
 
 
@@ -163,7 +193,10 @@ def sobirl(
             raise InvalidInputError("x0", "a start point [d] (bare parts have no default)", "None")
         x0 = px0
     x = _check_common(mdp, reward, upper, x0).copy()
-    K, n_samples = _check_pos(hp["K"], "K", integer=True), _check_pos(hp["n_samples"], "n_samples", integer=True)
+    K, n_samples = (
+        _check_pos(hp["K"], "K", integer=True),
+        _check_pos(hp["n_samples"], "n_samples", integer=True),
+    )
     beta, delta, eta = (_check_pos(hp[k], k) for k in ("beta", "delta", "eta"))
     _check_pos(max_pmd_steps, "max_pmd_steps", integer=True)
     if estimator not in ESTIMATORS:
@@ -178,38 +211,76 @@ def sobirl(
         for k in range(K):
             r = reward.value(x)
             star = solve_soft(mdp, r, tol=1e-12)
-            pi, steps, err = _pmd_to_accuracy(mdp, r, pi, star.log_pi, delta=delta, eta=eta, max_steps=max_pmd_steps)
+            pi, steps, err = _pmd_to_accuracy(
+                mdp, r, pi, star.log_pi, delta=delta, eta=eta, max_steps=max_pmd_steps
+            )
             if estimator == "exact":
                 res = model_free_hypergradient_exact(mdp, reward, upper, x, pi=pi)
                 h = res.term13 if drop_exploration_term else res.grad
             else:
-                h = sobirl_estimator(mdp, reward, upper, x, pi, n_samples=n_samples, rng=rng, implicit=implicit,
-                                     drop_exploration_term=drop_exploration_term).grad
+                h = sobirl_estimator(
+                    mdp,
+                    reward,
+                    upper,
+                    x,
+                    pi,
+                    n_samples=n_samples,
+                    rng=rng,
+                    implicit=implicit,
+                    drop_exploration_term=drop_exploration_term,
+                ).grad
             if track_true_grad:
                 true = hypergradient(mdp, reward, upper, x, solution=star)
-                phi_k, gnorm, gerr = true.phi, float(np.linalg.norm(true.grad)), float(np.linalg.norm(h - true.grad))
+                phi_k, gnorm, gerr = (
+                    true.phi,
+                    float(np.linalg.norm(true.grad)),
+                    float(np.linalg.norm(h - true.grad)),
+                )
             else:
                 phi_k, gnorm, gerr = float(upper.value(x, star.pi)), np.nan, np.nan
             x = x - beta * h
             if not np.all(np.isfinite(x)):
-                raise FloatingPointError(f"sobirl diverged at iteration {k} (non-finite x); decrease beta={beta}")
-            for key, v in zip(("phi", "grad_norm", "err", "steps", "lpe"), (phi_k, gnorm, gerr, steps, err)):
+                raise FloatingPointError(
+                    f"sobirl diverged at iteration {k} (non-finite x); decrease beta={beta}"
+                )
+            for key, v in zip(
+                ("phi", "grad_norm", "err", "steps", "lpe"), (phi_k, gnorm, gerr, steps, err)
+            ):
                 rec[key].append(v)
             xs.append(x.copy())
             hs.append(h)
             bar.update(1, info=f"|h|={np.linalg.norm(h):.2e} phi={phi_k:.6g}")
-            if callback is not None and callback(k, {"x": x, "h": h, "pi": pi, "phi": phi_k, "true_grad_err": gerr}):
+            if callback is not None and callback(
+                k, {"x": x, "h": h, "pi": pi, "phi": phi_k, "true_grad_err": gerr}
+            ):
                 stopped = True
                 break
     n = len(hs)
     h_arr = np.array(hs).reshape(n, reward.d)
-    params = {"K": K, "beta": beta, "delta": delta, "eta": eta, "estimator": estimator, "n_samples": n_samples,
-              "implicit": implicit, "seed": seed, "drop_exploration_term": bool(drop_exploration_term), **meta}
+    params = {
+        "K": K,
+        "beta": beta,
+        "delta": delta,
+        "eta": eta,
+        "estimator": estimator,
+        "n_samples": n_samples,
+        "implicit": implicit,
+        "seed": seed,
+        "drop_exploration_term": bool(drop_exploration_term),
+        **meta,
+    }
     return SoBiRLHistory(
-        x=np.array(xs), h=h_arr, h_norm=np.linalg.norm(h_arr, axis=1), phi=np.array(rec["phi"]),
-        grad_norm=np.array(rec["grad_norm"]), true_grad_err=np.array(rec["err"]),
-        pmd_steps=np.array(rec["steps"], dtype=np.int64), log_pi_err=np.array(rec["lpe"]),
-        pi=pi, params=params, stopped=stopped,
+        x=np.array(xs),
+        h=h_arr,
+        h_norm=np.linalg.norm(h_arr, axis=1),
+        phi=np.array(rec["phi"]),
+        grad_norm=np.array(rec["grad_norm"]),
+        true_grad_err=np.array(rec["err"]),
+        pmd_steps=np.array(rec["steps"], dtype=np.int64),
+        log_pi_err=np.array(rec["lpe"]),
+        pi=pi,
+        params=params,
+        stopped=stopped,
     )
 
 
@@ -238,4 +309,6 @@ def reward_fitting_baseline(problem_or_parts, **kwargs) -> BaselineReport:
     star = solve_soft(mdp, reward.value(x), tol=1e-12)
     fit = model_free_hypergradient_exact(mdp, reward, upper, x, pi=star.pi)
     true = hypergradient(mdp, reward, upper, x, solution=star)
-    return BaselineReport(x, float(np.linalg.norm(fit.term13)), float(np.linalg.norm(true.grad)), true.phi, hist)
+    return BaselineReport(
+        x, float(np.linalg.norm(fit.term13)), float(np.linalg.norm(true.grad)), true.phi, hist
+    )

@@ -14,9 +14,13 @@ def _digits_arg(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--digits: expected an integer >= 40; received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--digits: expected an integer >= 40; received {text!r}"
+        ) from None
     if n < 40:
-        raise argparse.ArgumentTypeError(f"--digits: expected an integer >= 40 (30 certified + 10 margin); received {n}")
+        raise argparse.ArgumentTypeError(
+            f"--digits: expected an integer >= 40 (30 certified + 10 margin); received {n}"
+        )
     return n
 
 
@@ -40,14 +44,30 @@ def show_case(case_id: str, *, root=None, full: bool = False) -> dict:
             break
     else:
         ids = [c.id for c in cases]
-        raise GoldenError(str(reference_root(root)), "case id", f"one of {len(ids)} ids, e.g. {ids[:5]}", repr(case_id))
+        raise GoldenError(
+            str(reference_root(root)),
+            "case id",
+            f"one of {len(ids)} ids, e.g. {ids[:5]}",
+            repr(case_id),
+        )
     raw = c.case
     S, A = len(raw["mdp"]["P"]), len(raw["mdp"]["P"][0])
     return {
-        "id": c.id, "group": c.group, "tier": c.tier, "flags": c.flags,
-        "inputs": {"S": S, "A": A, "d": len(raw["x"]), "gamma": raw["mdp"]["gamma"], "tau": raw["mdp"]["tau"],
-                   "reward": raw["reward"]["kind"], "upper": raw["upper"]["kind"], "x": raw["x"],
-                   "spec": c.spec},
+        "id": c.id,
+        "group": c.group,
+        "tier": c.tier,
+        "flags": c.flags,
+        "inputs": {
+            "S": S,
+            "A": A,
+            "d": len(raw["x"]),
+            "gamma": raw["mdp"]["gamma"],
+            "tau": raw["mdp"]["tau"],
+            "reward": raw["reward"]["kind"],
+            "upper": raw["upper"]["kind"],
+            "x": raw["x"],
+            "spec": c.spec,
+        },
         "certified": c.certified if full else {k: _summary(v) for k, v in c.certified.items()},
         "certified_digits": c.certified_digits,
         "routes": c.routes,
@@ -65,13 +85,21 @@ def _cmd_certify(args) -> int:
             print(format_table(load_golden(args.groups, root=args.out)))
             return 0
         t0 = time.perf_counter()
-        man = certify_groups(args.groups, digits=args.digits, check_digits=args.check_digits, out=args.out,
-                             resume=args.resume, progress=not args.quiet)
+        man = certify_groups(
+            args.groups,
+            digits=args.digits,
+            check_digits=args.check_digits,
+            out=args.out,
+            resume=args.resume,
+            progress=not args.quiet,
+        )
         cases = load_golden(args.groups, root=args.out)  # validate what was written
     except (GoldenError, CertificationError, ValueError) as exc:
         print(f"bilevel-check certify: {exc}", file=sys.stderr)
         return 2
-    print(f"certified {len(cases)} cases ({man['total_cases']} in the manifest) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"certified {len(cases)} cases ({man['total_cases']} in the manifest) in {time.perf_counter() - t0:.1f} s"
+    )
     print(format_table(cases))
     return 0
 
@@ -89,34 +117,62 @@ def _cmd_show(args) -> int:
         sys.stdout.write("\n")
         return 0
     inp = out["inputs"]
-    print(f"{out['id']}  (group {out['group']}, tier {out['tier']}, flags: {', '.join(out['flags']) or '-'})")
-    print(f"  S={inp['S']} A={inp['A']} d={inp['d']} gamma={inp['gamma']} tau={inp['tau']} "
-          f"reward={inp['reward']} upper={inp['upper']}")
+    print(
+        f"{out['id']}  (group {out['group']}, tier {out['tier']}, flags: {', '.join(out['flags']) or '-'})"
+    )
+    print(
+        f"  S={inp['S']} A={inp['A']} d={inp['d']} gamma={inp['gamma']} tau={inp['tau']} "
+        f"reward={inp['reward']} upper={inp['upper']}"
+    )
     print(f"  x = {inp['x']}")
-    print(f"  generator {inp['spec']['generator']} seed {inp['spec']['seed']} params {inp['spec'].get('params')}")
+    print(
+        f"  generator {inp['spec']['generator']} seed {inp['spec']['seed']} params {inp['spec'].get('params')}"
+    )
     for name, value in out["certified"].items():
         r = out["routes"][name]
-        print(f"  {name} [{out['certified_digits'][name]} digits; {r['a']} vs {r['b']}, agree {r['agreement']}]")
+        print(
+            f"  {name} [{out['certified_digits'][name]} digits; {r['a']} vs {r['b']}, agree {r['agreement']}]"
+        )
         print(f"    {json.dumps(value)}")
     if out["certificate"]:
-        print(f"  contraction certificate: |V - V*| <= {out['certificate']['bound']} (residual {out['certificate']['residual']})")
+        print(
+            f"  contraction certificate: |V - V*| <= {out['certificate']['bound']} (residual {out['certificate']['residual']})"
+        )
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("certify", help="regenerate the certified golden cases (reference/golden/*.json)")
+    p = sub.add_parser(
+        "certify", help="regenerate the certified golden cases (reference/golden/*.json)"
+    )
     p.add_argument("--groups", nargs="+", default=None, help="groups to certify (default: all)")
-    p.add_argument("--digits", type=_digits_arg, default=60, help="route A precision and digits written (default 60)")
-    p.add_argument("--check-digits", type=_digits_arg, default=None, help="route B precision (default digits + 40)")
-    p.add_argument("--out", default=None, help="reference folder to write (default: the package's reference/)")
+    p.add_argument(
+        "--digits",
+        type=_digits_arg,
+        default=60,
+        help="route A precision and digits written (default 60)",
+    )
+    p.add_argument(
+        "--check-digits",
+        type=_digits_arg,
+        default=None,
+        help="route B precision (default digits + 40)",
+    )
+    p.add_argument(
+        "--out", default=None, help="reference folder to write (default: the package's reference/)"
+    )
     p.add_argument("--resume", action="store_true", help="reuse finished cases from OUT/.partial/")
-    p.add_argument("--table", action="store_true", help="only print the certified-digits table of OUT")
+    p.add_argument(
+        "--table", action="store_true", help="only print the certified-digits table of OUT"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_certify)
 
     p = sub.add_parser("show", help="print a golden case: inputs summary and certified outputs")
     p.add_argument("case_id", help="a golden case id (see reference/manifest.json)")
-    p.add_argument("--root", default=None, help="reference folder (default: the package's reference/)")
+    p.add_argument(
+        "--root", default=None, help="reference folder (default: the package's reference/)"
+    )
     p.add_argument("--full", action="store_true", help="print every certified digit")
     p.add_argument("--json", action="store_true", help="print JSON (all digits)")
     p.set_defaults(func=_cmd_show)

@@ -40,18 +40,51 @@ def _reference_history(algorithm: str, problem, *, K, seed, estimator, n_samples
     else:
         from ..algorithms.sobirl import sobirl
 
-        ref = sobirl(problem, K=K, estimator=estimator, n_samples=n_samples, seed=seed, progress=progress)
-        extra = {"pmd_steps": ref.pmd_steps[:, None].astype(np.float64), "log_pi_err": ref.log_pi_err[:, None]}
-    params = dict(ref.params, algorithm=algorithm.replace("-", "_"), B=1, problems=[problem.name],
-                  seeds=[problem.seed], device="cpu", dtype="float64", engine="reference")
-    return FastHistory(x=ref.x[:, None], h=ref.h[:, None], h_norm=ref.h_norm[:, None], phi=ref.phi[:, None],
-                       grad_norm=ref.grad_norm[:, None], true_grad_err=ref.true_grad_err[:, None],
-                       Q=np.empty(0), w=np.empty(0), params=params, extra=extra)
+        ref = sobirl(
+            problem, K=K, estimator=estimator, n_samples=n_samples, seed=seed, progress=progress
+        )
+        extra = {
+            "pmd_steps": ref.pmd_steps[:, None].astype(np.float64),
+            "log_pi_err": ref.log_pi_err[:, None],
+        }
+    params = dict(
+        ref.params,
+        algorithm=algorithm.replace("-", "_"),
+        B=1,
+        problems=[problem.name],
+        seeds=[problem.seed],
+        device="cpu",
+        dtype="float64",
+        engine="reference",
+    )
+    return FastHistory(
+        x=ref.x[:, None],
+        h=ref.h[:, None],
+        h_norm=ref.h_norm[:, None],
+        phi=ref.phi[:, None],
+        grad_norm=ref.grad_norm[:, None],
+        true_grad_err=ref.true_grad_err[:, None],
+        Q=np.empty(0),
+        w=np.empty(0),
+        params=params,
+        extra=extra,
+    )
 
 
-def run_algorithm(algorithm: str, problem_name: str, *, K=None, seed: int = 0, batch: int = 1, device=None,
-                  dtype=None, engine: str = "fast", estimator: str = "sample", n_samples=None,
-                  progress: bool = False):
+def run_algorithm(
+    algorithm: str,
+    problem_name: str,
+    *,
+    K=None,
+    seed: int = 0,
+    batch: int = 1,
+    device=None,
+    dtype=None,
+    engine: str = "fast",
+    estimator: str = "sample",
+    n_samples=None,
+    progress: bool = False,
+):
     """Run ``algorithm`` (``'m-sobirl'`` or ``'sobirl'``) on ``batch`` seeded copies of a named problem.
 
     Returns:
@@ -66,22 +99,41 @@ def run_algorithm(algorithm: str, problem_name: str, *, K=None, seed: int = 0, b
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InvalidInputError("batch", "an integer >= 1", repr(batch))
     if engine == "reference" and (batch != 1 or device not in (None, "cpu")):
-        raise InvalidInputError("engine", "'fast' for --batch > 1 or a device (the reference is numpy, B = 1)",
-                                f"'reference' with batch={batch}, device={device!r}")
+        raise InvalidInputError(
+            "engine",
+            "'fast' for --batch > 1 or a device (the reference is numpy, B = 1)",
+            f"'reference' with batch={batch}, device={device!r}",
+        )
     problems = [get_problem(problem_name, seed=seed + i) for i in range(batch)]
     if engine == "reference":
-        return _reference_history(algorithm, problems[0], K=K, seed=seed, estimator=estimator,
-                                  n_samples=n_samples, progress=progress)
+        return _reference_history(
+            algorithm,
+            problems[0],
+            K=K,
+            seed=seed,
+            estimator=estimator,
+            n_samples=n_samples,
+            progress=progress,
+        )
     if algorithm == "m-sobirl":
         from ..fast import from_problems, m_sobirl_fast
 
-        hist = m_sobirl_fast(from_problems(problems, device, dtype), K=K, track_true_grad=True, progress=progress)
+        hist = m_sobirl_fast(
+            from_problems(problems, device, dtype), K=K, track_true_grad=True, progress=progress
+        )
     else:
         from ..fast import sobirl_batch_from_problems, sobirl_fast
 
         bt = sobirl_batch_from_problems(problems, device, dtype)
-        hist = sobirl_fast(bt, K=K, estimator=estimator, n_samples=n_samples, seed=seed,
-                           track_true_grad=bt.n_tuples() <= bt.cap, progress=progress)
+        hist = sobirl_fast(
+            bt,
+            K=K,
+            estimator=estimator,
+            n_samples=n_samples,
+            seed=seed,
+            track_true_grad=bt.n_tuples() <= bt.cap,
+            progress=progress,
+        )
     hist.params["engine"] = "fast"
     return hist
 
@@ -114,9 +166,19 @@ def plot_convergence(hist, path, *, title: str = "", max_lines: int = 16) -> Non
 def _cmd_run(args) -> int:
     out = Path(args.out)
     try:
-        hist = run_algorithm(args.algorithm, args.problem, K=args.iters, seed=args.seed, batch=args.batch,
-                             device=args.device, dtype=args.dtype, engine=args.engine, estimator=args.estimator,
-                             n_samples=args.n_samples, progress=not args.no_progress)
+        hist = run_algorithm(
+            args.algorithm,
+            args.problem,
+            K=args.iters,
+            seed=args.seed,
+            batch=args.batch,
+            device=args.device,
+            dtype=args.dtype,
+            engine=args.engine,
+            estimator=args.estimator,
+            n_samples=args.n_samples,
+            progress=not args.no_progress,
+        )
     except (InvalidInputError, InvalidInputTypeError, FloatingPointError) as exc:
         print(f"bilevel-check run: {exc}", file=sys.stderr)
         return 2
@@ -124,13 +186,20 @@ def _cmd_run(args) -> int:
     plot_convergence(hist, out / "convergence.png", title=f"{args.algorithm} on {args.problem}")
     n, B = hist.iterations, hist.h_norm.shape[1]
     per_it = hist.seconds / max(n, 1)
-    print(f"{args.algorithm} on {args.problem}: {n} iterations, B={B}, engine={hist.params.get('engine')}, "
-          f"device={hist.params.get('device')}" + (f", {1e3 * per_it:.3f} ms/iteration" if np.isfinite(per_it) else ""))
+    print(
+        f"{args.algorithm} on {args.problem}: {n} iterations, B={B}, engine={hist.params.get('engine')}, "
+        f"device={hist.params.get('device')}"
+        + (f", {1e3 * per_it:.3f} ms/iteration" if np.isfinite(per_it) else "")
+    )
     for b in range(min(B, 8)):
         last = n - 1
         phi = hist.phi[last, b] if n else np.nan
-        print(f"  seed {hist.params['seeds'][b]}: ||h_0||={hist.h_norm[0, b]:.3e} ||h_K-1||={hist.h_norm[last, b]:.3e}"
-              f" phi(x_K-1)={phi:.10g} ||grad phi||={hist.grad_norm[last, b]:.3e}" if n else "  (no iterations)")
+        print(
+            f"  seed {hist.params['seeds'][b]}: ||h_0||={hist.h_norm[0, b]:.3e} ||h_K-1||={hist.h_norm[last, b]:.3e}"
+            f" phi(x_K-1)={phi:.10g} ||grad phi||={hist.grad_norm[last, b]:.3e}"
+            if n
+            else "  (no iterations)"
+        )
     if B > 8:
         print(f"  ... {B - 8} more in history.json")
     print(f"wrote {out / 'history.json'} and {out / 'convergence.png'}")
@@ -141,7 +210,9 @@ def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer; received {text!r}"
+        ) from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; received {v}")
     return v
@@ -149,17 +220,33 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers) -> None:
     """Add the ``run`` sub-command."""
-    p = subparsers.add_parser("run", help="run M-SoBiRL or SoBiRL on a named problem; history and plot")
+    p = subparsers.add_parser(
+        "run", help="run M-SoBiRL or SoBiRL on a named problem; history and plot"
+    )
     p.add_argument("algorithm", choices=ALGORITHMS)
-    p.add_argument("--problem", required=True, help="registry name (ranmdp, ranmdp_small, garnet, rlhf_tabular, ...)")
-    p.add_argument("--out", required=True, help="output folder for history.json and convergence.png")
-    p.add_argument("--iters", type=_positive_int, default=None, help="iterations K (default: the problem's)")
+    p.add_argument(
+        "--problem",
+        required=True,
+        help="registry name (ranmdp, ranmdp_small, garnet, rlhf_tabular, ...)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder for history.json and convergence.png"
+    )
+    p.add_argument(
+        "--iters", type=_positive_int, default=None, help="iterations K (default: the problem's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="problem seed (and sampler seed for sobirl)")
-    p.add_argument("--batch", type=_positive_int, default=1, help="B problems with seeds seed .. seed+B-1")
+    p.add_argument(
+        "--batch", type=_positive_int, default=1, help="B problems with seeds seed .. seed+B-1"
+    )
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--engine", default="fast", choices=("fast", "reference"))
-    p.add_argument("--estimator", default="sample", choices=("sample", "exact"), help="sobirl estimator (15)")
-    p.add_argument("--n-samples", type=_positive_int, default=None, help="sobirl tuples per iteration")
+    p.add_argument(
+        "--estimator", default="sample", choices=("sample", "exact"), help="sobirl estimator (15)"
+    )
+    p.add_argument(
+        "--n-samples", type=_positive_int, default=None, help="sobirl tuples per iteration"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)

@@ -22,10 +22,22 @@ def solve_case(case, *, digits: int) -> dict:
     case = load_case(case)
     raw = case.raw
     res = precise.mp_hypergradient(
-        raw["mdp"]["P"], raw["mdp"]["gamma"], raw["mdp"]["tau"], raw["reward"], raw["upper"], raw["x"], digits=digits
+        raw["mdp"]["P"],
+        raw["mdp"]["gamma"],
+        raw["mdp"]["tau"],
+        raw["reward"],
+        raw["upper"],
+        raw["x"],
+        digits=digits,
     )
     out = {"id": case.id, "digits": digits}
-    for key, value in (("V", res.V), ("Q", res.Q), ("pi", res.pi), ("hypergradient", res.grad), ("phi", res.phi)):
+    for key, value in (
+        ("V", res.V),
+        ("Q", res.Q),
+        ("pi", res.pi),
+        ("hypergradient", res.grad),
+        ("phi", res.phi),
+    ):
         out[key] = precise.to_decimal_strings(value, digits)
     return out
 
@@ -36,7 +48,9 @@ def _digits_arg(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--digits: expected an integer >= 15; received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--digits: expected an integer >= 15; received {text!r}"
+        ) from None
     if n < 15:
         raise argparse.ArgumentTypeError(f"--digits: expected an integer >= 15; received {n}")
     return n
@@ -66,12 +80,19 @@ def _cmd_crosscheck(args) -> int:
         json.dump([r.to_dict() for r in rows], sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        label = "built-in seeded problem (S=3, A=2, d=2, gamma=0.9, tau=0.5)" if case is None else case.id
+        label = (
+            "built-in seeded problem (S=3, A=2, d=2, gamma=0.9, tau=0.5)"
+            if case is None
+            else case.id
+        )
         print(f"bilevel-check crosscheck: {label}")
         print(format_table(rows))
     failed = [r.route for r in rows if r.note.startswith("failed")]
     if failed:
-        print(f"bilevel-check crosscheck: {len(failed)} route(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(
+            f"bilevel-check crosscheck: {len(failed)} route(s) failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -83,7 +104,11 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser("crosscheck", help="run every independent route on a case and print a table")
-    p.add_argument("case", nargs="?", default=None, help="case file (default: a built-in seeded problem)")
-    p.add_argument("--digits", type=_digits_arg, default=50, help="digits of the mpmath reference (default 50)")
+    p.add_argument(
+        "case", nargs="?", default=None, help="case file (default: a built-in seeded problem)"
+    )
+    p.add_argument(
+        "--digits", type=_digits_arg, default=50, help="digits of the mpmath reference (default 50)"
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=_cmd_crosscheck)

@@ -43,10 +43,14 @@ class UsageError(Exception):
 def load_target(target: str):
     """Import ``module:function`` or ``file.py:function`` and return the callable."""
     if ":" not in target:
-        raise UsageError(f"target {target!r}: expected 'module:function' or 'path/to/file.py:function'")
+        raise UsageError(
+            f"target {target!r}: expected 'module:function' or 'path/to/file.py:function'"
+        )
     mod_name, _, attr = target.rpartition(":")
     if not mod_name or not attr:
-        raise UsageError(f"target {target!r}: expected 'module:function' or 'path/to/file.py:function'")
+        raise UsageError(
+            f"target {target!r}: expected 'module:function' or 'path/to/file.py:function'"
+        )
     try:
         if mod_name.endswith(".py"):
             path = Path(mod_name)
@@ -66,7 +70,9 @@ def load_target(target: str):
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"cannot import {mod_name!r} (from target {target!r}): {type(exc).__name__}: {exc}") from exc
+        raise UsageError(
+            f"cannot import {mod_name!r} (from target {target!r}): {type(exc).__name__}: {exc}"
+        ) from exc
     fn = module
     for part in attr.split("."):
         if not hasattr(fn, part):
@@ -90,8 +96,15 @@ def _cases(suite: str, groups, n_cases: int, seed: int):
         raise UsageError(f"golden suite: {exc}") from exc
 
 
-def run_verify(target: str, *, suite: str = "golden", kind: str = "hypergradient", groups=None,
-               n_cases: int = 12, seed: int = 0):
+def run_verify(
+    target: str,
+    *,
+    suite: str = "golden",
+    kind: str = "hypergradient",
+    groups=None,
+    n_cases: int = 12,
+    seed: int = 0,
+):
     """Load the target and run the matching ``check_*``; returns the report."""
     from ..oracle import check as oracle
 
@@ -106,8 +119,14 @@ def run_verify(target: str, *, suite: str = "golden", kind: str = "hypergradient
 def _cmd(args) -> int:
     groups = [g for g in args.groups.split(",") if g] if args.groups else None
     try:
-        report = run_verify(args.target, suite=args.suite, kind=args.kind, groups=groups,
-                            n_cases=args.n_cases, seed=args.seed)
+        report = run_verify(
+            args.target,
+            suite=args.suite,
+            kind=args.kind,
+            groups=groups,
+            n_cases=args.n_cases,
+            seed=args.seed,
+        )
     except UsageError as exc:
         print(f"bilevel-check verify: error: {exc}", file=sys.stderr)
         return 2
@@ -130,7 +149,9 @@ def _positive(value: str) -> int:
     try:
         n = int(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer; received {value!r}"
+        ) from exc
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; received {value!r}")
     return n
@@ -143,14 +164,26 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("target", help="module:function or path/to/file.py:function")
-    p.add_argument("--suite", choices=("golden", "hypothesis"), default="golden",
-                   help="certified golden cases, or the seeded generated cases")
-    p.add_argument("--kind", choices=tuple(KIND_CHECKS), default="hypergradient",
-                   help="protocol of the target (see bilevel_check.oracle)")
+    p.add_argument(
+        "--suite",
+        choices=("golden", "hypothesis"),
+        default="golden",
+        help="certified golden cases, or the seeded generated cases",
+    )
+    p.add_argument(
+        "--kind",
+        choices=tuple(KIND_CHECKS),
+        default="hypergradient",
+        help="protocol of the target (see bilevel_check.oracle)",
+    )
     p.add_argument("--report", choices=("md", "json", "text"), default="text", help="report format")
     p.add_argument("--groups", default=None, help="comma-separated golden groups (default: all)")
-    p.add_argument("--n-cases", type=_positive, default=12,
-                   help="--suite hypothesis: N generated plus N strategy-family cases")
+    p.add_argument(
+        "--n-cases",
+        type=_positive,
+        default=12,
+        help="--suite hypothesis: N generated plus N strategy-family cases",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated cases")
     p.add_argument("--max-rows", type=_positive, default=12, help="rows of the worst-entries table")
     p.add_argument("--output", default=None, help="also write the report to this file (atomically)")

@@ -9,5 +9,14 @@ from .m_sobirl import FastHistory, MSoBiRLBatch, from_problems, m_sobirl_fast
 from .ops import resolve_device, resolve_dtype
 from .sobirl import SoBiRLBatch, sobirl_batch_from_problems, sobirl_fast
 
-__all__ = ["FastHistory", "MSoBiRLBatch", "from_problems", "m_sobirl_fast", "resolve_device", "resolve_dtype",
-           "SoBiRLBatch", "sobirl_batch_from_problems", "sobirl_fast"]
+__all__ = [
+    "FastHistory",
+    "MSoBiRLBatch",
+    "from_problems",
+    "m_sobirl_fast",
+    "resolve_device",
+    "resolve_dtype",
+    "SoBiRLBatch",
+    "sobirl_batch_from_problems",
+    "sobirl_fast",
+]

@@ -65,8 +65,11 @@ class MSoBiRLBatch:
 
     def upper_value(self, x_bd, pi_bsa) -> torch.Tensor:
         """``f(x, pi)`` per problem ([B])."""
-        return (0.5 * self.cx * (x_bd * x_bd).sum(-1) + (self.G * pi_bsa).sum(dim=(1, 2))
-                + 0.5 * self.cpi * (pi_bsa * pi_bsa).sum(dim=(1, 2)))
+        return (
+            0.5 * self.cx * (x_bd * x_bd).sum(-1)
+            + (self.G * pi_bsa).sum(dim=(1, 2))
+            + 0.5 * self.cpi * (pi_bsa * pi_bsa).sum(dim=(1, 2))
+        )
 
     def grad_pi(self, pi_bsa) -> torch.Tensor:
         """``grad_pi f = G + cpi pi`` ([B, S, A])."""
@@ -85,7 +88,9 @@ def from_problems(problems, device=None, dtype=None) -> MSoBiRLBatch:
     lower = lower_from_problems(problems, device, dtype)
     for i, p in enumerate(problems):
         if not isinstance(p.upper, QuadraticUpper):
-            raise InvalidInputError(f"problems[{i}].upper", "a QuadraticUpper (fast M-SoBiRL)", type(p.upper).__name__)
+            raise InvalidInputError(
+                f"problems[{i}].upper", "a QuadraticUpper (fast M-SoBiRL)", type(p.upper).__name__
+            )
     kw = {"dtype": lower.P.dtype, "device": lower.P.device}
     return MSoBiRLBatch(
         lower=lower,
@@ -121,14 +126,17 @@ class FastHistory(IterateHistory):
         def per_problem(a):
             return json_series(np.swapaxes(a, 0, 1)) if np.asarray(a).size else []
 
-        out = {"schema": "bilevel-check/fast-history/v1", "params": self.params, "iterations": self.iterations,
-               "seconds": self.seconds if np.isfinite(self.seconds) else None}
+        out = {
+            "schema": "bilevel-check/fast-history/v1",
+            "params": self.params,
+            "iterations": self.iterations,
+            "seconds": self.seconds if np.isfinite(self.seconds) else None,
+        }
         for key in ("h_norm", "phi", "grad_norm", "true_grad_err", "x"):
             out[key] = per_problem(getattr(self, key))
         for key, val in self.extra.items():
             out[key] = per_problem(val)
         return out
-
 
 
 def batch_hyperparameter(value, name: str, B: int, like: torch.Tensor) -> torch.Tensor:
@@ -214,7 +222,11 @@ def m_sobirl_fast(
     K, N = int(hp["K"]), int(hp["N"])
     beta_b = batch_hyperparameter(hp["beta"], "beta", lb.B, lb.P)
     zeta_b = batch_hyperparameter(hp["zeta"], "zeta", lb.B, lb.P)
-    x = lb.x0.clone() if x0 is None else torch.as_tensor(np.asarray(x0), dtype=lb.P.dtype, device=lb.P.device)
+    x = (
+        lb.x0.clone()
+        if x0 is None
+        else torch.as_tensor(np.asarray(x0), dtype=lb.P.dtype, device=lb.P.device)
+    )
     if tuple(x.shape) != (lb.B, lb.d):
         raise InvalidInputError("x0", f"shape [{lb.B}, {lb.d}]", f"shape {list(x.shape)}")
     q = torch.zeros((lb.B, lb.S, lb.A), dtype=lb.P.dtype, device=lb.P.device)
@@ -223,8 +235,12 @@ def m_sobirl_fast(
     keep = record == "all"
     xs = torch.empty((K + 1, lb.B, lb.d) if keep else (0,), dtype=lb.P.dtype, device=lb.P.device)
     hs = torch.empty((K, lb.B, lb.d) if keep else (0,), dtype=lb.P.dtype, device=lb.P.device)
-    hn, diag = (torch.full((K, lb.B), float("nan"), dtype=lb.P.dtype, device=lb.P.device) for _ in range(2))
-    phis, gerr = (torch.full((K, lb.B), float("nan"), dtype=lb.P.dtype, device=lb.P.device) for _ in range(2))
+    hn, diag = (
+        torch.full((K, lb.B), float("nan"), dtype=lb.P.dtype, device=lb.P.device) for _ in range(2)
+    )
+    phis, gerr = (
+        torch.full((K, lb.B), float("nan"), dtype=lb.P.dtype, device=lb.P.device) for _ in range(2)
+    )
     if keep:
         xs[0] = x
     t0 = time.perf_counter()
@@ -247,13 +263,34 @@ def m_sobirl_fast(
     seconds = time.perf_counter() - t0
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x).all(dim=-1)).nonzero()[0, 0])
-        raise FloatingPointError(f"m_sobirl_fast diverged on problem {bad} (non-finite x); decrease beta")
+        raise FloatingPointError(
+            f"m_sobirl_fast diverged on problem {bad} (non-finite x); decrease beta"
+        )
 
     def npy(t):
         return t.detach().to("cpu", torch.float64).numpy()
 
-    params = {"algorithm": "m_sobirl", "K": K, "N": N, "beta": npy(beta_b).tolist(), "zeta": npy(zeta_b).tolist(),
-              "B": lb.B, "problems": lb.names, "seeds": lb.seeds, "device": str(lb.P.device),
-              "dtype": str(lb.P.dtype).replace("torch.", "")}
-    return FastHistory(x=npy(xs), h=npy(hs), h_norm=npy(hn), phi=npy(phis), grad_norm=npy(diag),
-                       true_grad_err=npy(gerr), Q=npy(q), w=npy(w), params=params, seconds=seconds)
+    params = {
+        "algorithm": "m_sobirl",
+        "K": K,
+        "N": N,
+        "beta": npy(beta_b).tolist(),
+        "zeta": npy(zeta_b).tolist(),
+        "B": lb.B,
+        "problems": lb.names,
+        "seeds": lb.seeds,
+        "device": str(lb.P.device),
+        "dtype": str(lb.P.dtype).replace("torch.", ""),
+    }
+    return FastHistory(
+        x=npy(xs),
+        h=npy(hs),
+        h_norm=npy(hn),
+        phi=npy(phis),
+        grad_norm=npy(diag),
+        true_grad_err=npy(gerr),
+        Q=npy(q),
+        w=npy(w),
+        params=params,
+        seconds=seconds,
+    )

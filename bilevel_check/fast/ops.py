@@ -58,11 +58,14 @@ def resolve_device(device) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidInputError(
-                "device", "an available device; CUDA is not available on this machine (use device='cpu')",
+                "device",
+                "an available device; CUDA is not available on this machine (use device='cpu')",
                 repr(device),
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidInputError("device", f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}", repr(device))
+            raise InvalidInputError(
+                "device", f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}", repr(device)
+            )
     return dev
 
 
@@ -74,7 +77,9 @@ def resolve_dtype(dtype) -> torch.dtype:
         return _DTYPES[dtype]
     if dtype in (torch.float64, torch.float32):
         return dtype
-    raise InvalidInputError("dtype", "torch.float64, torch.float32, 'float64' or 'float32'", repr(dtype))
+    raise InvalidInputError(
+        "dtype", "torch.float64, torch.float32, 'float64' or 'float32'", repr(dtype)
+    )
 
 
 @dataclass
@@ -155,19 +160,27 @@ def _affine_parts(reward, x0: np.ndarray, name: str):
     Jacobian at ``x0`` and at ``x0 + 1`` agree and ``r(x0) = r0 + F x0`` (to 1e-12).
     """
     if isinstance(reward, TabularReward):
-        return np.zeros((reward.S, reward.A)), np.eye(reward.d).reshape(reward.S, reward.A, reward.d)
+        return np.zeros((reward.S, reward.A)), np.eye(reward.d).reshape(
+            reward.S, reward.A, reward.d
+        )
     if isinstance(reward, LinearReward):
         return np.zeros((reward.S, reward.A)), np.asarray(reward.F)
     if isinstance(reward, CallableReward):
         F = np.asarray(reward.jacobian(x0), dtype=np.float64)
         F2 = np.asarray(reward.jacobian(x0 + 1.0), dtype=np.float64)
         r0 = np.asarray(reward.value(np.zeros_like(x0)), dtype=np.float64)
-        gap = max(float(np.max(np.abs(F - F2))), float(np.max(np.abs(reward.value(x0) - r0 - F @ x0))))
+        gap = max(
+            float(np.max(np.abs(F - F2))), float(np.max(np.abs(reward.value(x0) - r0 - F @ x0)))
+        )
         if gap <= 1e-12 * max(1.0, float(np.max(np.abs(F)))):
             return r0, F
-        raise InvalidInputError(name, "a reward affine in x (its Jacobian is not constant)", f"deviation {gap:.3e}")
+        raise InvalidInputError(
+            name, "a reward affine in x (its Jacobian is not constant)", f"deviation {gap:.3e}"
+        )
     raise InvalidInputError(
-        name, "a QuadraticReward, LinearReward, TabularReward or affine CallableReward", type(reward).__name__
+        name,
+        "a QuadraticReward, LinearReward, TabularReward or affine CallableReward",
+        type(reward).__name__,
     )
 
 
@@ -189,22 +202,33 @@ def lower_from_problems(problems, device=None, dtype=None) -> LowerBatch:
     kind = "quadratic" if isinstance(problems[0].reward, QuadraticReward) else "affine"
     for i, p in enumerate(problems):
         if (p.mdp.S, p.mdp.A, p.reward.d) != (S, A, d):
-            raise InvalidInputError(f"problems[{i}]", f"sizes S={S}, A={A}, d={d} like problems[0]",
-                                    f"S={p.mdp.S}, A={p.mdp.A}, d={p.reward.d}")
+            raise InvalidInputError(
+                f"problems[{i}]",
+                f"sizes S={S}, A={A}, d={d} like problems[0]",
+                f"S={p.mdp.S}, A={p.mdp.A}, d={p.reward.d}",
+            )
         this = "quadratic" if isinstance(p.reward, QuadraticReward) else "affine"
         if this != kind:
-            raise InvalidInputError(f"problems[{i}].reward", f"a {kind} reward like problems[0]", this)
+            raise InvalidInputError(
+                f"problems[{i}].reward", f"a {kind} reward like problems[0]", this
+            )
 
     def t(arrs):
         return torch.as_tensor(np.stack(arrs), dtype=dt, device=dev)
 
     if kind == "quadratic":
         M = t([p.reward.M for p in problems])
-        reward = BatchedReward("quadratic", d, c=t([p.reward.c for p in problems]), M=M, msym=M + M.transpose(1, 2))
+        reward = BatchedReward(
+            "quadratic", d, c=t([p.reward.c for p in problems]), M=M, msym=M + M.transpose(1, 2)
+        )
     else:
-        parts = [_affine_parts(p.reward, np.asarray(p.x0, dtype=np.float64), f"problems[{i}].reward")
-                 for i, p in enumerate(problems)]
-        reward = BatchedReward("affine", d, r0=t([r0 for r0, _ in parts]), F=t([F for _, F in parts]))
+        parts = [
+            _affine_parts(p.reward, np.asarray(p.x0, dtype=np.float64), f"problems[{i}].reward")
+            for i, p in enumerate(problems)
+        ]
+        reward = BatchedReward(
+            "affine", d, r0=t([r0 for r0, _ in parts]), F=t([F for _, F in parts])
+        )
     return LowerBatch(
         P=t([p.mdp.P for p in problems]),
         gamma=torch.tensor([p.mdp.gamma for p in problems], dtype=dt, device=dev),

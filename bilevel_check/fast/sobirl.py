@@ -78,8 +78,11 @@ class SoBiRLBatch:
         """All tuples as shared index tensors ``(states, actions) [n, m, H]`` (cached)."""
         if self._enum is None:
             if self.n_tuples() > self.cap:
-                raise InvalidInputError("estimator", f"'sample': (S A)^(H m) <= {self.cap} tuples for 'exact'",
-                                        f"(S A)^(H m) = {self.n_tuples()}")
+                raise InvalidInputError(
+                    "estimator",
+                    f"'sample': (S A)^(H m) <= {self.cap} tuples for 'exact'",
+                    f"(S A)^(H m) = {self.n_tuples()}",
+                )
             S, A, dev = self.lower.S, self.lower.A, self.P_u.device
             sa = torch.cartesian_prod(*[torch.arange(S * A, device=dev)] * (self.H * self.m))
             sa = sa.reshape(-1, self.m, self.H)
@@ -106,7 +109,9 @@ class SoBiRLBatch:
         ac = actions.expand(B, *actions.shape) if actions.dim() == 3 else actions
         bi = torch.arange(B, device=st.device).view(B, 1, 1, 1)
         if self.kind == "shaping":
-            disc = self.gamma_u[:, None] ** torch.arange(self.H, device=st.device, dtype=self.r_true.dtype)
+            disc = self.gamma_u[:, None] ** torch.arange(
+                self.H, device=st.device, dtype=self.r_true.dtype
+            )
             l_n = -(self.r_true[bi, st, ac][:, :, 0, :] * disc[:, None, :]).sum(-1)
             return l_n, torch.zeros_like(l_n)
         Rt = self.r_true[bi, st, ac].sum(-1)  # [B, n, 2]
@@ -118,7 +123,11 @@ class SoBiRLBatch:
             ybar = torch.where(tie, torch.full_like(diff, 0.5), (diff > 0).to(diff.dtype))
         R = self.lower.reward.value(x_bd)[bi, st, ac].sum(-1)
         z = R[..., 0] - R[..., 1]
-        l_n = torch.nn.functional.softplus(z) - ybar * z + 0.5 * self.ridge[:, None] * (x_bd * x_bd).sum(-1)[:, None]
+        l_n = (
+            torch.nn.functional.softplus(z)
+            - ybar * z
+            + 0.5 * self.ridge[:, None] * (x_bd * x_bd).sum(-1)[:, None]
+        )
         return l_n, torch.sigmoid(z) - ybar
 
 
@@ -128,17 +137,25 @@ def sobirl_batch_from_problems(problems, device=None, dtype=None) -> SoBiRLBatch
     with shared ``S, A, d, H``."""
     lower = lower_from_problems(problems, device, dtype)
     u0 = problems[0].upper
-    kind = "rlhf" if isinstance(u0, RLHFUpper) else "shaping" if isinstance(u0, ShapingUpper) else None
+    kind = (
+        "rlhf" if isinstance(u0, RLHFUpper) else "shaping" if isinstance(u0, ShapingUpper) else None
+    )
     for i, p in enumerate(problems):
         ok = isinstance(p.upper, RLHFUpper if kind == "rlhf" else ShapingUpper) if kind else False
         if not ok:
-            raise InvalidInputError(f"problems[{i}].upper", "all RLHFUpper or all ShapingUpper",
-                                    type(p.upper).__name__)
+            raise InvalidInputError(
+                f"problems[{i}].upper", "all RLHFUpper or all ShapingUpper", type(p.upper).__name__
+            )
         if p.upper.H != u0.H:
-            raise InvalidInputError(f"problems[{i}].upper.H", f"H={u0.H} like problems[0]", repr(p.upper.H))
+            raise InvalidInputError(
+                f"problems[{i}].upper.H", f"H={u0.H} like problems[0]", repr(p.upper.H)
+            )
         if kind == "rlhf" and (p.upper.reward_model is not p.reward or p.upper.labels != u0.labels):
-            raise InvalidInputError(f"problems[{i}].upper", "an RLHFUpper on the problem's own reward with "
-                                    f"labels={u0.labels!r}", "another reward model or labels")
+            raise InvalidInputError(
+                f"problems[{i}].upper",
+                f"an RLHFUpper on the problem's own reward with labels={u0.labels!r}",
+                "another reward model or labels",
+            )
     kw = {"dtype": lower.P.dtype, "device": lower.P.device}
 
     def t(vals):
@@ -146,13 +163,19 @@ def sobirl_batch_from_problems(problems, device=None, dtype=None) -> SoBiRLBatch
 
     rlhf = kind == "rlhf"
     return SoBiRLBatch(
-        lower=lower, kind=kind, H=int(u0.H), m=int(u0.m),
-        P_u=t([p.upper.P_u for p in problems]), mu_u=t([p.upper.mu_u for p in problems]),
+        lower=lower,
+        kind=kind,
+        H=int(u0.H),
+        m=int(u0.m),
+        P_u=t([p.upper.P_u for p in problems]),
+        mu_u=t([p.upper.mu_u for p in problems]),
         r_true=t([p.upper.true_reward if rlhf else p.upper.r_true for p in problems]),
         ridge=t([p.upper.ridge if rlhf else 0.0 for p in problems]),
         gamma_u=t([0.0 if rlhf else p.upper.gamma_u for p in problems]),
-        labels=u0.labels if rlhf else "bernoulli", tie_rtol=float(getattr(u0, "tie_rtol", 1e-12)),
-        cap=int(u0.cap), defaults=dict(getattr(problems[0], "defaults", {})),
+        labels=u0.labels if rlhf else "bernoulli",
+        tie_rtol=float(getattr(u0, "tie_rtol", 1e-12)),
+        cap=int(u0.cap),
+        defaults=dict(getattr(problems[0], "defaults", {})),
     )
 
 
@@ -169,7 +192,9 @@ def _scatter_sa(values_bn, states, actions, sign, S: int, A: int) -> torch.Tenso
     return out.view(B, S, A)
 
 
-def estimator_15(bt: SoBiRLBatch, x_bd, pi_bsa, states, actions, weights_bn, *, drop_exploration_term=False):
+def estimator_15(
+    bt: SoBiRLBatch, x_bd, pi_bsa, states, actions, weights_bn, *, drop_exploration_term=False
+):
     """(15) (or (13)+(14) at ``pi = pi*``) from tuples and their weights: ``(h [B, d], f [B])``.
 
     ``f = sum_n w_n l_n``; see the module docstring for the contraction.
@@ -182,7 +207,9 @@ def estimator_15(bt: SoBiRLBatch, x_bd, pi_bsa, states, actions, weights_bn, *, 
     h = bt.ridge[:, None] * x_bd * wsum[:, None]
     if bt.kind == "rlhf":
         sign = torch.tensor([1.0, -1.0], dtype=l_n.dtype, device=l_n.device)
-        h = h + lb.reward.contract(_scatter_sa(weights_bn * coef_n, states, actions, sign, S, A), x_bd)
+        h = h + lb.reward.contract(
+            _scatter_sa(weights_bn * coef_n, states, actions, sign, S, A), x_bd
+        )
     if not drop_exploration_term:
         C = _scatter_sa(weights_bn * l_n, states, actions, ones, S, A)
         y = C.sum(-1) - lb.gamma[:, None] * torch.einsum("bsa,bsat->bt", C, lb.P)
@@ -225,9 +252,22 @@ def _pmd_step(lb: LowerBatch, r, log_pi, eta):
     return z - torch.logsumexp(z, dim=-1, keepdim=True)
 
 
-def sobirl_fast(bt: SoBiRLBatch, *, K=None, beta=None, delta=None, eta=None, estimator="exact", n_samples=None,
-                seed: int = 0, drop_exploration_term=False, max_pmd_steps=10_000, track_true_grad=True,
-                record="all", progress=False) -> FastHistory:
+def sobirl_fast(
+    bt: SoBiRLBatch,
+    *,
+    K=None,
+    beta=None,
+    delta=None,
+    eta=None,
+    estimator="exact",
+    n_samples=None,
+    seed: int = 0,
+    drop_exploration_term=False,
+    max_pmd_steps=10_000,
+    track_true_grad=True,
+    record="all",
+    progress=False,
+) -> FastHistory:
     """Run ``K`` iterations of SoBiRL on every problem of ``bt`` (module docstring).
 
     Args:
@@ -264,15 +304,22 @@ def sobirl_fast(bt: SoBiRLBatch, *, K=None, beta=None, delta=None, eta=None, est
     gen = torch.Generator(device=dev)
     gen.manual_seed(int(seed))
     if track_true_grad and bt.n_tuples() > bt.cap:
-        raise InvalidInputError("track_true_grad", f"False when (S A)^(H m) > {bt.cap} (no exact route)",
-                                f"True with (S A)^(H m) = {bt.n_tuples()}")
+        raise InvalidInputError(
+            "track_true_grad",
+            f"False when (S A)^(H m) > {bt.cap} (no exact route)",
+            f"True with (S A)^(H m) = {bt.n_tuples()}",
+        )
     if estimator == "exact" or track_true_grad:
         est, eac = bt.enumeration()
     tol = 1e-12 if dt == torch.float64 else 1e-5
     x = lb.x0.clone()
     log_pi = torch.full((lb.B, lb.S, lb.A), -math.log(lb.A), dtype=dt, device=dev)
     keep = record == "all"
-    xs, hs, rec = [x.clone()] if keep else [], [], {k: [] for k in ("hn", "phi", "gn", "err", "steps", "lpe")}
+    xs, hs, rec = (
+        [x.clone()] if keep else [],
+        [],
+        {k: [] for k in ("hn", "phi", "gn", "err", "steps", "lpe")},
+    )
     t0 = time.perf_counter()
     with Progress(K, desc="sobirl[fast]", enabled=bool(progress)) as bar:
         for k in range(K):
@@ -282,20 +329,31 @@ def sobirl_fast(bt: SoBiRLBatch, *, K=None, beta=None, delta=None, eta=None, est
             err = (log_pi - log_star).abs().amax(dim=(1, 2))
             while bool((err > delta).any()):
                 if int(steps.max()) >= max_pmd_steps:
-                    raise FloatingPointError(f"sobirl_fast: PMD reached max ||log pi - log pi*|| = "
-                                             f"{float(err.max()):.3e} > delta={delta:g} after {max_pmd_steps} steps")
+                    raise FloatingPointError(
+                        f"sobirl_fast: PMD reached max ||log pi - log pi*|| = "
+                        f"{float(err.max()):.3e} > delta={delta:g} after {max_pmd_steps} steps"
+                    )
                 active = err > delta
                 log_pi = torch.where(active[:, None, None], _pmd_step(lb, r, log_pi, eta_b), log_pi)
                 steps += active.long()
                 err = (log_pi - log_star).abs().amax(dim=(1, 2))
             pi = torch.exp(log_pi)
             if estimator == "exact":
-                h, _ = estimator_15(bt, x, pi, est, eac, torch.exp(bt.log_rho(pi, est, eac)),
-                                    drop_exploration_term=drop_exploration_term)
+                h, _ = estimator_15(
+                    bt,
+                    x,
+                    pi,
+                    est,
+                    eac,
+                    torch.exp(bt.log_rho(pi, est, eac)),
+                    drop_exploration_term=drop_exploration_term,
+                )
             else:
                 st, ac = sample_tuples(bt, pi, n_samples, gen)
                 wts = torch.full((lb.B, n_samples), 1.0 / n_samples, dtype=dt, device=dev)
-                h, _ = estimator_15(bt, x, pi, st, ac, wts, drop_exploration_term=drop_exploration_term)
+                h, _ = estimator_15(
+                    bt, x, pi, st, ac, wts, drop_exploration_term=drop_exploration_term
+                )
             if track_true_grad:
                 pstar = torch.exp(log_star)
                 g, f = estimator_15(bt, x, pstar, est, eac, torch.exp(bt.log_rho(pstar, est, eac)))
@@ -316,17 +374,40 @@ def sobirl_fast(bt: SoBiRLBatch, *, K=None, beta=None, delta=None, eta=None, est
         raise FloatingPointError("sobirl_fast diverged (non-finite x); decrease beta")
 
     def npy(ts, shape):
-        return torch.stack(ts).detach().to("cpu", torch.float64).numpy() if ts else np.full(shape, np.nan)
+        return (
+            torch.stack(ts).detach().to("cpu", torch.float64).numpy()
+            if ts
+            else np.full(shape, np.nan)
+        )
 
     nan = (K, lb.B)
-    params = {"algorithm": "sobirl", "K": K, "beta": beta_b.cpu().tolist(), "delta": delta,
-              "eta": eta_b.cpu().tolist(), "estimator": estimator, "n_samples": n_samples, "seed": int(seed),
-              "drop_exploration_term": bool(drop_exploration_term), "B": lb.B, "problems": lb.names,
-              "seeds": lb.seeds, "device": str(dev), "dtype": str(dt).replace("torch.", "")}
+    params = {
+        "algorithm": "sobirl",
+        "K": K,
+        "beta": beta_b.cpu().tolist(),
+        "delta": delta,
+        "eta": eta_b.cpu().tolist(),
+        "estimator": estimator,
+        "n_samples": n_samples,
+        "seed": int(seed),
+        "drop_exploration_term": bool(drop_exploration_term),
+        "B": lb.B,
+        "problems": lb.names,
+        "seeds": lb.seeds,
+        "device": str(dev),
+        "dtype": str(dt).replace("torch.", ""),
+    }
     return FastHistory(
-        x=npy(xs, (0,)) if keep else np.empty(0), h=npy(hs, (0,)) if keep else np.empty(0),
-        h_norm=npy(rec["hn"], nan), phi=npy(rec["phi"], nan), grad_norm=npy(rec["gn"], nan),
-        true_grad_err=npy(rec["err"], nan), Q=np.empty(0), w=np.empty(0), pi=torch.exp(log_pi).cpu().double().numpy(),
-        params=params, seconds=seconds,
+        x=npy(xs, (0,)) if keep else np.empty(0),
+        h=npy(hs, (0,)) if keep else np.empty(0),
+        h_norm=npy(rec["hn"], nan),
+        phi=npy(rec["phi"], nan),
+        grad_norm=npy(rec["gn"], nan),
+        true_grad_err=npy(rec["err"], nan),
+        Q=np.empty(0),
+        w=np.empty(0),
+        pi=torch.exp(log_pi).cpu().double().numpy(),
+        params=params,
+        seconds=seconds,
         extra={"pmd_steps": npy(rec["steps"], nan), "log_pi_err": npy(rec["lpe"], nan)},
     )

@@ -51,7 +51,13 @@ class CertificationError(RuntimeError):
 
 
 def _mp(v):
-    return mpmath.mpf(v) if isinstance(v, str) else mpmath.mpf(repr(float(v))) if isinstance(v, float) else mpmath.mpf(v)
+    return (
+        mpmath.mpf(v)
+        if isinstance(v, str)
+        else mpmath.mpf(repr(float(v)))
+        if isinstance(v, float)
+        else mpmath.mpf(v)
+    )
 
 
 def mp_problem(case: dict):
@@ -69,10 +75,17 @@ def mp_problem(case: dict):
     spec = case["reward"]
     kind = spec["kind"]
     if kind == "tabular":
+
         def reward_fn(x):
             d = len(x)
             r = [[x[s * A + a] for a in range(A)] for s in range(S)]
-            dr = [[[mpmath.mpf(1) if k == s * A + a else mpmath.mpf(0) for k in range(d)] for a in range(A)] for s in range(S)]
+            dr = [
+                [
+                    [mpmath.mpf(1) if k == s * A + a else mpmath.mpf(0) for k in range(d)]
+                    for a in range(A)
+                ]
+                for s in range(S)
+            ]
             return r, dr
     elif kind == "linear":
         F = [[[_mp(v) for v in f] for f in row] for row in spec["features"]]
@@ -87,7 +100,9 @@ def mp_problem(case: dict):
             d = len(x)
             q = mpmath.fsum(x[i] * M[i][j] * x[j] for i in range(d) for j in range(d))
             g = [mpmath.fsum((M[k][j] + M[j][k]) * x[j] for j in range(d)) for k in range(d)]
-            return [[c[s][a] * q for a in range(A)] for s in range(S)], [[[c[s][a] * gk for gk in g] for a in range(A)] for s in range(S)]
+            return [[c[s][a] * q for a in range(A)] for s in range(S)], [
+                [[c[s][a] * gk for gk in g] for a in range(A)] for s in range(S)
+            ]
     else:
         raise InvalidInputError("reward.kind", "'tabular', 'linear' or 'quadratic'", repr(kind))
     return P, gamma, tau, reward_fn, x
@@ -126,10 +141,14 @@ def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
         J = mpmath.matrix(S, S)
         for s in range(S):
             for t in range(S):
-                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(pi[s][a] * P[s][a][t] for a in range(A))
+                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(
+                    pi[s][a] * P[s][a][t] for a in range(A)
+                )
         step = mpmath.lu_solve(J, mpmath.matrix(res))
         V = [V[s] - step[s] for s in range(S)]
-    raise CertificationError(f"mp_newton: no convergence in {max_iter} steps (residual {mpmath.nstr(rn, 5)})")
+    raise CertificationError(
+        f"mp_newton: no convergence in {max_iter} steps (residual {mpmath.nstr(rn, 5)})"
+    )
 
 
 def agreement(a, b, *, cap: float) -> float:
@@ -168,6 +187,7 @@ def _strings(v, digits):
 
 def _fd5(fn, x, k, h):
     """5-point central difference ``d fn / d x_k``: (-f(+2h) + 8 f(+h) - 8 f(-h) + f(-2h)) / (12 h)."""
+
     def at(t):
         y = list(x)
         y[k] += t
@@ -217,22 +237,45 @@ def mp_closed_form(case: dict, digits: int) -> dict:
         J = mpmath.matrix(S, S)
         for s in range(S):
             for t in range(S):
-                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(pi[s][a] * P[s][a][t] for a in range(A))
+                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(
+                    pi[s][a] * P[s][a][t] for a in range(A)
+                )
         dV = [[None] * d for _ in range(S)]
         for k in range(d):
-            col = mpmath.lu_solve(J, mpmath.matrix([mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for s in range(S)]))
+            col = mpmath.lu_solve(
+                J,
+                mpmath.matrix(
+                    [mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for s in range(S)]
+                ),
+            )
             for s in range(S):
                 dV[s][k] = col[s]
-        dQ = [[[dr[s][a][k] + gamma * mpmath.fsum(P[s][a][t] * dV[t][k] for t in range(S)) for k in range(d)]
-               for a in range(A)] for s in range(S)]
+        dQ = [
+            [
+                [
+                    dr[s][a][k] + gamma * mpmath.fsum(P[s][a][t] * dV[t][k] for t in range(S))
+                    for k in range(d)
+                ]
+                for a in range(A)
+            ]
+            for s in range(S)
+        ]
         out = {"V": V, "Q": Q, "pi": pi, "dV": dV, "dQ": dQ}
         up = case["upper"]
         if up["kind"] == "quadratic":
             cx, cpi = _mp(up["cx"]), _mp(up["cpi"])
             G = [[_mp(v) for v in row] for row in up["G"]]
             out["phi"] = _quadratic_phi(up)(x, pi)
-            out["grad"] = [cx * x[k] + mpmath.fsum((G[s][a] + cpi * pi[s][a]) * pi[s][a] * (dQ[s][a][k] - dV[s][k])
-                                                   for s in range(S) for a in range(A)) / tau for k in range(d)]
+            out["grad"] = [
+                cx * x[k]
+                + mpmath.fsum(
+                    (G[s][a] + cpi * pi[s][a]) * pi[s][a] * (dQ[s][a][k] - dV[s][k])
+                    for s in range(S)
+                    for a in range(A)
+                )
+                / tau
+                for k in range(d)
+            ]
         return out
 
 
@@ -284,7 +327,9 @@ def _route_b(case: dict, check_digits: int, V_a):
     return out
 
 
-def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = None, tier: str = "easy") -> dict:
+def certify_case(
+    spec: dict, *, digits: int = 50, check_digits: int | None = None, tier: str = "easy"
+) -> dict:
     """Build a case from its manifest entry and certify every output.
 
     Args:
@@ -312,7 +357,13 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
     resid, bound = b["certificate"]
     with mpmath.workdps(check_digits):
         vmax = max(abs(_mp(v)) for v in a["V"])
-        cert_digits = check_digits if bound == 0 else float(min(check_digits, -mpmath.log10(bound / max(vmax, mpmath.mpf(10) ** -check_digits))))
+        cert_digits = (
+            check_digits
+            if bound == 0
+            else float(
+                min(check_digits, -mpmath.log10(bound / max(vmax, mpmath.mpf(10) ** -check_digits)))
+            )
+        )
         digs, routes = {}, {}
         desc_a = f"closed form (9), Newton lower level, {digits} digits"
         desc_b = f"golden Newton, {check_digits} digits"
@@ -335,7 +386,9 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
             routes[name] = {"a": ra, "b": rb, "agreement": round(ag, 2)}
             digs[name] = int(math.floor(min(ag, cap)))
             if digs[name] < MIN_DIGITS:
-                raise CertificationError(f"{spec['id']}: {name} certified to {ag:.1f} < {MIN_DIGITS} digits")
+                raise CertificationError(
+                    f"{spec['id']}: {name} certified to {ag:.1f} < {MIN_DIGITS} digits"
+                )
         _, _, _, reward_fn, x = mp_problem(case)
         rmax = max(abs(float(v)) for v in _flat(reward_fn(x)[0]))
         pi_min = float(min(_mp(p) for p in _flat(a["pi"])))
@@ -345,7 +398,9 @@ def certify_case(spec: dict, *, digits: int = 50, check_digits: int | None = Non
     if rmax >= 100:
         flags.append("large_reward")
     return {
-        "id": spec["id"], "tier": tier, "flags": flags,
+        "id": spec["id"],
+        "tier": tier,
+        "flags": flags,
         "spec": {"generator": spec["generator"], "seed": spec["seed"], "params": spec["params"]},
         "case": case,
         "certified": certified,
@@ -369,8 +424,15 @@ def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> d
     }
 
 
-def certify_groups(groups=None, *, digits: int = 60, check_digits: int | None = None, out=None,
-                   resume: bool = False, progress: bool = True) -> dict:
+def certify_groups(
+    groups=None,
+    *,
+    digits: int = 60,
+    check_digits: int | None = None,
+    out=None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
     """Regenerate the golden files of ``groups`` into the reference folder ``out``.
 
     Each finished case is kept in ``out/.partial/<group>/<id>.json`` (written
@@ -391,7 +453,9 @@ def certify_groups(groups=None, *, digits: int = 60, check_digits: int | None = 
     if groups is not None:
         missing = sorted(set(groups) - set(specs))
         if missing:
-            raise InvalidInputError("groups", f"group names among {sorted(default_specs())}", repr(missing))
+            raise InvalidInputError(
+                "groups", f"group names among {sorted(default_specs())}", repr(missing)
+            )
     base = Path(out) if out is not None else reference_root()
     total = sum(len(e["cases"]) for e in specs.values())
     man_path = base / "manifest.json"
@@ -408,24 +472,53 @@ def certify_groups(groups=None, *, digits: int = 60, check_digits: int | None = 
                     if same and old.get("digits") == [digits, check_digits]:
                         row = old["row"]
                 if row is None:
-                    row = certify_case(spec, digits=digits, check_digits=check_digits, tier=entry["tier"])
-                    atomic_write_json(part, {"spec": row["spec"], "digits": [digits, check_digits], "row": row})
+                    row = certify_case(
+                        spec, digits=digits, check_digits=check_digits, tier=entry["tier"]
+                    )
+                    atomic_write_json(
+                        part, {"spec": row["spec"], "digits": [digits, check_digits], "row": row}
+                    )
                 rows.append(row)
                 bar.update(1, info=f"{g}/{spec['id']}")
-            doc = {"schema": GOLDEN_SCHEMA, "group": g, "description": entry["description"],
-                   "provenance": _provenance(g, digits, check_digits, time.perf_counter() - t0), "cases": rows}
+            doc = {
+                "schema": GOLDEN_SCHEMA,
+                "group": g,
+                "description": entry["description"],
+                "provenance": _provenance(g, digits, check_digits, time.perf_counter() - t0),
+                "cases": rows,
+            }
             atomic_write_json(base / entry["file"], doc)
             for spec in entry["cases"]:  # the group file now holds every row
                 (base / ".partial" / g / f"{spec['id']}.json").unlink(missing_ok=True)
             for d in (base / ".partial" / g, base / ".partial"):
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()
-            manifest["groups"][g] = {"file": entry["file"], "description": entry["description"], "cases": entry["cases"]}
-    manifest.update({
-        "schema": MANIFEST_SCHEMA, "suite_version": "1", "digits": digits, "check_digits": check_digits,
-        "recipe": f"bilevel-check certify --digits {digits} --check-digits {check_digits} --out reference",
-        "total_cases": sum(len(e["cases"]) for e in manifest["groups"].values()),
-    })
-    manifest = {k: manifest[k] for k in ("schema", "suite_version", "recipe", "digits", "check_digits", "total_cases", "groups")}
+            manifest["groups"][g] = {
+                "file": entry["file"],
+                "description": entry["description"],
+                "cases": entry["cases"],
+            }
+    manifest.update(
+        {
+            "schema": MANIFEST_SCHEMA,
+            "suite_version": "1",
+            "digits": digits,
+            "check_digits": check_digits,
+            "recipe": f"bilevel-check certify --digits {digits} --check-digits {check_digits} --out reference",
+            "total_cases": sum(len(e["cases"]) for e in manifest["groups"].values()),
+        }
+    )
+    manifest = {
+        k: manifest[k]
+        for k in (
+            "schema",
+            "suite_version",
+            "recipe",
+            "digits",
+            "check_digits",
+            "total_cases",
+            "groups",
+        )
+    }
     atomic_write_json(man_path, manifest)
     return manifest

@@ -48,7 +48,12 @@ def _sparse_P(rng, S, A):
 
 
 def _quad_upper(rng, S, A, *, G=True, cx=1.0, cpi=1.0):
-    return {"kind": "quadratic", "cx": cx, "G": rng.normal(size=(S, A)) if G else np.zeros((S, A)), "cpi": cpi}
+    return {
+        "kind": "quadratic",
+        "cx": cx,
+        "G": rng.normal(size=(S, A)) if G else np.zeros((S, A)),
+        "cpi": cpi,
+    }
 
 
 def gen_linear(cid, seed, *, S, A, d, gamma, tau, sparse=False, scale=1.0, x_scale=1.0):
@@ -58,7 +63,9 @@ def gen_linear(cid, seed, *, S, A, d, gamma, tau, sparse=False, scale=1.0, x_sca
     F = scale * rng.normal(size=(S, A, d))
     upper = _quad_upper(rng, S, A)
     x = x_scale * rng.normal(size=d)
-    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
 
 
 def gen_tabular(cid, seed, *, S, A, gamma, tau, scale=1.0):
@@ -83,7 +90,15 @@ def gen_quadratic(cid, seed, *, S, A, d, gamma, tau, x_zero=False, G=False):
     M = rng.normal(size=(d, d))
     x = np.zeros(d) if x_zero else rng.normal(size=d) / np.sqrt(d)
     upper = _quad_upper(rng, S, A, G=G)
-    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "quadratic", "c": c, "M": M}, upper=upper, x=x)
+    return make_case(
+        cid,
+        P=P,
+        gamma=gamma,
+        tau=tau,
+        reward={"kind": "quadratic", "c": c, "M": M},
+        upper=upper,
+        x=x,
+    )
 
 
 def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
@@ -94,7 +109,9 @@ def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
     F[:, 0, 0] += gap  # x[0] = 1 below, so r[s, 0] gets +gap
     x = np.concatenate([[1.0], rng.normal(size=d - 1)])
     upper = _quad_upper(rng, S, A)
-    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
 
 
 def gen_problem(cid, seed, *, name, **overrides):
@@ -110,16 +127,32 @@ def gen_problem(cid, seed, *, name, **overrides):
     elif isinstance(p.reward, QuadraticReward):
         reward = {"kind": "quadratic", "c": p.reward.c, "M": p.reward.M}
     else:
-        raise InvalidInputError("name", "a problem with a linear or quadratic reward", f"{name!r} ({type(p.reward).__name__})")
+        raise InvalidInputError(
+            "name",
+            "a problem with a linear or quadratic reward",
+            f"{name!r} ({type(p.reward).__name__})",
+        )
     if isinstance(p.upper, QuadraticUpper):
         upper = {"kind": "quadratic", "cx": p.upper.cx, "G": p.upper.G, "cpi": p.upper.cpi}
     elif isinstance(p.upper, TargetOccupancyUpper):
         u = p.upper
-        upper = {"kind": "target_occupancy", "P_u": u.P, "g": u.g, "target": u.target, "mu_u": u.mu_u, "cx": u.cx}
+        upper = {
+            "kind": "target_occupancy",
+            "P_u": u.P,
+            "g": u.g,
+            "target": u.target,
+            "mu_u": u.mu_u,
+            "cx": u.cx,
+        }
     else:
-        raise InvalidInputError("name", "a problem with a quadratic or target-occupancy upper level",
-                                f"{name!r} ({type(p.upper).__name__})")
-    return make_case(cid, P=p.mdp.P, gamma=p.mdp.gamma, tau=p.mdp.tau, reward=reward, upper=upper, x=p.x0)
+        raise InvalidInputError(
+            "name",
+            "a problem with a quadratic or target-occupancy upper level",
+            f"{name!r} ({type(p.upper).__name__})",
+        )
+    return make_case(
+        cid, P=p.mdp.P, gamma=p.mdp.gamma, tau=p.mdp.tau, reward=reward, upper=upper, x=p.x0
+    )
 
 
 def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
@@ -140,71 +173,126 @@ GENERATORS: dict[str, Callable] = {
 
 #: group -> (description, tier, [(id, generator, seed, params)])
 GROUPS: dict[str, tuple[str, str, list]] = {
-    "random_dense": ("dense random P, linear and tabular rewards", "easy", [
-        ("dense-S2A2-g05", "linear", 101, dict(S=2, A=2, d=2, gamma=0.5, tau=1.0)),
-        ("dense-S3A2-g09", "linear", 102, dict(S=3, A=2, d=2, gamma=0.9, tau=0.5)),
-        ("dense-S4A3-g08", "linear", 103, dict(S=4, A=3, d=3, gamma=0.8, tau=2.0)),
-        ("dense-S5A3-g09", "linear", 104, dict(S=5, A=3, d=4, gamma=0.9, tau=1.0)),
-        ("dense-S3A3-tabular", "tabular", 105, dict(S=3, A=3, gamma=0.7, tau=0.7)),
-        ("dense-S6A4-g0", "linear", 106, dict(S=6, A=4, d=3, gamma=0.0, tau=1.0)),
-        ("dense-S8A4-g095", "linear", 107, dict(S=8, A=4, d=3, gamma=0.95, tau=0.2)),
-    ]),
-    "sparse_absorbing": ("1-2 successors per (s, a) and an absorbing last state", "medium", [
-        ("sparse-S3A2", "linear", 201, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, sparse=True)),
-        ("sparse-S4A2", "linear", 202, dict(S=4, A=2, d=3, gamma=0.95, tau=0.5, sparse=True)),
-        ("sparse-S5A3", "linear", 203, dict(S=5, A=3, d=2, gamma=0.9, tau=0.3, sparse=True)),
-        ("sparse-S6A2", "linear", 204, dict(S=6, A=2, d=4, gamma=0.8, tau=1.0, sparse=True)),
-        ("sparse-S8A3", "linear", 205, dict(S=8, A=3, d=3, gamma=0.9, tau=2.0, sparse=True)),
-    ]),
-    "quadratic_family": ("the authors' r = c x^T M x, f = |x|^2/2 + |pi|^2/2 (+ <G, pi>)", "easy", [
-        ("quad-S3A2-x0", "quadratic", 301, dict(S=3, A=2, d=3, gamma=0.5, tau=1.0, x_zero=True)),
-        ("quad-S4A3", "quadratic", 302, dict(S=4, A=3, d=4, gamma=0.5, tau=1.0)),
-        ("quad-S5A2", "quadratic", 303, dict(S=5, A=2, d=5, gamma=0.9, tau=0.5, G=True)),
-        ("quad-S10A5", "quadratic", 304, dict(S=10, A=5, d=6, gamma=0.5, tau=1.0)),
-        ("quad-S6A3-g099", "quadratic", 305, dict(S=6, A=3, d=3, gamma=0.99, tau=1.0, G=True)),
-    ]),
-    "single_state": ("S = 1 (a bandit) and A = 1 (a Markov reward process)", "easy", [
-        ("bandit-A3", "linear", 401, dict(S=1, A=3, d=2, gamma=0.5, tau=1.0)),
-        ("bandit-A5-g09", "linear", 402, dict(S=1, A=5, d=3, gamma=0.9, tau=0.3)),
-        ("mrp-S3A1", "linear", 403, dict(S=3, A=1, d=2, gamma=0.9, tau=1.0)),
-        ("trivial-S1A1", "linear", 404, dict(S=1, A=1, d=2, gamma=0.7, tau=0.5)),
-    ]),
-    "near_deterministic": ("reward gaps >> tau: pi* entries from ~1e-9 to ~1e-40", "hard", [
-        ("neardet-gap20", "gap", 501, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gap=20.0)),
-        ("neardet-gap5-tau01", "gap", 502, dict(S=4, A=3, d=2, gamma=0.8, tau=0.1, gap=5.0)),
-        ("neardet-gap50", "gap", 503, dict(S=3, A=3, d=3, gamma=0.5, tau=0.5, gap=50.0)),
-        ("neardet-gap8-tau005", "gap", 504, dict(S=5, A=2, d=2, gamma=0.9, tau=0.05, gap=8.0)),
-        ("neardet-gap100", "gap", 505, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gap=100.0)),
-    ]),
-    "gamma_near_one": ("gamma in {0.99, 0.995, 0.999}: I - gamma P_pi close to singular", "hard", [
-        ("g099-S3A2", "linear", 601, dict(S=3, A=2, d=2, gamma=0.99, tau=1.0)),
-        ("g0995-S4A2", "linear", 602, dict(S=4, A=2, d=3, gamma=0.995, tau=0.5)),
-        ("g0999-S3A3", "linear", 603, dict(S=3, A=3, d=2, gamma=0.999, tau=1.0)),
-        ("g099-sparse-S5A2", "linear", 604, dict(S=5, A=2, d=2, gamma=0.99, tau=0.5, sparse=True)),
-        ("g0999-tabular-S2A2", "tabular", 605, dict(S=2, A=2, gamma=0.999, tau=2.0)),
-    ]),
-    "problems": ("named problems of bilevel_check.problems at their start point x0", "medium", [
-        ("ranmdp_small-seed0", "problem", 0, dict(name="ranmdp_small")),
-        ("ranmdp_small-seed1-g09", "problem", 1, dict(name="ranmdp_small", gamma=0.9)),
-        ("garnet-S20-seed0", "problem", 0, dict(name="garnet")),
-        ("garnet-S10-seed2-g095", "problem", 2, dict(name="garnet", S=10, gamma=0.95, tau=0.5)),
-        ("gridworld-N3-seed0", "problem", 0, dict(name="gridworld", N=3)),
-        ("gridworld-N4-seed1", "problem", 1, dict(name="gridworld", N=4)),
-    ]),
-    "low_temperature": ("tau down to 0.01 with |r| ~ 100+: exp(r / tau) overflows float64 without max-shift", "hard", [
-        ("lowtau-001-r100", "linear", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=100.0)),
-        ("lowtau-001-r300", "tabular", 702, dict(S=2, A=3, gamma=0.5, tau=0.01, scale=300.0)),
-        ("lowtau-005", "linear", 703, dict(S=4, A=2, d=3, gamma=0.9, tau=0.05, scale=5.0)),
-        ("lowtau-002-sparse", "linear", 704, dict(S=4, A=3, d=2, gamma=0.8, tau=0.02, sparse=True, scale=3.0)),
-        ("lowtau-001-g099", "linear", 705, dict(S=3, A=2, d=2, gamma=0.99, tau=0.01, scale=1.0, x_scale=0.05)),
-    ]),
+    "random_dense": (
+        "dense random P, linear and tabular rewards",
+        "easy",
+        [
+            ("dense-S2A2-g05", "linear", 101, dict(S=2, A=2, d=2, gamma=0.5, tau=1.0)),
+            ("dense-S3A2-g09", "linear", 102, dict(S=3, A=2, d=2, gamma=0.9, tau=0.5)),
+            ("dense-S4A3-g08", "linear", 103, dict(S=4, A=3, d=3, gamma=0.8, tau=2.0)),
+            ("dense-S5A3-g09", "linear", 104, dict(S=5, A=3, d=4, gamma=0.9, tau=1.0)),
+            ("dense-S3A3-tabular", "tabular", 105, dict(S=3, A=3, gamma=0.7, tau=0.7)),
+            ("dense-S6A4-g0", "linear", 106, dict(S=6, A=4, d=3, gamma=0.0, tau=1.0)),
+            ("dense-S8A4-g095", "linear", 107, dict(S=8, A=4, d=3, gamma=0.95, tau=0.2)),
+        ],
+    ),
+    "sparse_absorbing": (
+        "1-2 successors per (s, a) and an absorbing last state",
+        "medium",
+        [
+            ("sparse-S3A2", "linear", 201, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, sparse=True)),
+            ("sparse-S4A2", "linear", 202, dict(S=4, A=2, d=3, gamma=0.95, tau=0.5, sparse=True)),
+            ("sparse-S5A3", "linear", 203, dict(S=5, A=3, d=2, gamma=0.9, tau=0.3, sparse=True)),
+            ("sparse-S6A2", "linear", 204, dict(S=6, A=2, d=4, gamma=0.8, tau=1.0, sparse=True)),
+            ("sparse-S8A3", "linear", 205, dict(S=8, A=3, d=3, gamma=0.9, tau=2.0, sparse=True)),
+        ],
+    ),
+    "quadratic_family": (
+        "the authors' r = c x^T M x, f = |x|^2/2 + |pi|^2/2 (+ <G, pi>)",
+        "easy",
+        [
+            (
+                "quad-S3A2-x0",
+                "quadratic",
+                301,
+                dict(S=3, A=2, d=3, gamma=0.5, tau=1.0, x_zero=True),
+            ),
+            ("quad-S4A3", "quadratic", 302, dict(S=4, A=3, d=4, gamma=0.5, tau=1.0)),
+            ("quad-S5A2", "quadratic", 303, dict(S=5, A=2, d=5, gamma=0.9, tau=0.5, G=True)),
+            ("quad-S10A5", "quadratic", 304, dict(S=10, A=5, d=6, gamma=0.5, tau=1.0)),
+            ("quad-S6A3-g099", "quadratic", 305, dict(S=6, A=3, d=3, gamma=0.99, tau=1.0, G=True)),
+        ],
+    ),
+    "single_state": (
+        "S = 1 (a bandit) and A = 1 (a Markov reward process)",
+        "easy",
+        [
+            ("bandit-A3", "linear", 401, dict(S=1, A=3, d=2, gamma=0.5, tau=1.0)),
+            ("bandit-A5-g09", "linear", 402, dict(S=1, A=5, d=3, gamma=0.9, tau=0.3)),
+            ("mrp-S3A1", "linear", 403, dict(S=3, A=1, d=2, gamma=0.9, tau=1.0)),
+            ("trivial-S1A1", "linear", 404, dict(S=1, A=1, d=2, gamma=0.7, tau=0.5)),
+        ],
+    ),
+    "near_deterministic": (
+        "reward gaps >> tau: pi* entries from ~1e-9 to ~1e-40",
+        "hard",
+        [
+            ("neardet-gap20", "gap", 501, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gap=20.0)),
+            ("neardet-gap5-tau01", "gap", 502, dict(S=4, A=3, d=2, gamma=0.8, tau=0.1, gap=5.0)),
+            ("neardet-gap50", "gap", 503, dict(S=3, A=3, d=3, gamma=0.5, tau=0.5, gap=50.0)),
+            ("neardet-gap8-tau005", "gap", 504, dict(S=5, A=2, d=2, gamma=0.9, tau=0.05, gap=8.0)),
+            ("neardet-gap100", "gap", 505, dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gap=100.0)),
+        ],
+    ),
+    "gamma_near_one": (
+        "gamma in {0.99, 0.995, 0.999}: I - gamma P_pi close to singular",
+        "hard",
+        [
+            ("g099-S3A2", "linear", 601, dict(S=3, A=2, d=2, gamma=0.99, tau=1.0)),
+            ("g0995-S4A2", "linear", 602, dict(S=4, A=2, d=3, gamma=0.995, tau=0.5)),
+            ("g0999-S3A3", "linear", 603, dict(S=3, A=3, d=2, gamma=0.999, tau=1.0)),
+            (
+                "g099-sparse-S5A2",
+                "linear",
+                604,
+                dict(S=5, A=2, d=2, gamma=0.99, tau=0.5, sparse=True),
+            ),
+            ("g0999-tabular-S2A2", "tabular", 605, dict(S=2, A=2, gamma=0.999, tau=2.0)),
+        ],
+    ),
+    "problems": (
+        "named problems of bilevel_check.problems at their start point x0",
+        "medium",
+        [
+            ("ranmdp_small-seed0", "problem", 0, dict(name="ranmdp_small")),
+            ("ranmdp_small-seed1-g09", "problem", 1, dict(name="ranmdp_small", gamma=0.9)),
+            ("garnet-S20-seed0", "problem", 0, dict(name="garnet")),
+            ("garnet-S10-seed2-g095", "problem", 2, dict(name="garnet", S=10, gamma=0.95, tau=0.5)),
+            ("gridworld-N3-seed0", "problem", 0, dict(name="gridworld", N=3)),
+            ("gridworld-N4-seed1", "problem", 1, dict(name="gridworld", N=4)),
+        ],
+    ),
+    "low_temperature": (
+        "tau down to 0.01 with |r| ~ 100+: exp(r / tau) overflows float64 without max-shift",
+        "hard",
+        [
+            (
+                "lowtau-001-r100",
+                "linear",
+                701,
+                dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=100.0),
+            ),
+            ("lowtau-001-r300", "tabular", 702, dict(S=2, A=3, gamma=0.5, tau=0.01, scale=300.0)),
+            ("lowtau-005", "linear", 703, dict(S=4, A=2, d=3, gamma=0.9, tau=0.05, scale=5.0)),
+            (
+                "lowtau-002-sparse",
+                "linear",
+                704,
+                dict(S=4, A=3, d=2, gamma=0.8, tau=0.02, sparse=True, scale=3.0),
+            ),
+            (
+                "lowtau-001-g099",
+                "linear",
+                705,
+                dict(S=3, A=2, d=2, gamma=0.99, tau=0.01, scale=1.0, x_scale=0.05),
+            ),
+        ],
+    ),
 }
 
 
 def default_specs(groups=None) -> dict[str, dict]:
-    """The built-in manifest entries: group -> {"file", "description", "tier", "cases": [...]}.
-
-    """
+    """The built-in manifest entries: group -> {"file", "description", "tier", "cases": [...]}."""
     from ..routes.precise_traj import TRAJ_GROUP  # model_free entries live beside their generator
 
     table = dict(GROUPS)
@@ -213,8 +301,15 @@ def default_specs(groups=None) -> dict[str, dict]:
     for g, (desc, tier, rows) in table.items():
         if groups is not None and g not in groups:
             continue
-        out[g] = {"file": f"golden/{g}.json", "description": desc, "tier": tier,
-                  "cases": [{"id": i, "generator": gen, "seed": seed, "params": params} for i, gen, seed, params in rows]}
+        out[g] = {
+            "file": f"golden/{g}.json",
+            "description": desc,
+            "tier": tier,
+            "cases": [
+                {"id": i, "generator": gen, "seed": seed, "params": params}
+                for i, gen, seed, params in rows
+            ],
+        }
     return out
 
 
@@ -222,7 +317,9 @@ def build_case(spec: dict) -> dict:
     """Rebuild a case dict from a manifest entry ``{"id", "generator", "seed", "params"}``."""
     gen = GENERATORS.get(spec["generator"])
     if gen is None:
-        raise InvalidInputError("generator", f"one of {sorted(GENERATORS)}", repr(spec["generator"]))
+        raise InvalidInputError(
+            "generator", f"one of {sorted(GENERATORS)}", repr(spec["generator"])
+        )
     return gen(spec["id"], int(spec["seed"]), **spec["params"])
 
 

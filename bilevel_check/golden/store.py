@@ -54,6 +54,7 @@ MANIFEST_SCHEMA = "bilevel-check/golden-manifest/v1"
 #: Environment variable overriding the location of the reference folder.
 REFERENCE_ENV = "BILEVEL_CHECK_REFERENCE"
 
+
 class GoldenError(CaseError):
     """A missing, malformed or inconsistent golden file; names the file and the field
     (``where``, ``field``, ``expected``, ``received`` as for :class:`CaseError`)."""
@@ -134,7 +135,12 @@ def reference_root(root=None) -> Path:
         root = checkout if (checkout / "manifest.json").is_file() else package / "reference"
     path = Path(root)
     if not path.is_dir():
-        raise GoldenError(str(path), "<reference root>", f"a folder holding manifest.json and golden/ (set {REFERENCE_ENV} or pass root=)", "no such folder")
+        raise GoldenError(
+            str(path),
+            "<reference root>",
+            f"a folder holding manifest.json and golden/ (set {REFERENCE_ENV} or pass root=)",
+            "no such folder",
+        )
     return path
 
 
@@ -155,21 +161,33 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise GoldenError(str(path), "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise GoldenError(
+            str(path), "<json>", "valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
 
 
 def _validate(obj, schema: dict, where: str) -> None:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(obj), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(obj),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
     if errors:
         err = jsonschema.exceptions.best_match(errors)
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".") or "<root>"
+        path = (
+            "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(
+                "."
+            )
+            or "<root>"
+        )
         received = repr(err.instance)
         if len(received) > 80:
             received = received[:77] + "..."
-        raise GoldenError(where, path, f"schema {schema.get('$id', '?')}: {err.message[:160]}", received)
+        raise GoldenError(
+            where, path, f"schema {schema.get('$id', '?')}: {err.message[:160]}", received
+        )
 
 
 def load_manifest(*, root=None) -> dict:
@@ -203,22 +221,47 @@ def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
     cert, digs = raw["certified"], raw["certified_digits"]
     for name, k in digs.items():
         if name not in cert:
-            raise GoldenError(where, f"{here}.certified_digits.{name}", "an output present in certified", "missing output")
+            raise GoldenError(
+                where,
+                f"{here}.certified_digits.{name}",
+                "an output present in certified",
+                "missing output",
+            )
         shortest = min(significant_digits(s) for s in _flat(cert[name]))
         if shortest < k:
             raise GoldenError(
-                where, f"{here}.certified_digits.{name}",
-                f"at most the significant digits written in certified.{name} ({shortest})", str(k),
+                where,
+                f"{here}.certified_digits.{name}",
+                f"at most the significant digits written in certified.{name} ({shortest})",
+                str(k),
             )
     for name in cert:
         if name not in digs:
-            raise GoldenError(where, f"{here}.certified_digits.{name}", "a digit count for every certified output", "missing")
+            raise GoldenError(
+                where,
+                f"{here}.certified_digits.{name}",
+                "a digit count for every certified output",
+                "missing",
+            )
         if name not in raw["routes"]:
-            raise GoldenError(where, f"{here}.routes.{name}", "the two routes that certified the output", "missing")
+            raise GoldenError(
+                where,
+                f"{here}.routes.{name}",
+                "the two routes that certified the output",
+                "missing",
+            )
     return GoldenCase(
-        id=cid, group=group, case=raw["case"], certified=cert, certified_digits=dict(digs),
-        routes=raw["routes"], flags=list(raw["flags"]), tier=raw["tier"], spec=raw["spec"],
-        certificate=raw.get("certificate"), where=where,
+        id=cid,
+        group=group,
+        case=raw["case"],
+        certified=cert,
+        certified_digits=dict(digs),
+        routes=raw["routes"],
+        flags=list(raw["flags"]),
+        tier=raw["tier"],
+        spec=raw["spec"],
+        certificate=raw.get("certificate"),
+        where=where,
     )
 
 
@@ -261,7 +304,9 @@ def load_golden(groups=None, *, root=None) -> list[GoldenCase]:
         groups = [groups] if isinstance(groups, str) else list(groups)
         unknown = [g for g in groups if g not in man["groups"]]
         if unknown:
-            raise GoldenError(str(base / "manifest.json"), "groups", f"group names among {names}", repr(unknown))
+            raise GoldenError(
+                str(base / "manifest.json"), "groups", f"group names among {names}", repr(unknown)
+            )
         names = [g for g in names if g in groups]
     cases: list[GoldenCase] = []
     for g in names:
@@ -271,7 +316,12 @@ def load_golden(groups=None, *, root=None) -> list[GoldenCase]:
         want = [c["id"] for c in entry["cases"]]
         got = [c.id for c in loaded]
         if got != want:
-            raise GoldenError(str(path), "cases", f"the {len(want)} cases listed in manifest.json", f"{len(got)} cases ({sorted(set(want) ^ set(got))[:4]} differ)")
+            raise GoldenError(
+                str(path),
+                "cases",
+                f"the {len(want)} cases listed in manifest.json",
+                f"{len(got)} cases ({sorted(set(want) ^ set(got))[:4]} differ)",
+            )
         cases.extend(loaded)
     return cases
 
@@ -298,7 +348,9 @@ def group_table(cases: list[GoldenCase]) -> list[dict]:
 
     rows: dict[str, dict] = {}
     for c in cases:
-        r = rows.setdefault(c.group, {"group": c.group, "cases": 0, "digits": [], "routes": set(), "tiers": {}})
+        r = rows.setdefault(
+            c.group, {"group": c.group, "cases": 0, "digits": [], "routes": set(), "tiers": {}}
+        )
         r["cases"] += 1
         r["digits"].append(c.digits)
         r["tiers"][c.tier] = r["tiers"].get(c.tier, 0) + 1
@@ -306,10 +358,16 @@ def group_table(cases: list[GoldenCase]) -> list[dict]:
             r["routes"].add(f"{_short(pair['a'])} vs {_short(pair['b'])}")
     out = []
     for r in rows.values():
-        out.append({
-            "group": r["group"], "cases": r["cases"], "min_digits": min(r["digits"]),
-            "median_digits": statistics.median(r["digits"]), "tiers": r["tiers"], "routes": sorted(r["routes"]),
-        })
+        out.append(
+            {
+                "group": r["group"],
+                "cases": r["cases"],
+                "min_digits": min(r["digits"]),
+                "median_digits": statistics.median(r["digits"]),
+                "tiers": r["tiers"],
+                "routes": sorted(r["routes"]),
+            }
+        )
     return out
 
 
@@ -324,6 +382,8 @@ def format_table(cases: list[GoldenCase]) -> str:
         total += r["cases"]
         t = r["tiers"]
         tiers = f"{t.get('easy', 0)}/{t.get('medium', 0)}/{t.get('hard', 0)}"
-        lines.append(f"| {r['group']} | {r['cases']} | {r['min_digits']} | {r['median_digits']:g} | {tiers} | {'; '.join(r['routes'])} |")
+        lines.append(
+            f"| {r['group']} | {r['cases']} | {r['min_digits']} | {r['median_digits']:g} | {tiers} | {'; '.join(r['routes'])} |"
+        )
     lines.append(f"| **total** | **{total}** | | | | |")
     return "\n".join(lines)

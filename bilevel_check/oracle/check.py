@@ -88,15 +88,30 @@ class TolerancePolicy:
         kappa = cond if output in ("V", "Q") else cond * max(1.0, q_over_tau)
         unit = max(self.safety * eps, self.solver_tol)
         rtol = max(self.min_rtol, unit * kappa)
-        src = (f"safety {self.safety:g} x eps {eps:.2g}" if self.safety * eps >= self.solver_tol
-               else f"solver tolerance {self.solver_tol:g}")
-        why = (f"{np.dtype(dtype).name} output: {src} x kappa {kappa:.3g} "
-               f"[cond_inf(I - gamma P_pi) = {cond:.3g}" + ("" if output in ("V", "Q") else
-                                                           f", ||Q||/tau = {q_over_tau:.3g}") + "]")
+        src = (
+            f"safety {self.safety:g} x eps {eps:.2g}"
+            if self.safety * eps >= self.solver_tol
+            else f"solver tolerance {self.solver_tol:g}"
+        )
+        why = (
+            f"{np.dtype(dtype).name} output: {src} x kappa {kappa:.3g} "
+            f"[cond_inf(I - gamma P_pi) = {cond:.3g}"
+            + ("" if output in ("V", "Q") else f", ||Q||/tau = {q_over_tau:.3g}")
+            + "]"
+        )
         return rtol, why
 
-    def atol(self, output: str, *, rtol: float, desired: dict, dtype, cond: float, tau: float,
-             grad_terms: float = 0.0) -> float:
+    def atol(
+        self,
+        output: str,
+        *,
+        rtol: float,
+        desired: dict,
+        dtype,
+        cond: float,
+        tau: float,
+        grad_terms: float = 0.0,
+    ) -> float:
         """Normwise floor ``rtol * max |desired[output]|``, with two cancellation terms:
 
         * ``grad``: ``rtol * grad_terms``, the summed magnitudes of the terms of (9)
@@ -114,8 +129,13 @@ class TolerancePolicy:
         return at
 
     def as_dict(self) -> dict:
-        return {"version": self.version, "safety": self.safety, "min_rtol": self.min_rtol,
-                "solver_tol": self.solver_tol, "determinism": self.determinism}
+        return {
+            "version": self.version,
+            "safety": self.safety,
+            "min_rtol": self.min_rtol,
+            "solver_tol": self.solver_tol,
+            "determinism": self.determinism,
+        }
 
 
 DEFAULT_POLICY = TolerancePolicy()
@@ -153,13 +173,22 @@ def _problem(res: Resolved) -> Problem:
     m, rw, up = cp.mdp, cp.reward, cp.upper
     mu = np.full(m.S, 1.0 / m.S) if getattr(m, "mu", None) is None else np.array(m.mu, dtype=float)
     return Problem(
-        res.id, np.array(m.P, dtype=float), float(m.gamma), float(m.tau), mu, np.array(cp.x, dtype=float),
-        m.S, m.A, rw.d, lambda x: np.array(rw.value(np.asarray(x, float))),
+        res.id,
+        np.array(m.P, dtype=float),
+        float(m.gamma),
+        float(m.tau),
+        mu,
+        np.array(cp.x, dtype=float),
+        m.S,
+        m.A,
+        rw.d,
+        lambda x: np.array(rw.value(np.asarray(x, float))),
         lambda x: np.array(rw.jacobian(np.asarray(x, float))),
         lambda x, pi: float(up.value(np.asarray(x, float), np.asarray(pi, float))),
         lambda x, pi: np.array(up.grad_x(np.asarray(x, float), np.asarray(pi, float))),
         lambda x, pi: np.array(up.grad_pi(np.asarray(x, float), np.asarray(pi, float))),
-        res.raw, cp,
+        res.raw,
+        cp,
     )
 
 
@@ -174,7 +203,9 @@ def _to_numpy(value, name: str) -> np.ndarray:
     if arr.dtype.kind in "iub":
         arr = arr.astype(np.float64)
     if arr.dtype.kind != "f":
-        raise InvalidInputTypeError(name, "a real floating array (numpy, torch or list)", f"dtype {arr.dtype}")
+        raise InvalidInputTypeError(
+            name, "a real floating array (numpy, torch or list)", f"dtype {arr.dtype}"
+        )
     return arr
 
 
@@ -183,13 +214,17 @@ def _outputs(value, names: tuple, where: str) -> dict:
     if isinstance(value, dict):
         out = {k: _to_numpy(v, f"{where}[{k!r}]") for k, v in value.items() if k in names}
         if not out:
-            raise InvalidInputError(where, f"a dict with any of the keys {names}", f"keys {sorted(value)}")
+            raise InvalidInputError(
+                where, f"a dict with any of the keys {names}", f"keys {sorted(value)}"
+            )
         return out
     if len(names) == 1:
         return {names[0]: _to_numpy(value, where)}
     if isinstance(value, (tuple, list)) and len(value) == len(names):
         return {k: _to_numpy(v, f"{where}[{i}]") for i, (k, v) in enumerate(zip(names, value))}
-    raise InvalidInputError(where, f"a tuple {names} or a dict with those keys", type(value).__name__)
+    raise InvalidInputError(
+        where, f"a tuple {names} or a dict with those keys", type(value).__name__
+    )
 
 
 def _same(a: dict, b: dict) -> str | None:
@@ -201,8 +236,10 @@ def _same(a: dict, b: dict) -> str | None:
         diff = ~((x == y) | (np.isnan(x) & np.isnan(y)))
         if diff.any():
             i = tuple(int(v) for v in np.argwhere(diff)[0])
-            return (f"two calls with identical inputs differ in {int(diff.sum())} entries of {k!r}, "
-                    f"e.g. {k}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} (unseeded randomness?)")
+            return (
+                f"two calls with identical inputs differ in {int(diff.sum())} entries of {k!r}, "
+                f"e.g. {k}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} (unseeded randomness?)"
+            )
     return None
 
 
@@ -218,8 +255,21 @@ def _compare(cid, name, actual, desired, rtol, atol, *, stderr=None, z=0.0) -> l
         se = None if stderr is None else float(stderr[idx])
         allowed = atol + rtol * abs(d) + (0.0 if se is None else z * se)
         rel = err / abs(d) if d != 0 else (0.0 if err == 0 else math.inf)
-        rows.append(Entry(cid, name, tuple(int(i) for i in idx), a, d, err, rel, digits_of_agreement(a, d),
-                          allowed, bool(err <= allowed), se))
+        rows.append(
+            Entry(
+                cid,
+                name,
+                tuple(int(i) for i in idx),
+                a,
+                d,
+                err,
+                rel,
+                digits_of_agreement(a, d),
+                allowed,
+                bool(err <= allowed),
+                se,
+            )
+        )
     return rows
 
 
@@ -229,7 +279,9 @@ def _overrides(rtol, atol):
             raise InvalidInputError(nm, "None or a non-negative number", repr(v))
 
 
-def _run(kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, seed, impl_name=None):
+def _run(
+    kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, seed, impl_name=None
+):
     if not callable(fn):
         raise InvalidInputTypeError("fn", "a callable implementation", type(fn).__name__)
     if not isinstance(policy, TolerancePolicy):
@@ -257,28 +309,63 @@ def _run(kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, s
             if rtol is not None:
                 rt, why = float(rtol), "rtol given by the caller"
             rtols[k] = rt
-            at = float(atol) if atol is not None else policy.atol(
-                k, rtol=rt, desired=res.desired, dtype=dtype, cond=res.cond, tau=res.problem.mdp.tau,
-                grad_terms=res.grad_terms)
+            at = (
+                float(atol)
+                if atol is not None
+                else policy.atol(
+                    k,
+                    rtol=rt,
+                    desired=res.desired,
+                    dtype=dtype,
+                    cond=res.cond,
+                    tau=res.problem.mdp.tau,
+                    grad_terms=res.grad_terms,
+                )
+            )
             atols[k] = at
             got = out.get(k)
             if got is None:
                 continue
             if got.shape != want.shape:
-                err = (err + "; " if err else "") + f"output {k!r} has shape {got.shape}, expected {want.shape}"
+                err = (
+                    err + "; " if err else ""
+                ) + f"output {k!r} has shape {got.shape}, expected {want.shape}"
                 continue
             rows += _compare(res.id, k, got, want, rt, at)
         nf = sum(not e.ok for e in rows)
         ok = err is None and det is None and nf == 0 and bool(rows)
-        results.append(CaseResult(res.id, ok, rtols, atols, why, res.route, len(rows), nf, err, det,
-                                  expected_failed.get(res.id)))
+        results.append(
+            CaseResult(
+                res.id,
+                ok,
+                rtols,
+                atols,
+                why,
+                res.route,
+                len(rows),
+                nf,
+                err,
+                det,
+                expected_failed.get(res.id),
+            )
+        )
         entries += rows
     name = impl_name or getattr(fn, "__qualname__", repr(fn))
-    return OracleReport(kind, f"{getattr(fn, '__module__', '?')}:{name}", results, entries, policy.as_dict(), seed)
+    return OracleReport(
+        kind, f"{getattr(fn, '__module__', '?')}:{name}", results, entries, policy.as_dict(), seed
+    )
 
 
-def check_soft_solution(fn, cases="golden", *, rtol=None, atol=None, policy: TolerancePolicy = DEFAULT_POLICY,
-                        expected_failed=None, seed: int = 0) -> OracleReport:
+def check_soft_solution(
+    fn,
+    cases="golden",
+    *,
+    rtol=None,
+    atol=None,
+    policy: TolerancePolicy = DEFAULT_POLICY,
+    expected_failed=None,
+    seed: int = 0,
+) -> OracleReport:
     """Check ``fn(P, gamma, tau, r) -> (V, Q, pi)`` against the soft optimum (5)-(7).
 
     Args:
@@ -292,43 +379,98 @@ def check_soft_solution(fn, cases="golden", *, rtol=None, atol=None, policy: Tol
     Returns:
         :class:`~bilevel_check.oracle.report.OracleReport`.
     """
+
     def call(f, p):
         return f(p.P, p.gamma, p.tau, p.reward(p.x))
 
-    return _run("soft", fn, cases, ("V", "Q", "pi"), call, rtol=rtol, atol=atol, policy=policy,
-                expected_failed=expected_failed, seed=seed)
+    return _run(
+        "soft",
+        fn,
+        cases,
+        ("V", "Q", "pi"),
+        call,
+        rtol=rtol,
+        atol=atol,
+        policy=policy,
+        expected_failed=expected_failed,
+        seed=seed,
+    )
 
 
-def check_hypergradient(fn, cases="golden", *, rtol=None, atol=None, policy: TolerancePolicy = DEFAULT_POLICY,
-                        expected_failed=None, seed: int = 0) -> OracleReport:
+def check_hypergradient(
+    fn,
+    cases="golden",
+    *,
+    rtol=None,
+    atol=None,
+    policy: TolerancePolicy = DEFAULT_POLICY,
+    expected_failed=None,
+    seed: int = 0,
+) -> OracleReport:
     """Check ``fn(problem) -> grad [d]`` against ``grad phi(x)`` of (9) (MATH.md section 3).
 
     Arguments as in :func:`check_soft_solution`; ``problem`` is a :class:`Problem`.
     """
-    return _run("hypergradient", fn, cases, ("grad",), lambda f, p: f(p), rtol=rtol, atol=atol,
-                policy=policy, expected_failed=expected_failed, seed=seed)
+    return _run(
+        "hypergradient",
+        fn,
+        cases,
+        ("grad",),
+        lambda f, p: f(p),
+        rtol=rtol,
+        atol=atol,
+        policy=policy,
+        expected_failed=expected_failed,
+        seed=seed,
+    )
 
 
-def check_implicit_derivatives(fn, cases="golden", *, rtol=None, atol=None,
-                               policy: TolerancePolicy = DEFAULT_POLICY, expected_failed=None,
-                               seed: int = 0) -> OracleReport:
+def check_implicit_derivatives(
+    fn,
+    cases="golden",
+    *,
+    rtol=None,
+    atol=None,
+    policy: TolerancePolicy = DEFAULT_POLICY,
+    expected_failed=None,
+    seed: int = 0,
+) -> OracleReport:
     """Check ``fn(problem) -> (dV, dQ, dpi)`` (or a dict, keys also ``dlog_pi``) against Prop. 4.1.
 
     ``dV* = (I - gamma P_pi*)^{-1} Phi``, ``dQ* = dr + gamma P dV*``, ``dpi* = pi* (dQ* - dV*) / tau``
     (MATH.md section 2); reference: float64 S x S form cross-checked with the SA x SA form.
     """
+
     def call(f, p):
         out = f(p)
         if isinstance(out, (tuple, list)) and len(out) == 3:
             return dict(zip(("dV", "dQ", "dpi"), out))
         return out
 
-    return _run("implicit", fn, cases, ("dV", "dQ", "dlog_pi", "dpi"), call, rtol=rtol, atol=atol,
-                policy=policy, expected_failed=expected_failed, seed=seed)
+    return _run(
+        "implicit",
+        fn,
+        cases,
+        ("dV", "dQ", "dlog_pi", "dpi"),
+        call,
+        rtol=rtol,
+        atol=atol,
+        policy=policy,
+        expected_failed=expected_failed,
+        seed=seed,
+    )
 
 
-def check_estimator(fn, cases="golden", *, n_repeats: int = 200, seed: int = 0, alpha: float = 1e-3,
-                    policy: TolerancePolicy = DEFAULT_POLICY, expected_failed=None) -> OracleReport:
+def check_estimator(
+    fn,
+    cases="golden",
+    *,
+    n_repeats: int = 200,
+    seed: int = 0,
+    alpha: float = 1e-3,
+    policy: TolerancePolicy = DEFAULT_POLICY,
+    expected_failed=None,
+) -> OracleReport:
     """Bias test of a stochastic estimator ``fn(problem, rng) -> grad estimate [d]``.
 
     ``n_repeats`` calls with independent generators spawned from ``seed``; per
@@ -352,16 +494,33 @@ def check_estimator(fn, cases="golden", *, n_repeats: int = 200, seed: int = 0, 
     results, entries, variance = [], [], {}
     for ci, res in enumerate(resolved):
         want = res.desired["grad"]
-        rt, why = policy.tolerance("grad", dtype=np.float64, cond=res.cond, q_over_tau=res.q_over_tau)
-        at = policy.atol("grad", rtol=rt, desired=res.desired, dtype=np.float64, cond=res.cond,
-                         tau=res.problem.mdp.tau, grad_terms=res.grad_terms)
+        rt, why = policy.tolerance(
+            "grad", dtype=np.float64, cond=res.cond, q_over_tau=res.q_over_tau
+        )
+        at = policy.atol(
+            "grad",
+            rtol=rt,
+            desired=res.desired,
+            dtype=np.float64,
+            cond=res.cond,
+            tau=res.problem.mdp.tau,
+            grad_terms=res.grad_terms,
+        )
         seqs = np.random.SeedSequence([seed, ci]).spawn(n_repeats)
         err = det = None
         rows: list = []
         try:
-            draws = np.stack([_to_numpy(fn(_problem(res), np.random.default_rng(s)), "fn(...)").reshape(want.shape)
-                              for s in seqs])
-            again = _to_numpy(fn(_problem(res), np.random.default_rng(seqs[0])), "fn(...)").reshape(want.shape)
+            draws = np.stack(
+                [
+                    _to_numpy(fn(_problem(res), np.random.default_rng(s)), "fn(...)").reshape(
+                        want.shape
+                    )
+                    for s in seqs
+                ]
+            )
+            again = _to_numpy(fn(_problem(res), np.random.default_rng(seqs[0])), "fn(...)").reshape(
+                want.shape
+            )
             det = _same({"grad": draws[0]}, {"grad": again}) if policy.determinism else None
             mean, var = draws.mean(axis=0), draws.var(axis=0, ddof=1)
             se = np.sqrt(var / n_repeats)
@@ -370,14 +529,33 @@ def check_estimator(fn, cases="golden", *, n_repeats: int = 200, seed: int = 0, 
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
         nf = sum(not e.ok for e in rows)
-        results.append(CaseResult(res.id, err is None and det is None and nf == 0 and bool(rows), {"grad": 0.0},
-                                  {"grad": at}, f"z = {z:.3g} (alpha {alpha:g}, Bonferroni over {n_coords} "
-                                  f"coordinates) x std err + atol; atol from {why}", res.route, len(rows), nf,
-                                  err, det, expected_failed.get(res.id)))
+        results.append(
+            CaseResult(
+                res.id,
+                err is None and det is None and nf == 0 and bool(rows),
+                {"grad": 0.0},
+                {"grad": at},
+                f"z = {z:.3g} (alpha {alpha:g}, Bonferroni over {n_coords} "
+                f"coordinates) x std err + atol; atol from {why}",
+                res.route,
+                len(rows),
+                nf,
+                err,
+                det,
+                expected_failed.get(res.id),
+            )
+        )
         entries += rows
     name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-    return OracleReport("estimator", name, results, entries, policy.as_dict(), seed,
-                        {"n_repeats": n_repeats, "z": round(z, 4), "variance": variance})
+    return OracleReport(
+        "estimator",
+        name,
+        results,
+        entries,
+        policy.as_dict(),
+        seed,
+        {"n_repeats": n_repeats, "z": round(z, 4), "variance": variance},
+    )
 
 
 def assert_soft_solution(fn, cases="golden", **kwargs) -> OracleReport:

@@ -42,10 +42,18 @@ _cache: dict = {}
 
 
 def pytest_addoption(parser):
-    parser.addini("bilevel_expected_failed", type="linelist", default=[],
-                  help="bilevel-check: known gaps, one 'case_id: reason' per line (become xfail)")
-    parser.addini("bilevel_golden_groups", type="args", default=[],
-                  help="bilevel-check: golden groups parametrizing golden_case (default: all)")
+    parser.addini(
+        "bilevel_expected_failed",
+        type="linelist",
+        default=[],
+        help="bilevel-check: known gaps, one 'case_id: reason' per line (become xfail)",
+    )
+    parser.addini(
+        "bilevel_golden_groups",
+        type="args",
+        default=[],
+        help="bilevel-check: golden groups parametrizing golden_case (default: all)",
+    )
 
 
 def pytest_configure(config):
@@ -60,7 +68,8 @@ def expected_failed_from_ini(config) -> dict:
         cid, sep, reason = line.partition(":")
         if not sep or not cid.strip():
             raise pytest.UsageError(
-                f"bilevel_expected_failed: expected lines 'case_id: reason'; received {line!r}")
+                f"bilevel_expected_failed: expected lines 'case_id: reason'; received {line!r}"
+            )
         out[cid.strip()] = reason.strip() or "known gap"
     return out
 
@@ -92,8 +101,10 @@ def pytest_report_header(config):
         from hypothesis import settings
 
         profile = str(getattr(settings, "_current_profile", None) or "default")
-    return (f"bilevel-check: tolerance policy v{DEFAULT_POLICY.version}, golden suite {golden}, "
-            f"hypothesis profile {profile}")
+    return (
+        f"bilevel-check: tolerance policy v{DEFAULT_POLICY.version}, golden suite {golden}, "
+        f"hypothesis profile {profile}"
+    )
 
 
 def pytest_generate_tests(metafunc):
@@ -102,8 +113,11 @@ def pytest_generate_tests(metafunc):
     cases, err = _golden(metafunc.config)
     if err is not None or not cases:
         reason = f"golden suite unavailable: {err or 'no cases'}"
-        metafunc.parametrize("golden_case", [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
-                             ids=["golden-unavailable"])
+        metafunc.parametrize(
+            "golden_case",
+            [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
+            ids=["golden-unavailable"],
+        )
         return
     metafunc.parametrize("golden_case", cases, ids=[c.id for c in cases])
 
@@ -120,7 +134,9 @@ def _cuda_available() -> tuple[bool, str]:
     return _cache["cuda"]
 
 
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection: torch is imported only for selected gpu tests
+@pytest.hookimpl(
+    trylast=True
+)  # after -k/-m deselection: torch is imported only for selected gpu tests
 def pytest_collection_modifyitems(config, items):
     xslow_on = os.environ.get(XSLOW_ENV) == "1"
     ini_expected = None
@@ -142,7 +158,9 @@ def pytest_collection_modifyitems(config, items):
                 known.update(arg)
             known.update(mark.kwargs)
         if case.id in known:
-            item.add_marker(pytest.mark.xfail(reason=f"known gap {case.id}: {known[case.id]}", strict=False))
+            item.add_marker(
+                pytest.mark.xfail(reason=f"known gap {case.id}: {known[case.id]}", strict=False)
+            )
 
 
 @pytest.fixture(scope="session")

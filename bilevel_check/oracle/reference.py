@@ -31,7 +31,9 @@ from .report import digits_of_agreement
 
 __all__ = ["REF_ROUTE", "Resolved", "resolve_cases", "generated_cases", "hypothesis_cases", "KINDS"]
 
-REF_ROUTE = "float64 reference: Newton lower level + closed form S x S, cross-checked with SA x SA form"
+REF_ROUTE = (
+    "float64 reference: Newton lower level + closed form S x S, cross-checked with SA x SA form"
+)
 KINDS = ("soft", "hypergradient", "implicit", "estimator")
 
 
@@ -70,7 +72,12 @@ def _reference(cp, kind: str) -> tuple[dict, str, np.ndarray, np.ndarray]:
     sol = soft_policy_iteration(m, rw.value(x), tol=1e-300, max_iter=2, V0=sol.V, throw=False)
     pi = sol.pi
     if kind == "soft":
-        return {"V": sol.V, "Q": sol.Q, "pi": pi}, f"{REF_ROUTE} (residual {sol.residual:.2g})", pi, sol.Q
+        return (
+            {"V": sol.V, "Q": sol.Q, "pi": pi},
+            f"{REF_ROUTE} (residual {sol.residual:.2g})",
+            pi,
+            sol.Q,
+        )
     dr = rw.jacobian(x)
     if kind == "implicit":
         a = implicit_derivatives(m.P, m.gamma, m.tau, pi, dr)
@@ -100,8 +107,10 @@ def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float, float]:
         u = pi * np.asarray(cp.upper.grad_pi(x, pi), float)
         w = adjoint(m.P, m.gamma, pi, u)
         phi = np.einsum("sa,sad->sd", pi, dr)
-        t = np.abs(np.asarray(cp.upper.grad_x(x, pi), float)) + (
-            np.einsum("sa,sad->d", np.abs(u), np.abs(dr)) + np.abs(phi).T @ np.abs(w)) / m.tau
+        t = (
+            np.abs(np.asarray(cp.upper.grad_x(x, pi), float))
+            + (np.einsum("sa,sad->d", np.abs(u), np.abs(dr)) + np.abs(phi).T @ np.abs(w)) / m.tau
+        )
         terms = float(np.max(t, initial=0.0))
     except (AttributeError, NotImplementedError):  # an upper without grad_pi: soft checks only
         pass
@@ -130,8 +139,11 @@ def _resolve_one(item, kind: str) -> Resolved:
 
         case = load_case(item)
     else:
-        raise InvalidInputTypeError("cases", "golden cases, case dicts/paths, Case objects or (id, CaseProblem)",
-                                    type(item).__name__)
+        raise InvalidInputTypeError(
+            "cases",
+            "golden cases, case dicts/paths, Case objects or (id, CaseProblem)",
+            type(item).__name__,
+        )
     raw, cp = case.raw, case.to_float64()
     names = _GOLDEN_OUT.get(kind, ())
     if golden is not None and all(n in golden.certified for n in names) and names:
@@ -159,10 +171,17 @@ def resolve_cases(cases, *, need: str, seed: int = 0):
         cases = load_golden()
     elif isinstance(cases, str) and cases == "generated":
         cases = generated_cases(seed=seed)
-    elif isinstance(cases, str) and not cases.lstrip().startswith("{") and not Path(cases).is_file():
-        raise InvalidInputError("cases", "'golden', 'generated', a case-file path or a list of cases",
-                                f"{cases!r} (not a suite name, and no such file)")
-    elif isinstance(cases, (dict, tuple)) or not hasattr(cases, "__iter__") or isinstance(cases, str):
+    elif (
+        isinstance(cases, str) and not cases.lstrip().startswith("{") and not Path(cases).is_file()
+    ):
+        raise InvalidInputError(
+            "cases",
+            "'golden', 'generated', a case-file path or a list of cases",
+            f"{cases!r} (not a suite name, and no such file)",
+        )
+    elif (
+        isinstance(cases, (dict, tuple)) or not hasattr(cases, "__iter__") or isinstance(cases, str)
+    ):
         cases = [cases]
     cases = list(cases)
     if not cases:
@@ -204,7 +223,11 @@ def generated_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
         elif kind == "tabular":
             reward, d = {"kind": "tabular"}, S * A
         else:
-            reward = {"kind": "quadratic", "c": rng.random((S, A)), "M": rng.normal(size=(d, d)) / d}
+            reward = {
+                "kind": "quadratic",
+                "c": rng.random((S, A)),
+                "M": rng.normal(size=(d, d)) / d,
+            }
         x = rng.normal(size=d)
         upper = {"kind": "quadratic", "cx": 1.0, "G": rng.normal(size=(S, A)), "cpi": 1.0}
         cid = f"gen{seed}-{i}-S{S}A{A}d{d}-{kind}-g{gamma:g}-t{tau:.2g}"
@@ -221,7 +244,9 @@ def _reward_spec(reward) -> dict:
         return {"kind": "linear", "features": np.asarray(reward.F)}
     if isinstance(reward, QuadraticReward):
         return {"kind": "quadratic", "c": np.asarray(reward.c), "M": np.asarray(reward.M)}
-    raise InvalidInputTypeError("reward", "a tabular, linear or quadratic reward model", type(reward).__name__)
+    raise InvalidInputTypeError(
+        "reward", "a tabular, linear or quadratic reward model", type(reward).__name__
+    )
 
 
 def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
@@ -248,14 +273,24 @@ def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
         P = make_transition(rng, S, A, kind)
         branch = int(rng.integers(0, 4))
         k_max = -math.log10(1.0 - MAX_GAMMA)
-        gamma = [0.0, float(rng.uniform(0.0, MAX_GAMMA)), min(MAX_GAMMA, 1.0 - 10.0 ** -rng.uniform(1.0, k_max)),
-                 MAX_GAMMA][branch]
+        gamma = [
+            0.0,
+            float(rng.uniform(0.0, MAX_GAMMA)),
+            min(MAX_GAMMA, 1.0 - 10.0 ** -rng.uniform(1.0, k_max)),
+            MAX_GAMMA,
+        ][branch]
         tau = float(10.0 ** rng.uniform(-2.0, 2.0))
         reward_kind = str(rng.choice(REWARD_KINDS))
         scale = float(10.0 ** rng.uniform(-3.0, 3.0))
         reward, x = make_reward(rng, S, A, d, reward_kind, scale)
-        upper = {"kind": "quadratic", "cx": float(rng.uniform(0.1, 2.0)), "G": rng.normal(size=(S, A)),
-                 "cpi": float(rng.uniform(0.0, 2.0))}
+        upper = {
+            "kind": "quadratic",
+            "cx": float(rng.uniform(0.1, 2.0)),
+            "G": rng.normal(size=(S, A)),
+            "cpi": float(rng.uniform(0.0, 2.0)),
+        }
         cid = f"hyp{seed}-{i}-S{S}A{A}d{reward.d}-{kind}-{reward_kind}-g{gamma:.3g}-t{tau:.2g}"
-        out.append(make_case(cid, P=P, gamma=gamma, tau=tau, reward=_reward_spec(reward), upper=upper, x=x))
+        out.append(
+            make_case(cid, P=P, gamma=gamma, tau=tau, reward=_reward_spec(reward), upper=upper, x=x)
+        )
     return out

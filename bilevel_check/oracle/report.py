@@ -54,7 +54,11 @@ class Entry:
     def badness(self) -> float:
         if not math.isfinite(self.actual):
             return math.inf
-        return self.abs_err / self.allowed if self.allowed > 0 else (math.inf if self.abs_err > 0 else 0.0)
+        return (
+            self.abs_err / self.allowed
+            if self.allowed > 0
+            else (math.inf if self.abs_err > 0 else 0.0)
+        )
 
 
 @dataclass
@@ -65,7 +69,9 @@ class CaseResult:
     passed: bool
     rtol: dict  # output -> rtol
     atol: dict  # output -> atol
-    why: str  # the policy's reason (for the last output checked: pi or grad carry the largest kappa)
+    why: (
+        str  # the policy's reason (for the last output checked: pi or grad carry the largest kappa)
+    )
     route: str
     n_entries: int = 0
     n_failed: int = 0
@@ -112,11 +118,17 @@ class OracleReport:
         state = "PASSED" if self.passed else "FAILED"
         nfc = len(self.failed_cases)
         xf = sum(1 for c in self.cases if c.expected_failure and not c.passed)
-        s = (f"{self.kind} check of {self.implementation}: {state}: {self.n_failed} of {self.n_entries} "
-             f"entries failed in {nfc} of {len(self.cases)} cases")
-        extra = [f"{sum(1 for c in self.cases if c.error)} raised or returned a wrong shape",
-                 f"{sum(1 for c in self.cases if c.determinism)} non-deterministic"]
-        extra = [e for e in extra if not e.startswith("0 ")] + ([f"{xf} expected failures"] if xf else [])
+        s = (
+            f"{self.kind} check of {self.implementation}: {state}: {self.n_failed} of {self.n_entries} "
+            f"entries failed in {nfc} of {len(self.cases)} cases"
+        )
+        extra = [
+            f"{sum(1 for c in self.cases if c.error)} raised or returned a wrong shape",
+            f"{sum(1 for c in self.cases if c.determinism)} non-deterministic",
+        ]
+        extra = [e for e in extra if not e.startswith("0 ")] + (
+            [f"{xf} expected failures"] if xf else []
+        )
         return s + (f" ({'; '.join(extra)})" if extra else "")
 
     # ------------------------------------------------------------------ renderers
@@ -125,15 +137,36 @@ class OracleReport:
         out = []
         for e in self.worst(max_rows):
             idx = ",".join(str(i) for i in e.index) or "-"
-            row = [e.case, e.output, f"[{idx}]", f"{e.actual:.17g}", f"{e.desired:.17g}", f"{e.abs_err:.3g}",
-                   f"{e.rel_err:.3g}", f"{e.digits:.1f}", f"{e.allowed:.3g}", "ok" if e.ok else "FAIL"]
+            row = [
+                e.case,
+                e.output,
+                f"[{idx}]",
+                f"{e.actual:.17g}",
+                f"{e.desired:.17g}",
+                f"{e.abs_err:.3g}",
+                f"{e.rel_err:.3g}",
+                f"{e.digits:.1f}",
+                f"{e.allowed:.3g}",
+                "ok" if e.ok else "FAIL",
+            ]
             if self.kind == "estimator":
                 row.insert(6, f"{e.stderr:.3g}" if e.stderr is not None else "-")
             out.append(row)
         return out
 
     def _header(self) -> list[str]:
-        h = ["case", "output", "index", "actual", "desired", "abs err", "rel err", "digits", "allowed", ""]
+        h = [
+            "case",
+            "output",
+            "index",
+            "actual",
+            "desired",
+            "abs err",
+            "rel err",
+            "digits",
+            "allowed",
+            "",
+        ]
         if self.kind == "estimator":
             h.insert(6, "std err")
         return h
@@ -151,13 +184,18 @@ class OracleReport:
                 lines.append(f"    error: {c.error}")
             if c.determinism:
                 lines.append(f"    non-deterministic: {c.determinism}")
-            lines.append(f"    tolerance: rtol={_fmt_atol(c.rtol)}, atol={_fmt_atol(c.atol)} because {c.why}")
+            lines.append(
+                f"    tolerance: rtol={_fmt_atol(c.rtol)}, atol={_fmt_atol(c.atol)} because {c.why}"
+            )
             lines.append(f"    reference: {c.route}")
         return lines
 
     def to_text(self, *, max_rows: int = 12) -> str:
         """Plain-text report: summary, policy, worst entries, failing cases."""
-        lines = [self.summary(), f"tolerance policy v{self.policy.get('version')}; seed {self.seed}"]
+        lines = [
+            self.summary(),
+            f"tolerance policy v{self.policy.get('version')}; seed {self.seed}",
+        ]
         for k, v in self.extra.items():
             lines.append(f"{k}: {v}")
         rows = self._rows(max_rows)
@@ -170,12 +208,18 @@ class OracleReport:
         lines += self._case_lines()
         if self.passed and self.cases:
             c = self.cases[0]
-            lines.append(f"tolerance (first case): rtol={_fmt_atol(c.rtol)} because {c.why}; reference: {c.route}")
+            lines.append(
+                f"tolerance (first case): rtol={_fmt_atol(c.rtol)} because {c.why}; reference: {c.route}"
+            )
         return "\n".join(lines)
 
     def to_markdown(self, *, max_rows: int = 12) -> str:
         """Markdown report (the table of worst entries as a Markdown table)."""
-        lines = [f"**{self.summary()}**", "", f"Tolerance policy v{self.policy.get('version')}, seed {self.seed}."]
+        lines = [
+            f"**{self.summary()}**",
+            "",
+            f"Tolerance policy v{self.policy.get('version')}, seed {self.seed}.",
+        ]
         for k, v in self.extra.items():
             lines.append(f"{k}: {v}")
         rows = self._rows(max_rows)
@@ -190,13 +234,21 @@ class OracleReport:
 
     def to_dict(self, *, max_rows: int | None = None) -> dict:
         """JSON-ready dict (non-finite floats as strings ``"nan"``, ``"inf"``)."""
-        return _clean({
-            "kind": self.kind, "implementation": self.implementation, "passed": self.passed,
-            "n_entries": self.n_entries, "n_failed": self.n_failed, "seed": self.seed, "policy": self.policy,
-            "summary": self.summary(), "extra": self.extra,
-            "cases": [asdict(c) for c in self.cases],
-            "worst": [asdict(e) for e in self.worst(max_rows)],
-        })
+        return _clean(
+            {
+                "kind": self.kind,
+                "implementation": self.implementation,
+                "passed": self.passed,
+                "n_entries": self.n_entries,
+                "n_failed": self.n_failed,
+                "seed": self.seed,
+                "policy": self.policy,
+                "summary": self.summary(),
+                "extra": self.extra,
+                "cases": [asdict(c) for c in self.cases],
+                "worst": [asdict(e) for e in self.worst(max_rows)],
+            }
+        )
 
     def to_json(self, *, max_rows: int | None = 50, indent: int = 1) -> str:
         return json.dumps(self.to_dict(max_rows=max_rows), indent=indent)

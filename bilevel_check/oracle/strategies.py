@@ -95,7 +95,9 @@ def register_profiles() -> None:
     ``gamma``).
     """
     common = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("default", max_examples=PROFILES["default"], derandomize=True, **common)
+    settings.register_profile(
+        "default", max_examples=PROFILES["default"], derandomize=True, **common
+    )
     settings.register_profile("ci", max_examples=PROFILES["ci"], derandomize=True, **common)
     settings.register_profile(
         "nightly", max_examples=PROFILES["nightly"], derandomize=False, print_blob=True, **common
@@ -132,7 +134,9 @@ def seeds() -> st.SearchStrategy[int]:
 
 
 def _log_uniform(lo: float, hi: float) -> st.SearchStrategy[float]:
-    return st.floats(min_value=math.log10(lo), max_value=math.log10(hi)).map(lambda e: float(10.0**e))
+    return st.floats(min_value=math.log10(lo), max_value=math.log10(hi)).map(
+        lambda e: float(10.0**e)
+    )
 
 
 def gammas(*, max_gamma: float = MAX_GAMMA) -> st.SearchStrategy[float]:
@@ -141,24 +145,32 @@ def gammas(*, max_gamma: float = MAX_GAMMA) -> st.SearchStrategy[float]:
     Near 1: ``gamma = 1 - 10^{-k}`` with ``k`` uniform in ``[1, -log10(1 - max_gamma)]``.
     """
     if not 0.0 <= max_gamma <= MAX_GAMMA:
-        raise InvalidInputError("max_gamma", f"a discount in [0, {MAX_GAMMA}] (kappa <= {MAX_KAPPA:g})", repr(max_gamma))
+        raise InvalidInputError(
+            "max_gamma", f"a discount in [0, {MAX_GAMMA}] (kappa <= {MAX_KAPPA:g})", repr(max_gamma)
+        )
     near_one = st.floats(min_value=1.0, max_value=max(1.0, -math.log10(1.0 - max_gamma))).map(
         lambda k: min(max_gamma, 1.0 - 10.0**-k)
     )
-    return st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=max_gamma), near_one, st.just(max_gamma))
+    return st.one_of(
+        st.just(0.0), st.floats(min_value=0.0, max_value=max_gamma), near_one, st.just(max_gamma)
+    )
 
 
 def taus(*, min_tau: float = 1e-2, max_tau: float = 1e2) -> st.SearchStrategy[float]:
     """Temperatures log-uniform in ``[min_tau, max_tau]`` (decades ``1e-2 .. 1e2`` by default)."""
     if not 0.0 < min_tau <= max_tau:
-        raise InvalidInputError("min_tau, max_tau", "0 < min_tau <= max_tau", f"{min_tau!r}, {max_tau!r}")
+        raise InvalidInputError(
+            "min_tau, max_tau", "0 < min_tau <= max_tau", f"{min_tau!r}, {max_tau!r}"
+        )
     return _log_uniform(min_tau, max_tau)
 
 
 def reward_scales(*, min_scale: float = 1e-3, max_scale: float = 1e3) -> st.SearchStrategy[float]:
     """Reward magnitudes ``|r|`` log-uniform in ``[min_scale, max_scale]``."""
     if not 0.0 < min_scale <= max_scale:
-        raise InvalidInputError("min_scale, max_scale", "0 < min_scale <= max_scale", f"{min_scale!r}, {max_scale!r}")
+        raise InvalidInputError(
+            "min_scale, max_scale", "0 < min_scale <= max_scale", f"{min_scale!r}, {max_scale!r}"
+        )
     return _log_uniform(min_scale, max_scale)
 
 
@@ -237,11 +249,25 @@ def rewards(draw, *, S, A, min_scale=1e-3, max_scale=1e3):
 
 
 @st.composite
-def mdps(draw, *, S=None, A=None, kinds=P_KINDS, max_states=5, max_actions=4, max_gamma=MAX_GAMMA,
-         min_tau=1e-2, max_tau=1e2):
+def mdps(
+    draw,
+    *,
+    S=None,
+    A=None,
+    kinds=P_KINDS,
+    max_states=5,
+    max_actions=4,
+    max_gamma=MAX_GAMMA,
+    min_tau=1e-2,
+    max_tau=1e2,
+):
     """:class:`TabularMDP` with ``P`` from :func:`transition_tensors`, ``gamma``, ``tau``."""
-    P = draw(transition_tensors(S=S, A=A, kinds=kinds, max_states=max_states, max_actions=max_actions))
-    return TabularMDP(P, draw(gammas(max_gamma=max_gamma)), draw(taus(min_tau=min_tau, max_tau=max_tau)))
+    P = draw(
+        transition_tensors(S=S, A=A, kinds=kinds, max_states=max_states, max_actions=max_actions)
+    )
+    return TabularMDP(
+        P, draw(gammas(max_gamma=max_gamma)), draw(taus(min_tau=min_tau, max_tau=max_tau))
+    )
 
 
 # ----------------------------------------------------------------------------- whole problems
@@ -303,9 +329,20 @@ def make_reward(rng: np.random.Generator, S: int, A: int, d: int, kind: str, sca
 
 
 @st.composite
-def bilevel_problems(draw, *, max_states=5, max_actions=4, max_dim=3, kinds=P_KINDS,
-                     reward_kinds=REWARD_KINDS, max_gamma=MAX_GAMMA, min_tau=1e-2, max_tau=1e2,
-                     min_scale=1e-3, max_scale=1e3):
+def bilevel_problems(
+    draw,
+    *,
+    max_states=5,
+    max_actions=4,
+    max_dim=3,
+    kinds=P_KINDS,
+    reward_kinds=REWARD_KINDS,
+    max_gamma=MAX_GAMMA,
+    min_tau=1e-2,
+    max_tau=1e2,
+    min_scale=1e-3,
+    max_scale=1e3,
+):
     """Whole bilevel problems (:class:`BilevelCase`).
 
     Every case satisfies ``kappa = (1 + gamma)/(1 - gamma) <= MAX_KAPPA`` (see the
@@ -314,14 +351,18 @@ def bilevel_problems(draw, *, max_states=5, max_actions=4, max_dim=3, kinds=P_KI
     S, A = draw(st.integers(1, max_states)), draw(st.integers(1, max_actions))
     kind = draw(st.sampled_from(tuple(kinds)))
     P = make_transition(np.random.default_rng(draw(seeds())), S, A, kind)
-    mdp = TabularMDP(P, draw(gammas(max_gamma=max_gamma)), draw(taus(min_tau=min_tau, max_tau=max_tau)))
+    mdp = TabularMDP(
+        P, draw(gammas(max_gamma=max_gamma)), draw(taus(min_tau=min_tau, max_tau=max_tau))
+    )
     d = draw(st.integers(1, max_dim))
     reward_kind = draw(st.sampled_from(tuple(reward_kinds)))
     scale = draw(reward_scales(min_scale=min_scale, max_scale=max_scale))
     seed = draw(seeds())
     rng = np.random.default_rng(seed)
     reward, x = make_reward(rng, mdp.S, mdp.A, d, reward_kind, scale)
-    upper = QuadraticUpper(float(rng.uniform(0.1, 2.0)), rng.normal(size=(mdp.S, mdp.A)), float(rng.uniform(0.0, 2.0)))
+    upper = QuadraticUpper(
+        float(rng.uniform(0.1, 2.0)), rng.normal(size=(mdp.S, mdp.A)), float(rng.uniform(0.0, 2.0))
+    )
     case = BilevelCase(mdp, reward, upper, x, seed, kind, reward_kind, scale)
     assert case.kappa <= MAX_KAPPA  # guaranteed by max_gamma <= MAX_GAMMA
     return case

@@ -93,14 +93,24 @@ def _check_rho(mdp: TabularMDP, rho) -> np.ndarray:
     check_distribution(rho, "rho", mdp.S)
     if (rho <= 0).any():
         s = int(np.argmin(rho))
-        raise InvalidInputError("rho", "a distribution with full support (every rho(s) > 0)",
-                                f"rho({s}) = {float(rho[s])!r}")
+        raise InvalidInputError(
+            "rho",
+            "a distribution with full support (every rho(s) > 0)",
+            f"rho({s}) = {float(rho[s])!r}",
+        )
     return rho / rho.sum()
 
 
-def solve_occupancy(mdp: TabularMDP, r_sa, *, rho=None, solver: str = "CLARABEL",
-                    solver_options: dict | None = None, accept_inaccurate: bool = False,
-                    verbose: bool = False) -> ConvexSolution:
+def solve_occupancy(
+    mdp: TabularMDP,
+    r_sa,
+    *,
+    rho=None,
+    solver: str = "CLARABEL",
+    solver_options: dict | None = None,
+    accept_inaccurate: bool = False,
+    verbose: bool = False,
+) -> ConvexSolution:
     """Soft-optimal policy from the occupancy-measure exponential-cone program (MATH.md section 7).
 
     Args:
@@ -136,10 +146,15 @@ def solve_occupancy(mdp: TabularMDP, r_sa, *, rho=None, solver: str = "CLARABEL"
         raise InvalidInputError("solver", f"one of {SOLVERS}", repr(solver))
     solver = solver.upper()
     if solver not in cp.installed_solvers():
-        raise InvalidInputError("solver", f"an installed cvxpy solver among {SOLVERS}",
-                                f"{solver!r} (installed: {cp.installed_solvers()})")
+        raise InvalidInputError(
+            "solver",
+            f"an installed cvxpy solver among {SOLVERS}",
+            f"{solver!r} (installed: {cp.installed_solvers()})",
+        )
     if solver_options is not None and not isinstance(solver_options, dict):
-        raise InvalidInputError("solver_options", "a dict of solver keyword arguments", repr(solver_options))
+        raise InvalidInputError(
+            "solver_options", "a dict of solver keyword arguments", repr(solver_options)
+        )
     opts = dict(_DEFAULT_OPTIONS[solver])
     opts.update(solver_options or {})
 
@@ -157,11 +172,15 @@ def solve_occupancy(mdp: TabularMDP, r_sa, *, rho=None, solver: str = "CLARABEL"
     try:
         with warnings.catch_warnings():
             # cvxpy warns on 'optimal_inaccurate'; the status is handled (raised or recorded) below
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Solution may be inaccurate", category=UserWarning
+            )
             problem.solve(solver=solver, verbose=verbose, **opts)
     except cp.error.SolverError as exc:
-        raise SolverFailure(f"{solver} failed on the occupancy program (S={S}, A={A}, gamma={gamma}, "
-                            f"tau={tau}): {exc}; try solver='SCS' or looser solver_options") from exc
+        raise SolverFailure(
+            f"{solver} failed on the occupancy program (S={S}, A={A}, gamma={gamma}, "
+            f"tau={tau}): {exc}; try solver='SCS' or looser solver_options"
+        ) from exc
     seconds = time.perf_counter() - t0
     accepted = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) if accept_inaccurate else (cp.OPTIMAL,)
     if problem.status not in accepted:
@@ -169,7 +188,8 @@ def solve_occupancy(mdp: TabularMDP, r_sa, *, rho=None, solver: str = "CLARABEL"
             f"{solver} returned status {problem.status!r} (wanted 'optimal') on the occupancy program "
             f"(S={S}, A={A}, gamma={gamma}, tau={tau}); an 'optimal_inaccurate' status usually means the "
             "solver stalled near the boundary of the cone (tiny tau: pi ~ exp(-|dQ|/tau)); check the "
-            "result with accept_inaccurate=True, or raise tau")
+            "result with accept_inaccurate=True, or raise tau"
+        )
     mu_sa = np.maximum(np.asarray(m.value, dtype=np.float64), 0.0).reshape(S, A)
     nu_s = mu_sa.sum(axis=1)
     pi = mu_sa / nu_s[:, None]  # pi* = mu / nu (the scale of m cancels)
@@ -179,7 +199,18 @@ def solve_occupancy(mdp: TabularMDP, r_sa, *, rho=None, solver: str = "CLARABEL"
     # obj - y^T (lhs - rhs); stationarity in m_sa then reads
     # r_sa / tau - log pi_sa - y_s + gamma (P y)_s,a = 0, i.e. y = V* / tau
     V_dual = tau * np.asarray(flows.dual_value, dtype=np.float64).reshape(S)
-    info = {"solver_stats": {"num_iters": getattr(problem.solver_stats, "num_iters", None)},
-            "min_n": float(nu_s.min())}
-    return ConvexSolution(pi, V, mu_sa, problem.status, solver, float(problem.value) * tau * (1.0 - gamma),
-                          V_dual, seconds, info)
+    info = {
+        "solver_stats": {"num_iters": getattr(problem.solver_stats, "num_iters", None)},
+        "min_n": float(nu_s.min()),
+    }
+    return ConvexSolution(
+        pi,
+        V,
+        mu_sa,
+        problem.status,
+        solver,
+        float(problem.value) * tau * (1.0 - gamma),
+        V_dual,
+        seconds,
+        info,
+    )

@@ -33,7 +33,9 @@ class RouteRow:
         return asdict(self)
 
 
-def default_case(*, seed: int = 0, S: int = 3, A: int = 2, d: int = 2, gamma: float = 0.9, tau: float = 0.5) -> dict:
+def default_case(
+    *, seed: int = 0, S: int = 3, A: int = 2, d: int = 2, gamma: float = 0.9, tau: float = 0.5
+) -> dict:
     """The built-in seeded problem of ``bilevel-check crosscheck`` (small enough for sympy)."""
     rng = np.random.default_rng(seed)
     P = rng.random((S, A, S)) + 0.05
@@ -61,8 +63,9 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run_crosscheck(case: Case | dict | None = None, *, digits: int = 50, unrolled_K: int = 300,
-                   include=None) -> list[RouteRow]:
+def run_crosscheck(
+    case: Case | dict | None = None, *, digits: int = 50, unrolled_K: int = 300, include=None
+) -> list[RouteRow]:
     """Run each route and compare with the mpmath reference at ``digits`` digits.
 
     Args:
@@ -80,7 +83,14 @@ def run_crosscheck(case: Case | dict | None = None, *, digits: int = 50, unrolle
     raw = case.raw
     prob = case.to_float64()
     mdp, reward, upper, x = prob.mdp, prob.reward, prob.upper, prob.x
-    mp_args = (raw["mdp"]["P"], raw["mdp"]["gamma"], raw["mdp"]["tau"], raw["reward"], raw["upper"], raw["x"])
+    mp_args = (
+        raw["mdp"]["P"],
+        raw["mdp"]["gamma"],
+        raw["mdp"]["tau"],
+        raw["reward"],
+        raw["upper"],
+        raw["x"],
+    )
 
     ref, t_ref = _timed(lambda: precise.mp_hypergradient(*mp_args, digits=digits))
     with mpmath.workdps(digits + 10):
@@ -95,7 +105,16 @@ def run_crosscheck(case: Case | dict | None = None, *, digits: int = 50, unrolle
             s = max(abs(r) for r in ref_list)
             return float(d), (float(-mpmath.log10(d / s)) if d != 0 else float(digits))
 
-    rows = [RouteRow(f"mpmath closed form, {digits} digits (reference)", "grad", 0.0, float(digits), t_ref, "-")]
+    rows = [
+        RouteRow(
+            f"mpmath closed form, {digits} digits (reference)",
+            "grad",
+            0.0,
+            float(digits),
+            t_ref,
+            "-",
+        )
+    ]
     want = None if include is None else set(include)
 
     def add(name, quantity, fn, expected, cap=16.0):
@@ -104,8 +123,17 @@ def run_crosscheck(case: Case | dict | None = None, *, digits: int = 50, unrolle
         try:
             out, sec = _timed(fn)
         except Exception as exc:  # shown in the table and in the exit status, never hidden
-            rows.append(RouteRow(name, quantity.replace(" (mp)", ""), math.nan, math.nan, math.nan, expected,
-                                 f"failed: {type(exc).__name__}: {exc}"))
+            rows.append(
+                RouteRow(
+                    name,
+                    quantity.replace(" (mp)", ""),
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    expected,
+                    f"failed: {type(exc).__name__}: {exc}",
+                )
+            )
             return
         note = ""
         if hasattr(out, "status"):  # the convex route: keep the solver status visible
@@ -119,30 +147,64 @@ def run_crosscheck(case: Case | dict | None = None, *, digits: int = 50, unrolle
             dig = _digits(diff, float(np.max(np.abs(target))), cap)
         rows.append(RouteRow(name, quantity.replace(" (mp)", ""), diff, dig, sec, expected, note))
 
-    add("closed form S x S, float64", "grad", lambda: hypergradient(mdp, reward, upper, x).grad, "~1e-13 rel")
-    add("closed form SA x SA, float64", "grad",
-        lambda: hypergradient(mdp, reward, upper, x, form="sa").grad, "~1e-13 rel")
-    add("finite differences, central, float64", "grad",
-        lambda: finite_diff.central_difference(lambda z: phi_value(mdp, reward, upper, z), x), "~1e-8")
-    add("finite differences, Richardson, float64", "grad",
-        lambda: finite_diff.richardson_gradient(lambda z: phi_value(mdp, reward, upper, z), x).grad, "~1e-11")
-    add(f"finite differences, mpmath {digits} digits", "grad (mp)",
+    add(
+        "closed form S x S, float64",
+        "grad",
+        lambda: hypergradient(mdp, reward, upper, x).grad,
+        "~1e-13 rel",
+    )
+    add(
+        "closed form SA x SA, float64",
+        "grad",
+        lambda: hypergradient(mdp, reward, upper, x, form="sa").grad,
+        "~1e-13 rel",
+    )
+    add(
+        "finite differences, central, float64",
+        "grad",
+        lambda: finite_diff.central_difference(lambda z: phi_value(mdp, reward, upper, z), x),
+        "~1e-8",
+    )
+    add(
+        "finite differences, Richardson, float64",
+        "grad",
+        lambda: finite_diff.richardson_gradient(lambda z: phi_value(mdp, reward, upper, z), x).grad,
+        "~1e-11",
+    )
+    add(
+        f"finite differences, mpmath {digits} digits",
+        "grad (mp)",
         lambda: finite_diff.mp_central_difference(
-            lambda z: precise.mp_phi(*mp_args[:5], z, digits=digits), list(raw["x"]), digits=digits),
-        f"~1e-{2 * digits // 3}")
-    add(f"torch autodiff, {unrolled_K} unrolled soft VI sweeps", "grad",
+            lambda z: precise.mp_phi(*mp_args[:5], z, digits=digits), list(raw["x"]), digits=digits
+        ),
+        f"~1e-{2 * digits // 3}",
+    )
+    add(
+        f"torch autodiff, {unrolled_K} unrolled soft VI sweeps",
+        "grad",
         lambda: unrolled.unrolled_hypergradient(mdp, reward, upper, x, K=unrolled_K).grad,
-        f"~gamma^K = {mdp.gamma ** unrolled_K:.0e}")
+        f"~gamma^K = {mdp.gamma**unrolled_K:.0e}",
+    )
     if case.S <= 3 and case.A <= 3:
-        add(f"sympy implicit differentiation, {digits} digits", "grad (mp)",
-            lambda: symbolic.symbolic_hypergradient(*mp_args, digits=digits), f"~1e-{digits - 5}")
-    add("cvxpy occupancy measure (lower level)", "pi*",
-        lambda: convex.solve_occupancy(mdp, reward.value(x), accept_inaccurate=True), "~1e-7")
+        add(
+            f"sympy implicit differentiation, {digits} digits",
+            "grad (mp)",
+            lambda: symbolic.symbolic_hypergradient(*mp_args, digits=digits),
+            f"~1e-{digits - 5}",
+        )
+    add(
+        "cvxpy occupancy measure (lower level)",
+        "pi*",
+        lambda: convex.solve_occupancy(mdp, reward.value(x), accept_inaccurate=True),
+        "~1e-7",
+    )
     return rows
 
 
 def format_table(rows: list[RouteRow]) -> str:
-    head = f"{'route':<48} {'quantity':<8} {'max |diff|':>11} {'digits':>7} {'time [s]':>9}  expected"
+    head = (
+        f"{'route':<48} {'quantity':<8} {'max |diff|':>11} {'digits':>7} {'time [s]':>9}  expected"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(

@@ -88,7 +88,9 @@ def _check_steps(h, x: np.ndarray, default_rel: float) -> np.ndarray:
     if arr.ndim == 0:
         arr = np.full(x.shape, float(arr))
     if arr.shape != x.shape:
-        raise InvalidInputError("h", f"a scalar or an array of shape {x.shape}", f"shape {arr.shape}")
+        raise InvalidInputError(
+            "h", f"a scalar or an array of shape {x.shape}", f"shape {arr.shape}"
+        )
     if (arr <= 0).any():
         raise InvalidInputError("h", "steps h > 0", f"{float(arr.min())!r}")
     return arr
@@ -99,7 +101,9 @@ def _eval(fn: Callable, z: np.ndarray) -> float:
     try:
         out = float(val)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputTypeError("fn(x)", "a real scalar", f"{type(val).__name__} {val!r}") from exc
+        raise InvalidInputTypeError(
+            "fn(x)", "a real scalar", f"{type(val).__name__} {val!r}"
+        ) from exc
     if not math.isfinite(out):
         raise InvalidInputError("fn(x)", "a finite value", f"{out!r} at x = {z.tolist()}")
     return out
@@ -176,12 +180,19 @@ def richardson_gradient(fn: Callable, x, *, h=None, levels: int = 4, noise=None)
     """
     _check_fn(fn)
     x = as_float_array(x, "x", ndim=1)
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 2 <= levels <= 12:
+    if (
+        isinstance(levels, bool)
+        or not isinstance(levels, (int, np.integer))
+        or not 2 <= levels <= 12
+    ):
         raise InvalidInputError("levels", "an integer in [2, 12]", repr(levels))
     steps = _check_steps(h, x, 0.05)
     levels = int(levels)
-    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, numbers.Real)
-                              or not (math.isfinite(noise) and noise >= 0)):
+    if noise is not None and (
+        isinstance(noise, bool)
+        or not isinstance(noise, numbers.Real)
+        or not (math.isfinite(noise) and noise >= 0)
+    ):
         raise InvalidInputError("noise", "a finite number >= 0 (absolute error of fn)", repr(noise))
     table = []  # table[k] = column k, entries for j = k .. L-1
     col, fmax = [], 0.0
@@ -192,7 +203,9 @@ def richardson_gradient(fn: Callable, x, *, h=None, levels: int = 4, noise=None)
     table.append(col)
     for k in range(1, levels):
         prev = table[-1]
-        table.append([prev[j] + (prev[j] - prev[j - 1]) / (4.0**k - 1.0) for j in range(1, len(prev))])
+        table.append(
+            [prev[j] + (prev[j] - prev[j - 1]) / (4.0**k - 1.0) for j in range(1, len(prev))]
+        )
     best = table[-1][-1]
     est = np.maximum(np.abs(best - table[-2][-1]), np.abs(best - table[-2][-2]))
     # extrapolation weights of the final entry on the level-j central differences
@@ -222,7 +235,9 @@ def _to_mpf_list(x) -> list:
     out = []
     for i, v in enumerate(x):
         if isinstance(v, bool) or not isinstance(v, (numbers.Real, str, mpmath.mpf)):
-            raise InvalidInputTypeError(f"x[{i}]", "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}")
+            raise InvalidInputTypeError(
+                f"x[{i}]", "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}"
+            )
         try:
             m = mpmath.mpf(v)
         except (ValueError, TypeError) as exc:
@@ -261,7 +276,9 @@ def mp_central_difference(fn: Callable, x, *, digits: int, order: int = 2, h=Non
     digits = _check_digits(digits)
     if order not in MP_STENCILS:
         raise InvalidInputError("order", f"one of {sorted(MP_STENCILS)}", repr(order))
-    if h is not None and (isinstance(h, bool) or not isinstance(h, (numbers.Real, str, mpmath.mpf))):
+    if h is not None and (
+        isinstance(h, bool) or not isinstance(h, (numbers.Real, str, mpmath.mpf))
+    ):
         raise InvalidInputTypeError("h", "a positive number", f"{type(h).__name__} {h!r}")
     with mpmath.workdps(digits + _GUARD_DIGITS):
         xs = _to_mpf_list(x)
@@ -293,8 +310,9 @@ def mp_central_difference(fn: Callable, x, *, digits: int, order: int = 2, h=Non
 _PHI_METHODS = ("central", "richardson")
 
 
-def phi_fd_gradient(mdp, reward, upper, x, *, method: str = "central", h=None, levels: int = 4,
-                    tol: float = 1e-13) -> FDResult:
+def phi_fd_gradient(
+    mdp, reward, upper, x, *, method: str = "central", h=None, levels: int = 4, tol: float = 1e-13
+) -> FDResult:
     """Finite-difference gradient of ``phi(x) = f(x, pi*_x)`` (MATH.md sections 3, 7).
 
     Each evaluation solves the lower level by Newton (:func:`hypergrad.phi_value`

@@ -24,9 +24,20 @@ import numpy as np
 from .._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
 
 __all__ = [
-    "GUARD_DIGITS", "MPConvergenceError", "MPSoftSolution", "MPResult", "MP_REWARD_KINDS", "MP_UPPER_KINDS",
-    "mp_soft_solve", "mp_implicit_derivatives", "mp_hypergradient_from_parts", "mp_hypergradient", "mp_phi",
-    "to_decimal_strings", "from_strings", "digits_of_agreement",
+    "GUARD_DIGITS",
+    "MPConvergenceError",
+    "MPSoftSolution",
+    "MPResult",
+    "MP_REWARD_KINDS",
+    "MP_UPPER_KINDS",
+    "mp_soft_solve",
+    "mp_implicit_derivatives",
+    "mp_hypergradient_from_parts",
+    "mp_hypergradient",
+    "mp_phi",
+    "to_decimal_strings",
+    "from_strings",
+    "digits_of_agreement",
 ]
 
 #: extra working digits beyond the requested ``digits`` (absorbs the condition
@@ -89,7 +100,9 @@ def _num(v, name: str):
     """One number at the current precision; floats exactly, strings digit by digit."""
     v = v.item() if isinstance(v, np.generic) else v
     if isinstance(v, bool) or not isinstance(v, (numbers.Real, str, mpmath.mpf)):
-        raise InvalidInputTypeError(name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}")
+        raise InvalidInputTypeError(
+            name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}"
+        )
     try:
         m = mpmath.mpf(v.strip() if isinstance(v, str) else v)
     except (ValueError, TypeError) as exc:
@@ -107,7 +120,9 @@ def _arr(v, shape: tuple, name: str):
         if depth == len(shape):
             return _num(e, f"{name}{path}")
         if not isinstance(e, (list, tuple)):
-            raise InvalidInputError(f"{name}{path}", f"a list (nesting depth {len(shape)})", type(e).__name__)
+            raise InvalidInputError(
+                f"{name}{path}", f"a list (nesting depth {len(shape)})", type(e).__name__
+            )
         if (shape[depth] is not None and len(e) != shape[depth]) or len(e) == 0:
             want = shape[depth] if shape[depth] is not None else ">= 1"
             raise InvalidInputError(f"{name}{path}", f"length {want}", f"length {len(e)}")
@@ -115,7 +130,9 @@ def _arr(v, shape: tuple, name: str):
 
     out = walk(v, 0, "")
     if shape and shape[-1] is None and len({len(e) for e in _flat(out, len(shape) - 1)}) > 1:
-        raise InvalidInputError(name, "the same length along the last axis everywhere", "ragged nested lists")
+        raise InvalidInputError(
+            name, "the same length along the last axis everywhere", "ragged nested lists"
+        )
     return out
 
 
@@ -130,8 +147,11 @@ def _parse_mdp(P, gamma, tau):
         for a in range(A):
             row, tot = p[s][a], mpmath.fsum(p[s][a])
             if min(row) < 0 or abs(tot - 1) > STOCHASTIC_ATOL:
-                raise InvalidInputError(f"P[{s}][{a}]", f"entries >= 0, sum 1 (within {STOCHASTIC_ATOL})",
-                                        f"min {mpmath.nstr(min(row), 5)}, sum {mpmath.nstr(tot, 17)}")
+                raise InvalidInputError(
+                    f"P[{s}][{a}]",
+                    f"entries >= 0, sum 1 (within {STOCHASTIC_ATOL})",
+                    f"min {mpmath.nstr(min(row), 5)}, sum {mpmath.nstr(tot, 17)}",
+                )
             p[s][a] = [v / tot for v in row]
     g, t = _num(gamma, "gamma"), _num(tau, "tau")
     if not 0 <= g < 1:
@@ -158,15 +178,24 @@ def _solve(M, B):
             a[i][c:] = [u - f * v for u, v in zip(a[i][c:], a[c][c:])]
     X = [[mpmath.mpf(0)] * k for _ in range(n)]
     for i in range(n - 1, -1, -1):  # back substitution
-        X[i] = [(a[i][n + j] - mpmath.fsum(a[i][m] * X[m][j] for m in range(i + 1, n))) / a[i][i] for j in range(k)]
+        X[i] = [
+            (a[i][n + j] - mpmath.fsum(a[i][m] * X[m][j] for m in range(i + 1, n))) / a[i][i]
+            for j in range(k)
+        ]
     return X
 
 
 def _i_minus_gamma_p_pi(p, gamma, pi):
     """``I - gamma P_pi`` with ``P_pi[s, t] = sum_a pi[s, a] P[s, a, t]``."""
     S = len(p)
-    return [[(1 if s == t else 0) - gamma * mpmath.fsum(pi[s][a] * p[s][a][t] for a in range(len(pi[s])))
-             for t in range(S)] for s in range(S)]
+    return [
+        [
+            (1 if s == t else 0)
+            - gamma * mpmath.fsum(pi[s][a] * p[s][a][t] for a in range(len(pi[s])))
+            for t in range(S)
+        ]
+        for s in range(S)
+    ]
 
 
 # ----------------------------------------------------------------------------- lower level
@@ -181,8 +210,13 @@ def _lse(z):
 def _bellman(p, gamma, tau, r, V):
     """``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6)-(7), ``log pi = (Q - T(V)) / tau`` (5)."""
     S = len(p)
-    Q = [[r[s][a] + gamma * mpmath.fsum(p[s][a][t] * V[t] for t in range(S)) for a in range(len(r[s]))]
-         for s in range(S)]
+    Q = [
+        [
+            r[s][a] + gamma * mpmath.fsum(p[s][a][t] * V[t] for t in range(S))
+            for a in range(len(r[s]))
+        ]
+        for s in range(S)
+    ]
     TV = [tau * _lse([q / tau for q in row]) for row in Q]
     log_pi = [[(q - TV[s]) / tau for q in Q[s]] for s in range(S)]
     return Q, TV, log_pi
@@ -199,11 +233,16 @@ def _newton(p, gamma, tau, r, digits):
         res = max(abs(a - b) for a, b in zip(TV, V))
         if res <= target * max(1, max(abs(v) for v in TV)):
             return MPSoftSolution(TV, Q, pi, log_pi, res, it)
-        rhs = [[mpmath.fsum(pi[s][a] * (r[s][a] - tau * log_pi[s][a]) for a in range(len(r[s])))] for s in range(S)]
+        rhs = [
+            [mpmath.fsum(pi[s][a] * (r[s][a] - tau * log_pi[s][a]) for a in range(len(r[s])))]
+            for s in range(S)
+        ]
         V = [row[0] for row in _solve(_i_minus_gamma_p_pi(p, gamma, pi), rhs)]
-    raise MPConvergenceError(f"mpmath Newton: residual {mpmath.nstr(res, 3)} above 10^-{digits + 5} after "
-                             f"{MAX_NEWTON} iterations; the quadratic phase was never reached (check P, gamma, "
-                             "tau, r for extreme values)")
+    raise MPConvergenceError(
+        f"mpmath Newton: residual {mpmath.nstr(res, 3)} above 10^-{digits + 5} after "
+        f"{MAX_NEWTON} iterations; the quadratic phase was never reached (check P, gamma, "
+        "tau, r for extreme values)"
+    )
 
 
 def mp_soft_solve(P, gamma, tau, r, *, digits: int) -> MPSoftSolution:
@@ -231,11 +270,23 @@ def _implicit(p, gamma, tau, pi, dr):
     """Section 2: ``dV = (I - gamma P_pi)^{-1} Phi``, ``dQ = dr + gamma P dV``,
     ``dlog pi = (dQ - dV) / tau``, ``dpi = pi dlog pi``."""
     S, A, d = len(p), len(pi[0]), len(dr[0][0])
-    Phi = [[mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for k in range(d)] for s in range(S)]
+    Phi = [
+        [mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for k in range(d)] for s in range(S)
+    ]
     dV = _solve(_i_minus_gamma_p_pi(p, gamma, pi), Phi)
-    dQ = [[[dr[s][a][k] + gamma * mpmath.fsum(p[s][a][t] * dV[t][k] for t in range(S)) for k in range(d)]
-           for a in range(A)] for s in range(S)]
-    dlog = [[[(dQ[s][a][k] - dV[s][k]) / tau for k in range(d)] for a in range(A)] for s in range(S)]
+    dQ = [
+        [
+            [
+                dr[s][a][k] + gamma * mpmath.fsum(p[s][a][t] * dV[t][k] for t in range(S))
+                for k in range(d)
+            ]
+            for a in range(A)
+        ]
+        for s in range(S)
+    ]
+    dlog = [
+        [[(dQ[s][a][k] - dV[s][k]) / tau for k in range(d)] for a in range(A)] for s in range(S)
+    ]
     dpi = [[[pi[s][a] * dlog[s][a][k] for k in range(d)] for a in range(A)] for s in range(S)]
     return dV, dQ, dlog, dpi, Phi
 
@@ -250,9 +301,15 @@ def mp_implicit_derivatives(P, gamma, tau, pi, dr, *, digits: int):
     with mpmath.workdps(digits + GUARD_DIGITS):
         p, g, t, S, A = _parse_mdp(P, gamma, tau)
         pi_ = _arr(pi, (S, A), "pi")
-        bad = [s for s, row in enumerate(pi_) if min(row) < 0 or abs(mpmath.fsum(row) - 1) > STOCHASTIC_ATOL]
+        bad = [
+            s
+            for s, row in enumerate(pi_)
+            if min(row) < 0 or abs(mpmath.fsum(row) - 1) > STOCHASTIC_ATOL
+        ]
         if bad:
-            raise InvalidInputError(f"pi[{bad[0]}]", "a probability row (>= 0, sum 1)", repr(pi[bad[0]])[:80])
+            raise InvalidInputError(
+                f"pi[{bad[0]}]", "a probability row (>= 0, sum 1)", repr(pi[bad[0]])[:80]
+            )
         return _implicit(p, g, t, pi_, _arr(dr, (S, A, None), "dr"))[:4]
 
 
@@ -263,14 +320,44 @@ def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
     dV, dQ, dlog, dpi, Phi = _implicit(p, gamma, tau, pi, dr)
     # adjoint (9): u = pi g, b[t] = sum_a u[t,a] - gamma sum_{s,a} u[s,a] P[s,a,t], w = (I - gamma P_pi)^{-T} b
     u = [[pi[s][a] * gpi[s][a] for a in range(A)] for s in range(S)]
-    b = [[mpmath.fsum(u[t]) - gamma * mpmath.fsum(u[s][a] * p[s][a][t] for s in range(S) for a in range(A))]
-         for t in range(S)]
+    b = [
+        [
+            mpmath.fsum(u[t])
+            - gamma * mpmath.fsum(u[s][a] * p[s][a][t] for s in range(S) for a in range(A))
+        ]
+        for t in range(S)
+    ]
     w = [row[0] for row in _solve([list(c) for c in zip(*_i_minus_gamma_p_pi(p, gamma, pi))], b)]
-    grad = [gx[k] + (mpmath.fsum(u[s][a] * dr[s][a][k] for s in range(S) for a in range(A))
-                     - mpmath.fsum(Phi[s][k] * w[s] for s in range(S))) / tau for k in range(d)]
-    grad_dpi = [gx[k] + mpmath.fsum(gpi[s][a] * dpi[s][a][k] for s in range(S) for a in range(A)) for k in range(d)]
+    grad = [
+        gx[k]
+        + (
+            mpmath.fsum(u[s][a] * dr[s][a][k] for s in range(S) for a in range(A))
+            - mpmath.fsum(Phi[s][k] * w[s] for s in range(S))
+        )
+        / tau
+        for k in range(d)
+    ]
+    grad_dpi = [
+        gx[k] + mpmath.fsum(gpi[s][a] * dpi[s][a][k] for s in range(S) for a in range(A))
+        for k in range(d)
+    ]
     phi = None if f_fn is None else f_fn(pi)
-    return MPResult(sol.V, sol.Q, pi, dV, dQ, dlog, dpi, grad, phi, digits, grad_dpi, w, sol.residual, sol.iterations)
+    return MPResult(
+        sol.V,
+        sol.Q,
+        pi,
+        dV,
+        dQ,
+        dlog,
+        dpi,
+        grad,
+        phi,
+        digits,
+        grad_dpi,
+        w,
+        sol.residual,
+        sol.iterations,
+    )
 
 
 def _as_fn(v, shape, name):
@@ -301,8 +388,17 @@ def mp_hypergradient_from_parts(P, gamma, tau, r, dr, gx, gpi, *, digits: int, f
         p, g, t, S, A = _parse_mdp(P, gamma, tau)
         dr_ = _arr(dr, (S, A, None), "dr")
         d, f_fn = len(dr_[0][0]), None if f is None else (lambda pi: _num(f(pi), "f(pi)"))
-        return _hypergrad(p, g, t, _arr(r, (S, A), "r"), dr_, _as_fn(gx, (d,), "gx"), _as_fn(gpi, (S, A), "gpi"),
-                          f_fn, digits)
+        return _hypergrad(
+            p,
+            g,
+            t,
+            _arr(r, (S, A), "r"),
+            dr_,
+            _as_fn(gx, (d,), "gx"),
+            _as_fn(gpi, (S, A), "gpi"),
+            f_fn,
+            digits,
+        )
 
 
 # ----------------------------------------------------------------------------- case-format models
@@ -317,9 +413,14 @@ def _spec_field(spec, key, section):
 def _tabular(spec, S, A):
     def fn(x):
         if len(x) != S * A:
-            raise InvalidInputError("x", f"length S*A = {S * A} for a tabular reward", f"length {len(x)}")
-        dr = [[[mpmath.mpf(k == s * A + a) for k in range(S * A)] for a in range(A)] for s in range(S)]
+            raise InvalidInputError(
+                "x", f"length S*A = {S * A} for a tabular reward", f"length {len(x)}"
+            )
+        dr = [
+            [[mpmath.mpf(k == s * A + a) for k in range(S * A)] for a in range(A)] for s in range(S)
+        ]
         return [[x[s * A + a] for a in range(A)] for s in range(S)], dr
+
     return fn
 
 
@@ -328,8 +429,13 @@ def _linear(spec, S, A):
 
     def fn(x):  # r = F x, dr = F
         if len(x) != len(F[0][0]):
-            raise InvalidInputError("x", f"length d = {len(F[0][0])} (features)", f"length {len(x)}")
-        return [[mpmath.fsum(f * v for f, v in zip(F[s][a], x)) for a in range(A)] for s in range(S)], F
+            raise InvalidInputError(
+                "x", f"length d = {len(F[0][0])} (features)", f"length {len(x)}"
+            )
+        return [
+            [mpmath.fsum(f * v for f, v in zip(F[s][a], x)) for a in range(A)] for s in range(S)
+        ], F
+
     return fn
 
 
@@ -345,8 +451,10 @@ def _quadratic(spec, S, A):
             raise InvalidInputError("x", f"length d = {d} (M)", f"length {len(x)}")
         q = mpmath.fsum(x[i] * M[i][j] * x[j] for i in range(d) for j in range(d))
         gq = [mpmath.fsum((M[k][j] + M[j][k]) * x[j] for j in range(d)) for k in range(d)]
-        return [[c[s][a] * q for a in range(A)] for s in range(S)], [[[c[s][a] * v for v in gq] for a in range(A)]
-                                                                       for s in range(S)]
+        return [[c[s][a] * q for a in range(A)] for s in range(S)], [
+            [[c[s][a] * v for v in gq] for a in range(A)] for s in range(S)
+        ]
+
     return fn
 
 
@@ -358,26 +466,45 @@ def _quadratic_upper(spec, S, A):
 
     def make(x):
         xx = mpmath.fsum(v * v for v in x)
-        return ((lambda pi: cx / 2 * xx + mpmath.fsum(g * q + cpi / 2 * q * q for gr, pr in zip(G, pi)
-                                                      for g, q in zip(gr, pr))),
-                (lambda pi: [cx * v for v in x]),
-                (lambda pi: [[g + cpi * q for g, q in zip(gr, pr)] for gr, pr in zip(G, pi)]))
+        return (
+            (
+                lambda pi: (
+                    cx / 2 * xx
+                    + mpmath.fsum(
+                        g * q + cpi / 2 * q * q for gr, pr in zip(G, pi) for g, q in zip(gr, pr)
+                    )
+                )
+            ),
+            (lambda pi: [cx * v for v in x]),
+            (lambda pi: [[g + cpi * q for g, q in zip(gr, pr)] for gr, pr in zip(G, pi)]),
+        )
+
     return make
 
 
 #: reward kind -> builder ``(spec, S, A) -> fn(x: list of mpf) -> (r [S][A], dr [S][A][d])``.
-MP_REWARD_KINDS: dict[str, Callable] = {"tabular": _tabular, "linear": _linear, "quadratic": _quadratic}
+MP_REWARD_KINDS: dict[str, Callable] = {
+    "tabular": _tabular,
+    "linear": _linear,
+    "quadratic": _quadratic,
+}
 #: upper kind -> builder ``(spec, S, A) -> make(x) -> (f(pi), gx(pi), gpi(pi))``.
 MP_UPPER_KINDS: dict[str, Callable] = {"quadratic": _quadratic_upper}
 
 
 def _models(reward_spec, upper_spec, S, A, x):
     out = []
-    for name, spec, kinds in (("reward_spec", reward_spec, MP_REWARD_KINDS), ("upper_spec", upper_spec, MP_UPPER_KINDS)):
+    for name, spec, kinds in (
+        ("reward_spec", reward_spec, MP_REWARD_KINDS),
+        ("upper_spec", upper_spec, MP_UPPER_KINDS),
+    ):
         if not isinstance(spec, dict) or spec.get("kind") not in kinds:
             got = spec.get("kind") if isinstance(spec, dict) else type(spec).__name__
-            raise InvalidInputError(f"{name}.kind" if isinstance(spec, dict) else name,
-                                    f"one of {sorted(kinds)}", repr(got))
+            raise InvalidInputError(
+                f"{name}.kind" if isinstance(spec, dict) else name,
+                f"one of {sorted(kinds)}",
+                repr(got),
+            )
         out.append(kinds[spec["kind"]](spec, S, A))
     xs = _arr(x, (None,), "x")
     return (*out[0](xs), *out[1](xs))
@@ -417,13 +544,19 @@ def to_decimal_strings(value, digits: int):
     if isinstance(value, (list, tuple)):
         return [to_decimal_strings(v, digits) for v in value]
     with mpmath.workdps(digits + GUARD_DIGITS):
-        return mpmath.nstr(_num(value, "value"), digits, strip_zeros=False, min_fixed=-4, max_fixed=digits)
+        return mpmath.nstr(
+            _num(value, "value"), digits, strip_zeros=False, min_fixed=-4, max_fixed=digits
+        )
 
 
 def from_strings(value, *, digits: int):
     """Decimal strings (nested lists) -> mpf parsed at ``digits + GUARD_DIGITS`` digits (no digit lost)."""
     with mpmath.workdps(_check_digits(digits) + GUARD_DIGITS):
-        return [from_strings(v, digits=digits) for v in value] if isinstance(value, (list, tuple)) else _num(value, "value")
+        return (
+            [from_strings(v, digits=digits) for v in value]
+            if isinstance(value, (list, tuple))
+            else _num(value, "value")
+        )
 
 
 def _flat(v, depth=None):
@@ -442,7 +575,9 @@ def digits_of_agreement(a, b, *, cap: float = 60.0) -> float:
     """
     fa, fb = _flat(a), _flat(b)
     if len(fa) != len(fb) or not fa:
-        raise InvalidInputError("a, b", "the same non-zero number of entries", f"{len(fa)} and {len(fb)}")
+        raise InvalidInputError(
+            "a, b", "the same non-zero number of entries", f"{len(fa)} and {len(fb)}"
+        )
     with mpmath.workdps(int(cap) + 10):
         xb = [_num(v, "b") for v in fb]
         diff = max(abs(_num(u, "a") - v) for u, v in zip(fa, xb))

@@ -42,7 +42,14 @@ import numpy as np
 from .._validation import InvalidInputError
 from ..case import UPPER_KINDS, _array, _num, _require, make_case
 
-__all__ = ["TRAJ_KINDS", "TRAJ_GROUP", "trajectories", "mp_traj_objective", "route_a_traj", "make_traj_case"]
+__all__ = [
+    "TRAJ_KINDS",
+    "TRAJ_GROUP",
+    "trajectories",
+    "mp_traj_objective",
+    "route_a_traj",
+    "make_traj_case",
+]
 
 TRAJ_KINDS = ("rlhf", "shaping")
 
@@ -89,12 +96,20 @@ class _MPSpec:
             self.bern = spec["labels"] == "bernoulli"
         else:
             ru, gu = [[mp(v) for v in row] for row in spec["r_u"]], mp(spec["gamma_u"])
-            self.loss = [-mpmath.fsum(gu**h * ru[s][a] for h, (s, a) in enumerate(p)) for p in self.paths]
+            self.loss = [
+                -mpmath.fsum(gu**h * ru[s][a] for h, (s, a) in enumerate(p)) for p in self.paths
+            ]
 
     def label(self, i, j):
         if self.bern:
             return _sigmoid_mp(self.Rt[i] - self.Rt[j])
-        return mpmath.mpf(1) if self.Rt[i] > self.Rt[j] else mpmath.mpf(0) if self.Rt[i] < self.Rt[j] else mpmath.mpf(1) / 2
+        return (
+            mpmath.mpf(1)
+            if self.Rt[i] > self.Rt[j]
+            else mpmath.mpf(0)
+            if self.Rt[i] < self.Rt[j]
+            else mpmath.mpf(1) / 2
+        )
 
     def expectation(self, x, pi, weights=None):
         """``(E[l], E[grad_x l], E[l W])`` with ``W = sum over the tuple's paths of weights[path]`` ([d] each)."""
@@ -105,7 +120,9 @@ class _MPSpec:
         W = weights if weights is not None else [zero] * len(self.paths)
         if self.kind == "shaping":
             El = mpmath.fsum(q * l for q, l in zip(prob, self.loss))
-            ElW = [mpmath.fsum(q * l * w[k] for q, l, w in zip(prob, self.loss, W)) for k in range(d)]
+            ElW = [
+                mpmath.fsum(q * l * w[k] for q, l, w in zip(prob, self.loss, W)) for k in range(d)
+            ]
             return El, list(zero), ElW
         R = [mpmath.fsum(mpmath.fdot(self.F[s][a], x) for s, a in p) for p in self.paths]
         dR = [[mpmath.fsum(self.F[s][a][k] for s, a in p) for k in range(d)] for p in self.paths]
@@ -146,7 +163,9 @@ class _MPOccupancy:
         M = mpmath.matrix(S, S)
         for s in range(S):
             for t in range(S):
-                M[s, t] = (1 if s == t else 0) - self.g * mpmath.fsum(pi[s][a] * self.P[s][a][t] for a in range(A))
+                M[s, t] = (1 if s == t else 0) - self.g * mpmath.fsum(
+                    pi[s][a] * self.P[s][a][t] for a in range(A)
+                )
         return M
 
     def value(self, x, pi):
@@ -157,8 +176,16 @@ class _MPOccupancy:
     def grad_pi(self, pi):
         M = self._M(pi)
         z, y = mpmath.lu_solve(M, self.target), mpmath.lu_solve(M.T, self.mu)
-        return [[-(1 - self.g) * self.g * y[s] * mpmath.fsum(self.P[s][a][t] * z[t] for t in range(self.S))
-                 for a in range(self.A)] for s in range(self.S)]
+        return [
+            [
+                -(1 - self.g)
+                * self.g
+                * y[s]
+                * mpmath.fsum(self.P[s][a][t] * z[t] for t in range(self.S))
+                for a in range(self.A)
+            ]
+            for s in range(self.S)
+        ]
 
 
 def mp_traj_objective(case: dict, P=None, reward_fn=None):
@@ -192,15 +219,33 @@ def route_a_traj(case: dict, digits: int) -> dict:
         if case["upper"]["kind"] == "target_occupancy":
             occ = _MPOccupancy(case["upper"], S, A)
             gpi = occ.grad_pi(pi)
-            grad = [occ.cx * x[k] + mpmath.fsum(gpi[s][a] * pi[s][a] * (dQ[s][a][k] - dV[s][k])
-                                                 for s in range(S) for a in range(A)) / tau for k in range(d)]
+            grad = [
+                occ.cx * x[k]
+                + mpmath.fsum(
+                    gpi[s][a] * pi[s][a] * (dQ[s][a][k] - dV[s][k])
+                    for s in range(S)
+                    for a in range(A)
+                )
+                / tau
+                for k in range(d)
+            ]
             return {"V": res_V, "Q": res_Q, "pi": pi, "phi": occ.value(x, pi), "grad": grad}
         spec = _MPSpec(case["upper"], S, A)
-        W = [[mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)] for p in spec.paths]
+        W = [
+            [mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)]
+            for p in spec.paths
+        ]
         El, g13, ElW = spec.expectation(x, pi, W)
         g14 = [v / tau for v in ElW]
-        return {"V": res_V, "Q": res_Q, "pi": pi, "phi": El, "grad": [a + b for a, b in zip(g13, g14)],
-                "grad_13": g13, "grad_14": g14}
+        return {
+            "V": res_V,
+            "Q": res_Q,
+            "pi": pi,
+            "phi": El,
+            "grad": [a + b for a, b in zip(g13, g14)],
+            "grad_13": g13,
+            "grad_14": g14,
+        }
 
 
 def _occupancy_builder(spec, S, A):
@@ -226,11 +271,15 @@ def _traj_builder(spec, S, A):
     where = "<case>"
     H = _num(_require(spec, "H", where, "upper"), where, "upper.H")
     if H != int(H) or not 1 <= H <= 4:
-        raise InvalidInputError("H", "an integer horizon 1 <= H <= 4 (exact enumeration)", repr(spec["H"]))
+        raise InvalidInputError(
+            "H", "an integer horizon 1 <= H <= 4 (exact enumeration)", repr(spec["H"])
+        )
     P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
     mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
     if spec["kind"] == "rlhf":
-        F = _array(_require(spec, "features", where, "upper"), (S, A, None), where, "upper.features")
+        F = _array(
+            _require(spec, "features", where, "upper"), (S, A, None), where, "upper.features"
+        )
         r_true = _array(_require(spec, "r_true", where, "upper"), (S, A), where, "upper.r_true")
         labels = _require(spec, "labels", where, "upper")
         return RLHFUpper(P_u, mu_u, int(H), LinearReward(F), r_true, labels=labels, mode="exact")
@@ -259,27 +308,75 @@ def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli
     mu_u /= mu_u.sum()
     if kind == "rlhf":
         F = rng.normal(size=(S, A, d))
-        upper = {"kind": "rlhf", "H": H, "P_u": P_u, "mu_u": mu_u, "features": F,
-                 "r_true": rng.normal(size=(S, A)), "labels": labels}
+        upper = {
+            "kind": "rlhf",
+            "H": H,
+            "P_u": P_u,
+            "mu_u": mu_u,
+            "features": F,
+            "r_true": rng.normal(size=(S, A)),
+            "labels": labels,
+        }
         x = rng.normal(size=d)
     elif kind == "shaping":
         r_u = rng.normal(size=(S, A))
         h = rng.normal(size=(d - 1, S))
         shaping = gamma * np.einsum("sat,kt->sak", P, h) - h.T[:, None, :]
         F = np.concatenate([r_u[:, :, None], shaping], axis=2)
-        upper = {"kind": "shaping", "H": H, "P_u": P_u, "mu_u": mu_u, "r_u": r_u, "gamma_u": gamma_u}
+        upper = {
+            "kind": "shaping",
+            "H": H,
+            "P_u": P_u,
+            "mu_u": mu_u,
+            "r_u": r_u,
+            "gamma_u": gamma_u,
+        }
         x = np.concatenate([[1.0], rng.normal(size=d - 1)])
     else:
         raise InvalidInputError("kind", f"one of {TRAJ_KINDS}", repr(kind))
-    upper = {k: (v if isinstance(v, str) else v.tolist() if isinstance(v, np.ndarray) else v) for k, v in upper.items()}
-    return make_case(cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x)
+    upper = {
+        k: (v if isinstance(v, str) else v.tolist() if isinstance(v, np.ndarray) else v)
+        for k, v in upper.items()
+    }
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
 
 
 #: The ``model_free`` golden group (description, tier, rows), read by :mod:`bilevel_check.golden.generators`.
-TRAJ_GROUP = ("trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration", "hard", [
-    ("rlhf-S2A2-H2-bern", "model_free", 801, dict(kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0)),
-    ("rlhf-S3A2-H2-det", "model_free", 802, dict(kind="rlhf", S=3, A=2, d=2, H=2, gamma=0.8, tau=0.5, labels="deterministic")),
-    ("rlhf-S2A2-H3-bern", "model_free", 803, dict(kind="rlhf", S=2, A=2, d=3, H=3, gamma=0.5, tau=1.0)),
-    ("shaping-S3A2-H3", "model_free", 804, dict(kind="shaping", S=3, A=2, d=3, H=3, gamma=0.9, tau=1.0)),
-    ("shaping-S2A3-H2", "model_free", 805, dict(kind="shaping", S=2, A=3, d=2, H=2, gamma=0.7, tau=0.5)),
-])
+TRAJ_GROUP = (
+    "trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration",
+    "hard",
+    [
+        (
+            "rlhf-S2A2-H2-bern",
+            "model_free",
+            801,
+            dict(kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0),
+        ),
+        (
+            "rlhf-S3A2-H2-det",
+            "model_free",
+            802,
+            dict(kind="rlhf", S=3, A=2, d=2, H=2, gamma=0.8, tau=0.5, labels="deterministic"),
+        ),
+        (
+            "rlhf-S2A2-H3-bern",
+            "model_free",
+            803,
+            dict(kind="rlhf", S=2, A=2, d=3, H=3, gamma=0.5, tau=1.0),
+        ),
+        (
+            "shaping-S3A2-H3",
+            "model_free",
+            804,
+            dict(kind="shaping", S=3, A=2, d=3, H=3, gamma=0.9, tau=1.0),
+        ),
+        (
+            "shaping-S2A3-H2",
+            "model_free",
+            805,
+            dict(kind="shaping", S=2, A=3, d=2, H=2, gamma=0.7, tau=0.5),
+        ),
+    ],
+)

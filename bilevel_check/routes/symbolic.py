@@ -62,7 +62,9 @@ def _rat(v, name: str) -> sp.Rational:
             return sp.Rational(v.strip())
         except (TypeError, ValueError, SyntaxError) as exc:
             raise InvalidInputError(name, "a decimal string", repr(v)[:60]) from exc
-    raise InvalidInputTypeError(name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}")
+    raise InvalidInputTypeError(
+        name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}"
+    )
 
 
 def _arr(v, shape, name):
@@ -72,7 +74,11 @@ def _arr(v, shape, name):
     def walk(e, depth, path):
         if depth == len(shape):
             return _rat(e, f"{name}{path}")
-        if not isinstance(e, (list, tuple)) or not e or (shape[depth] is not None and len(e) != shape[depth]):
+        if (
+            not isinstance(e, (list, tuple))
+            or not e
+            or (shape[depth] is not None and len(e) != shape[depth])
+        ):
             want = f"a list of length {shape[depth] if shape[depth] is not None else '>= 1'}"
             got = f"length {len(e)}" if isinstance(e, (list, tuple)) else type(e).__name__
             raise InvalidInputError(f"{name}{path}", want, got)
@@ -93,7 +99,9 @@ def _reward_exprs(spec, S, A, d):
     xs = sp.symbols(f"x0:{d}", real=True)
     if kind == "tabular":
         if d != S * A:
-            raise InvalidInputError("x", f"length S*A = {S * A} for a tabular reward", f"length {d}")
+            raise InvalidInputError(
+                "x", f"length S*A = {S * A} for a tabular reward", f"length {d}"
+            )
         return [[xs[s * A + a] for a in range(A)] for s in range(S)], xs
     if kind == "linear":
         F = _arr(_field(spec, "features", "reward_spec"), (S, A, d), "reward_spec.features")
@@ -103,7 +111,9 @@ def _reward_exprs(spec, S, A, d):
         M = _arr(_field(spec, "M", "reward_spec"), (d, d), "reward_spec.M")
         q = sum(xs[i] * M[i][j] * xs[j] for i in range(d) for j in range(d))
         return [[c[s][a] * q for a in range(A)] for s in range(S)], xs
-    raise InvalidInputError("reward_spec.kind", "one of ['linear', 'quadratic', 'tabular']", repr(kind))
+    raise InvalidInputError(
+        "reward_spec.kind", "one of ['linear', 'quadratic', 'tabular']", repr(kind)
+    )
 
 
 def symbolic_problem(P, gamma, tau, reward_spec, upper_spec, x):
@@ -118,14 +128,19 @@ def symbolic_problem(P, gamma, tau, reward_spec, upper_spec, x):
         raise InvalidInputError("P", "a nested S x A x S list", type(P).__name__)
     S, A = len(P), len(P[0])
     if S > MAX_STATES or A > MAX_ACTIONS:
-        raise InvalidInputError("P", f"S <= {MAX_STATES} and A <= {MAX_ACTIONS} for the sympy route",
-                                f"S = {S}, A = {A}")
+        raise InvalidInputError(
+            "P",
+            f"S <= {MAX_STATES} and A <= {MAX_ACTIONS} for the sympy route",
+            f"S = {S}, A = {A}",
+        )
     p = _arr(P, (S, A, S), "P")
     for s in range(S):
         for a in range(A):
             tot = sum(p[s][a])
             if min(p[s][a]) < 0 or abs(float(tot) - 1) > STOCHASTIC_ATOL:
-                raise InvalidInputError(f"P[{s}][{a}]", "a probability row (>= 0, sum 1)", str(float(tot)))
+                raise InvalidInputError(
+                    f"P[{s}][{a}]", "a probability row (>= 0, sum 1)", str(float(tot))
+                )
             p[s][a] = [v / tot for v in p[s][a]]
     g, t = _rat(gamma, "gamma"), _rat(tau, "tau")
     if not 0 <= g < 1:
@@ -145,11 +160,17 @@ def symbolic_problem(P, gamma, tau, reward_spec, upper_spec, x):
     cx = _rat(_field(upper_spec, "cx", "upper_spec"), "upper_spec.cx")
     cpi = _rat(_field(upper_spec, "cpi", "upper_spec"), "upper_spec.cpi")
     Vs = sp.symbols(f"V0:{S}", real=True)
-    Q = [[r[s][a] + g * sum(p[s][a][u] * Vs[u] for u in range(S)) for a in range(A)] for s in range(S)]
+    Q = [
+        [r[s][a] + g * sum(p[s][a][u] * Vs[u] for u in range(S)) for a in range(A)]
+        for s in range(S)
+    ]
     F = [Vs[s] - t * sp.log(sum(sp.exp(Q[s][a] / t) for a in range(A))) for s in range(S)]
     pi = [[sp.exp((Q[s][a] - Vs[s]) / t) for a in range(A)] for s in range(S)]
-    f = (cx / 2 * sum(v ** 2 for v in xs) + sum(G[s][a] * pi[s][a] for s in range(S) for a in range(A))
-         + cpi / 2 * sum(pi[s][a] ** 2 for s in range(S) for a in range(A)))
+    f = (
+        cx / 2 * sum(v**2 for v in xs)
+        + sum(G[s][a] * pi[s][a] for s in range(S) for a in range(A))
+        + cpi / 2 * sum(pi[s][a] ** 2 for s in range(S) for a in range(A))
+    )
     return F, f, Vs, xs, xv
 
 
@@ -167,7 +188,9 @@ def _newton_v(F, Vs, xs, xv, work):
             if mpmath.norm(res, mpmath.inf) <= mpmath.mpf(10) ** (-(work - 5)) * scale:
                 return [V[i] for i in range(len(Vs))]
             V = V - mpmath.lu_solve(mpmath.matrix(j_num(list(V))), res)
-    raise RuntimeError(f"sympy route: Newton on F(V) = V - T(V) did not converge in {_MAX_NEWTON} iterations")
+    raise RuntimeError(
+        f"sympy route: Newton on F(V) = V - T(V) did not converge in {_MAX_NEWTON} iterations"
+    )
 
 
 def symbolic_hypergradient(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int = 50) -> list:

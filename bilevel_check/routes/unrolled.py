@@ -51,6 +51,7 @@ __all__ = [
     "unrolled_error_rate",
 ]
 
+
 @dataclass
 class UnrolledResult:
     """``grad [d]`` of ``phi_K``, ``phi = f(x, pi_K)``, ``V_K [S]``, ``pi_K [S, A]`` (numpy float64)."""
@@ -94,13 +95,18 @@ def _torch():
 def _device(device):
     torch = _torch()
     if not isinstance(device, str):
-        raise InvalidInputTypeError("device", "'cpu' or 'cuda' (a string)", f"{type(device).__name__} {device!r}")
+        raise InvalidInputTypeError(
+            "device", "'cpu' or 'cuda' (a string)", f"{type(device).__name__} {device!r}"
+        )
     if device == "cpu":
         return torch.device("cpu")
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise InvalidInputError("device", "'cpu', or 'cuda' on a machine with a CUDA device",
-                                    f"{device!r} (torch.cuda.is_available() is False)")
+            raise InvalidInputError(
+                "device",
+                "'cpu', or 'cuda' on a machine with a CUDA device",
+                f"{device!r} (torch.cuda.is_available() is False)",
+            )
         return torch.device(device)
     raise InvalidInputError("device", "'cpu' or 'cuda' (or 'cuda:N')", repr(device))
 
@@ -126,8 +132,11 @@ def torch_reward(reward, *, device="cpu") -> Callable:
         M = torch.as_tensor(np.array(reward.M), dtype=torch.float64, device=dev)
         return lambda x: c * (x @ (M @ x))
     raise InvalidInputError(
-        "reward", "a TabularReward, LinearReward or QuadraticReward (or pass reward_torch=, a torch "
-        "function x -> r [S, A])", f"{type(reward).__name__} without a torch expression")
+        "reward",
+        "a TabularReward, LinearReward or QuadraticReward (or pass reward_torch=, a torch "
+        "function x -> r [S, A])",
+        f"{type(reward).__name__} without a torch expression",
+    )
 
 
 def torch_upper(upper, *, device="cpu") -> Callable:
@@ -141,8 +150,10 @@ def torch_upper(upper, *, device="cpu") -> Callable:
         cx, cpi = upper.cx, upper.cpi
         return lambda x, pi: 0.5 * cx * (x @ x) + (G * pi).sum() + 0.5 * cpi * (pi * pi).sum()
     raise InvalidInputError(
-        "upper", "a QuadraticUpper (or pass upper_torch=, a torch function (x, pi) -> scalar)",
-        f"{type(upper).__name__} without a torch expression")
+        "upper",
+        "a QuadraticUpper (or pass upper_torch=, a torch function (x, pi) -> scalar)",
+        f"{type(upper).__name__} without a torch expression",
+    )
 
 
 def _check_K(K, name="K") -> int:
@@ -151,9 +162,18 @@ def _check_K(K, name="K") -> int:
     return int(K)
 
 
-def unrolled_hypergradient(mdp: TabularMDP, reward, upper, x, *, K: int, device: str = "cpu", V0=None,
-                           reward_torch: Callable | None = None,
-                           upper_torch: Callable | None = None) -> UnrolledResult:
+def unrolled_hypergradient(
+    mdp: TabularMDP,
+    reward,
+    upper,
+    x,
+    *,
+    K: int,
+    device: str = "cpu",
+    V0=None,
+    reward_torch: Callable | None = None,
+    upper_torch: Callable | None = None,
+) -> UnrolledResult:
     """Gradient of ``phi_K(x) = f(x, pi_K(x))`` by autodiff through K soft VI sweeps.
 
     Approximates ``grad phi`` of (9) with error ``~ C (gamma |lambda_2|)^K <= C' gamma^K``
@@ -195,7 +215,9 @@ def unrolled_hypergradient(mdp: TabularMDP, reward, upper, x, *, K: int, device:
     xt = torch.tensor(x, dtype=f64, device=dev, requires_grad=True)
     r = r_fn(xt)
     if tuple(r.shape) != (mdp.S, mdp.A):
-        raise InvalidInputError("reward_torch(x)", f"a tensor of shape ({mdp.S}, {mdp.A})", f"shape {tuple(r.shape)}")
+        raise InvalidInputError(
+            "reward_torch(x)", f"a tensor of shape ({mdp.S}, {mdp.A})", f"shape {tuple(r.shape)}"
+        )
     V = torch.as_tensor(v0, dtype=f64, device=dev)
     for _ in range(K):
         V = tau * torch.logsumexp((r + gamma * (P @ V)) / tau, dim=1)  # (6)
@@ -204,16 +226,33 @@ def unrolled_hypergradient(mdp: TabularMDP, reward, upper, x, *, K: int, device:
     pi = torch.exp(log_pi)
     phi = f_fn(xt, pi)
     if phi.numel() != 1:
-        raise InvalidInputError("upper_torch(x, pi)", "a scalar tensor", f"shape {tuple(phi.shape)}")
+        raise InvalidInputError(
+            "upper_torch(x, pi)", "a scalar tensor", f"shape {tuple(phi.shape)}"
+        )
     (grad,) = torch.autograd.grad(phi, xt)
     g = grad.detach().cpu().numpy().astype(np.float64)
     if not np.isfinite(g).all():
-        raise InvalidInputError("x", "a point where the unrolled gradient is finite", f"non-finite gradient at K={K}")
-    return UnrolledResult(g, float(phi.detach().cpu()), V.detach().cpu().numpy(), pi.detach().cpu().numpy(), K)
+        raise InvalidInputError(
+            "x", "a point where the unrolled gradient is finite", f"non-finite gradient at K={K}"
+        )
+    return UnrolledResult(
+        g, float(phi.detach().cpu()), V.detach().cpu().numpy(), pi.detach().cpu().numpy(), K
+    )
 
 
-def unrolled_error_rate(mdp: TabularMDP, reward, upper, x, *, Ks: Sequence[int], device: str = "cpu",
-                        V0=None, power: int = 0, floor: float = 1e-13, **kwargs) -> UnrolledRate:
+def unrolled_error_rate(
+    mdp: TabularMDP,
+    reward,
+    upper,
+    x,
+    *,
+    Ks: Sequence[int],
+    device: str = "cpu",
+    V0=None,
+    power: int = 0,
+    floor: float = 1e-13,
+    **kwargs,
+) -> UnrolledRate:
     """Errors of :func:`unrolled_hypergradient` vs the closed form (9) over ``Ks`` and a fitted rate.
 
     The fit is least squares of ``log(error) - p log(K) = log C + K log rho`` over the
@@ -236,22 +275,42 @@ def unrolled_error_rate(mdp: TabularMDP, reward, upper, x, *, Ks: Sequence[int],
         raise InvalidInputError("Ks", "at least two distinct sweep counts", repr(Ks.tolist()))
     if power not in (0, 1):
         raise InvalidInputError("power", "0 or 1", repr(power))
-    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not (floor > 0 and math.isfinite(floor)):
+    if (
+        isinstance(floor, bool)
+        or not isinstance(floor, numbers.Real)
+        or not (floor > 0 and math.isfinite(floor))
+    ):
         raise InvalidInputError("floor", "a finite number > 0", repr(floor))
     ref = hypergradient(mdp, reward, upper, x).grad
     scale = max(float(np.max(np.abs(ref))), 1e-300)
-    errors = np.array([
-        float(np.max(np.abs(unrolled_hypergradient(mdp, reward, upper, x, K=int(k), device=device, V0=V0,
-                                                   **kwargs).grad - ref))) / scale
-        for k in Ks
-    ])
+    errors = np.array(
+        [
+            float(
+                np.max(
+                    np.abs(
+                        unrolled_hypergradient(
+                            mdp, reward, upper, x, K=int(k), device=device, V0=V0, **kwargs
+                        ).grad
+                        - ref
+                    )
+                )
+            )
+            / scale
+            for k in Ks
+        ]
+    )
     use = errors > floor
     if power == 1:
         use &= Ks > 0
     if use.sum() < 2:
-        raise InvalidInputError("Ks", f"at least two K with error above floor={floor:g} (errors {errors.tolist()})",
-                                f"{int(use.sum())} such K")
+        raise InvalidInputError(
+            "Ks",
+            f"at least two K with error above floor={floor:g} (errors {errors.tolist()})",
+            f"{int(use.sum())} such K",
+        )
     k = Ks[use].astype(np.float64)
     y = np.log(errors[use]) - power * np.log(np.maximum(k, 1.0))
     slope, intercept = np.polyfit(k, y, 1)
-    return UnrolledRate(Ks, errors, float(math.exp(slope)), float(math.exp(intercept)), power, Ks[use], ref)
+    return UnrolledRate(
+        Ks, errors, float(math.exp(slope)), float(math.exp(intercept)), power, Ks[use], ref
+    )
