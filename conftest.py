@@ -15,4 +15,7 @@ PROFILE_NAME = load_profile_from_env()
 
 
 def pytest_report_header(config):
-    return f"bilevel-check hypothesis profile: {PROFILE_NAME} (max_examples={settings.default.max_examples})"
+    return (
+        f"bilevel-check hypothesis profile: {PROFILE_NAME} "
+        f"(max_examples={settings.default.max_examples})"
+    )

@@ -247,9 +247,10 @@ def main(argv=None) -> int:
         f"# bilevel-check benchmarks ({'quick' if quick else 'full'}), {time.strftime('%Y-%m-%d')}"
     )
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"numpy {np.__version__}, {args.threads} thread(s) per route, "
-        f"load average {os.getloadavg()[0]:.1f}, CUDA: {torch.cuda.get_device_name(0) if 'cuda' in devices else 'none'}"
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, numpy {np.__version__}, {args.threads} thread(s) per route, "
+        f"load average {os.getloadavg()[0]:.1f}, "
+        f"CUDA: {torch.cuda.get_device_name(0) if 'cuda' in devices else 'none'}"
     )
 
     if "1" in args.sections:
@@ -263,7 +264,8 @@ def main(argv=None) -> int:
 
 def table_iterations(quick, reps, devices):
     print(
-        "\n## 1. M-SoBiRL per-iteration time, ranmdp A=10 d=100 N=10 (ms; ratio = route / fast[cpu])"
+        "\n## 1. M-SoBiRL per-iteration time, ranmdp A=10 d=100 N=10 "
+        "(ms; ratio = route / fast[cpu])"
     )
     cols = ["reference"] + [f"fast[{d}]" for d in devices] + ["authors-style"]
     print(
@@ -287,10 +289,12 @@ def table_iterations(quick, reps, devices):
 
 def table_hypergrad(quick, reps):
     print(
-        "\n## 2. Hyper-gradient at equal accuracy (1e-10 relative on the part through pi*), gamma=0.99 (s)"
+        "\n## 2. Hyper-gradient at equal accuracy (1e-10 relative on the part through pi*), "
+        "gamma=0.99 (s)"
     )
     print(
-        "| problem | S | A | d | closed form (9) | unrolled autodiff | K sweeps | unrolled error | unrolled/closed |"
+        "| problem | S | A | d | closed form (9) | unrolled autodiff | K sweeps "
+        "| unrolled error | unrolled/closed |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     cases = (
@@ -305,7 +309,8 @@ def table_hypergrad(quick, reps):
             p = gridworld(N=int(round(S**0.5)), gamma=0.99, seed=0)
         r = hypergrad_bench(p, reps)
         print(
-            f"| {name} | {S} | {p.mdp.A} | {p.d} | {r['closed']:.4f} | {r['unrolled']:.3f} | {r['K']} "
+            f"| {name} | {S} | {p.mdp.A} | {p.d} "
+            f"| {r['closed']:.4f} | {r['unrolled']:.3f} | {r['K']} "
             f"| {r['err']:.1e} | {r['unrolled'] / r['closed']:.0f}x |",
             flush=True,
         )

@@ -65,8 +65,10 @@ def main(argv=None):
     print(
         f"mpmath hyper-gradient S={args.S} A={args.A} d={args.d} digits={args.digits}: "
         f"{sec:.3f} s (median of {args.reps}), Newton iterations {res.iterations}, "
-        f"agreement with float64 (9): {digits_of_agreement(g64, res.grad, cap=args.digits + 10):.1f} digits, "
-        f"adjoint vs dpi form: {digits_of_agreement(res.grad_dpi, res.grad, cap=args.digits + 10):.1f} digits"
+        "agreement with float64 (9): "
+        f"{digits_of_agreement(g64, res.grad, cap=args.digits + 10):.1f} digits, "
+        "adjoint vs dpi form: "
+        f"{digits_of_agreement(res.grad_dpi, res.grad, cap=args.digits + 10):.1f} digits"
     )
     P3, _, _, x3, rs3, us3 = _problem(3, 3, 2, args.seed)
     sec3, g3 = _time(
@@ -75,7 +77,8 @@ def main(argv=None):
     ref3 = mp_hypergradient(P3, gamma, tau, rs3, us3, x3, digits=args.digits).grad
     print(
         f"sympy hyper-gradient S=3 A=3 d=2 digits={args.digits}: {sec3:.3f} s, "
-        f"agreement with mpmath (9): {digits_of_agreement(g3, ref3, cap=args.digits + 10):.1f} digits"
+        "agreement with mpmath (9): "
+        f"{digits_of_agreement(g3, ref3, cap=args.digits + 10):.1f} digits"
     )
 
 

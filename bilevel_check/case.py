@@ -6,8 +6,9 @@ A case holds one bilevel problem and the point ``x`` at which to evaluate it::
      "mdp": {"P": S x A x S, "gamma": g, "tau": t, "mu": S (optional)},
      "reward": {"kind": "tabular"}
              | {"kind": "linear", "features": S x A x d}
-             | {"kind": "quadratic", "c": S x A, "M": d x d},      # r = c[s,a] x^T M x
-     "upper": {"kind": "quadratic", "cx": ., "G": S x A, "cpi": .}, # f = cx/2|x|^2 + <G,pi> + cpi/2|pi|^2
+             | {"kind": "quadratic", "c": S x A, "M": d x d},  # r = c[s,a] x^T M x
+     # f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2
+     "upper": {"kind": "quadratic", "cx": ., "G": S x A, "cpi": .},
      "x": [...]}
 
 Numbers may be JSON numbers or decimal strings; strings keep every digit for
@@ -273,7 +274,7 @@ def _dec(a) -> Any:
 
 
 def make_case(id: str, *, P, gamma, tau, reward: dict, upper: dict, x, mu=None) -> dict:
-    """Assemble a case dict; float arrays inside ``reward``/``upper`` are written as decimal strings."""
+    """Assemble a case dict; float arrays in ``reward``/``upper`` become decimal strings."""
 
     def conv(v):
         if isinstance(v, dict):

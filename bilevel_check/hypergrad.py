@@ -46,7 +46,10 @@ class HypergradResult:
 
 
 def adjoint(p_sas, gamma: float, pi_sa, u_sa) -> np.ndarray:
-    """``w = (I - gamma P_pi)^{-T} b`` with ``b[s'] = sum_{s,a} u[s,a] (1{s=s'} - gamma P[s,a,s'])``."""
+    """The adjoint ``w = (I - gamma P_pi)^{-T} b`` of (9).
+
+    ``b[s'] = sum_{s,a} u[s,a] (1{s=s'} - gamma P[s,a,s'])``.
+    """
     S = p_sas.shape[0]
     b = u_sa.sum(axis=1) - gamma * np.einsum("sa,sat->t", u_sa, p_sas)
     return np.linalg.solve((np.eye(S) - gamma * state_chain(p_sas, pi_sa)).T, b)
@@ -66,8 +69,9 @@ def hypergradient_from_policy(
     Returns ``(grad [d], w or None, derivatives or None)``.
 
     Raises:
-        InvalidInputError: naming the argument (as :func:`~bilevel_check.implicit.check_policy_inputs`,
-            plus the shapes of ``gx_d`` and ``gpi_sa`` and ``form``).
+        InvalidInputError: naming the argument
+            (as :func:`~bilevel_check.implicit.check_policy_inputs`, plus the shapes of ``gx_d``
+            and ``gpi_sa`` and ``form``).
     """
     p_sas, gamma, tau, pi_sa, dr_sad = check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad)
     gx = as_float_array(gx_d, "gx_d", ndim=1)

@@ -54,8 +54,8 @@ def check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad):
     """Validate ``(P, gamma, tau, pi, dr)`` as the public functions below receive them.
 
     ``P``, ``gamma``, ``tau`` as for :class:`~bilevel_check.mdp.TabularMDP`; ``pi_sa`` a
-    finite ``[S, A]`` policy with rows on the simplex (tolerance ``POLICY_ATOL`` = 1e-9); ``dr_sad`` a
-    finite ``[S, A, d]`` Jacobian. Returns the float64 arrays and constants.
+    finite ``[S, A]`` policy with rows on the simplex (tolerance ``POLICY_ATOL`` = 1e-9);
+    ``dr_sad`` a finite ``[S, A, d]`` Jacobian. Returns the float64 arrays and constants.
     """
     mdp = TabularMDP(p_sas, gamma, tau)
     pi = check_policy(pi_sa, mdp.S, mdp.A, "pi_sa")

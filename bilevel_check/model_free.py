@@ -155,7 +155,8 @@ def sobirl_estimator(
 ) -> ModelFreeResult:
     """The SoBiRL hyper-gradient estimator (15) at ``(x, pi_k)``.
 
-    ``h = (1/n) sum_j [ grad_x l(d_j; x) + (1/tau) l(d_j; x) sum_i sum_h (dQ_k - dV_k)(s^{j,i}_h, a^{j,i}_h) ]``
+    ``h = (1/n) sum_j [ grad_x l(d_j; x)
+    + (1/tau) l(d_j; x) sum_i sum_h (dQ_k - dV_k)(s^{j,i}_h, a^{j,i}_h) ]``
     with ``d_j ~ rho_{pi_k}`` i.i.d. (``n = n_samples`` tuples).
 
     Args:

@@ -97,7 +97,7 @@ def _prob(value, name: str) -> float:
     return float(value)
 
 
-# ----------------------------------------------------------------------------- the authors' synthetic problem
+# ------------------------------------------------------------------- the authors' synthetic problem
 
 
 def _ranmdp_parts(rng, S: int, A: int, d: int):
@@ -154,7 +154,10 @@ def ranmdp(
         known={
             "phi_star": S / (2.0 * A),
             "x_star": np.zeros(d),
-            "note": "f >= |x|^2/2 + S/(2A) by Cauchy-Schwarz per row; equality at x = 0 (r = 0, pi uniform)",
+            "note": (
+                "f >= |x|^2/2 + S/(2A) by Cauchy-Schwarz per row; "
+                "equality at x = 0 (r = 0, pi uniform)"
+            ),
         },
         params={"S": S, "A": A, "d": d, "gamma": float(gamma), "tau": float(tau)},
     )
@@ -190,7 +193,8 @@ def garnet(
     * for ``s`` then ``a``: ``support = rng.choice(S, branching, replace=False)``;
       cut points ``u = sort(rng.uniform(size=branching - 1))``; the probabilities are the
       gaps of the uniform partition ``0 < u_1 < ... < u_{b-1} < 1`` of ``[0, 1]``.
-    * features ``F = rng.standard_normal((S, A, d)) / sqrt(d)``; ``r_x = F @ x`` (:class:`LinearReward`).
+    * features ``F = rng.standard_normal((S, A, d)) / sqrt(d)``;
+      ``r_x = F @ x`` (:class:`LinearReward`).
     * ``G = rng.standard_normal((S, A))``; upper ``f = 0.5 |x|^2 + <G, pi> + 0.5 |pi|_F^2``.
     * ``x0 = rng.standard_normal(d)``.
     """
@@ -315,7 +319,7 @@ def gridworld(
     )
 
 
-# ----------------------------------------------------------------------------- trajectory-level (SoBiRL)
+# ------------------------------------------------------------------------ trajectory-level (SoBiRL)
 
 
 def rlhf_tabular(

@@ -188,13 +188,18 @@ def sigmoid(z):
 
 
 def softplus(z):
-    """``log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|))`` (max-shifted log-sum-exp of ``(0, z)``)."""
+    """``log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|))``.
+
+    This is the max-shifted log-sum-exp of ``(0, z)``.
+    """
     z = np.asarray(z, dtype=np.float64)
     return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
 
 
 def bt_prob(R1, R2):
-    """Bradley-Terry ``P(t1 > t2) = e^{R1} / (e^{R1} + e^{R2}) = sigma(R1 - R2)`` (MATH.md section 6).
+    """Bradley-Terry ``P(t1 > t2) = e^{R1} / (e^{R1} + e^{R2}) = sigma(R1 - R2)``.
+
+    MATH.md section 6.
 
     Stable for any finite returns (only ``exp`` of non-positive numbers is taken).
     Broadcasts over arrays.
@@ -218,7 +223,7 @@ def bce_grad_logit(z, y):
     return sigmoid(z) - np.asarray(y, dtype=np.float64)
 
 
-# ----------------------------------------------------------------------------- trajectory objectives
+# ---------------------------------------------------------------------------- trajectory objectives
 
 
 class TrajectoryUpper:
@@ -281,7 +286,8 @@ class TrajectoryUpper:
         if n > self.cap:
             raise InvalidInputError(
                 "H",
-                f"(S A)^(H m) <= {self.cap} enumerated tuples for the exact route (use mode='sample')",
+                f"(S A)^(H m) <= {self.cap} enumerated tuples for the exact route "
+                "(use mode='sample')",
                 f"(S A)^(H m) = ({self.S}*{self.A})^({self.H}*{self.m}) = {n}",
             )
         single = enumerate_trajectories(self.P_u, self.mu_u, pi, self.H)
@@ -314,7 +320,10 @@ class TrajectoryUpper:
         return float(w @ l), w @ gl, gpi
 
     def sampled(self, x, pi, *, n_samples=None, rng=None):
-        """``(f, grad_x f, grad_pi f)`` estimated from ``n_samples`` tuples (score function for ``pi``)."""
+        """``(f, grad_x f, grad_pi f)`` estimated from ``n_samples`` tuples.
+
+        ``grad_pi f`` by the score function.
+        """
         x = as_float_array(x, "x", ndim=1)
         pi = self._policy(pi)
         n = self.n_samples if n_samples is None else int(n_samples)

@@ -55,7 +55,8 @@ def naive_solve(mdp, r_sa, *, entropy_sign=-1.0, naive=True, sweeps=60):
             V_new = np.linalg.solve(np.eye(S) - mdp.gamma * soft.state_chain(mdp.P, pi), c)
             # stop once a policy-iteration step moves V by <= 1e-13 relative: convergence is
             # quadratic, so V is then at the float64 floor, and a failing property is caught by
-            # the slip under test, not by under-convergence (the reference stops at tol 1e-12 + polish)
+            # the slip under test, not by under-convergence (the reference stops at
+            # tol 1e-12 + polish)
             if np.max(np.abs(V_new - V)) <= 1e-13 * max(1.0, np.max(np.abs(V_new))):
                 V = V_new
                 break

@@ -95,7 +95,8 @@ def close(actual, desired, *, rtol: float, scale, what: str, atol: float = 0.0) 
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.size} entries off; worst at flat index {k}: "
             f"actual {a.flat[k]!r}, desired {d.flat[k]!r}, |diff| {err.flat[k]:.3e} > "
-            f"atol {atol:.3e} + rtol {rtol:g} * scale {np.broadcast_to(scale, err.shape).flat[k]:.3e}"
+            f"atol {atol:.3e} + rtol {rtol:g} * "
+            f"scale {np.broadcast_to(scale, err.shape).flat[k]:.3e}"
         )
 
 

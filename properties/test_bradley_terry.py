@@ -36,7 +36,10 @@ labels = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(min_value=0.0, max_val
 
 
 def _mp_bce(z, y):
-    """Raw definition ``-y log sigma(z) - (1 - y) log(1 - sigma(z))`` with ``log sigma(z) = -log1p(e^{-z})``."""
+    """Raw definition ``-y log sigma(z) - (1 - y) log(1 - sigma(z))``.
+
+    With ``log sigma(z) = -log1p(e^{-z})``.
+    """
     return y * mpmath.log1p(mpmath.exp(-z)) + (1 - y) * mpmath.log1p(mpmath.exp(z))
 
 
@@ -78,7 +81,10 @@ def trajectory_pairs(draw):
 
 
 def check_bt_shift_invariance(impl, pair) -> None:
-    """Section 6: adding one constant to every reward leaves ``P(t1 > t2)`` unchanged (equal horizons)."""
+    """Section 6: adding one constant to every reward leaves ``P(t1 > t2)`` unchanged.
+
+    (Equal horizons.)
+    """
     r, t1, t2, c = pair
     R = [float(np.sum(r[s, a])) for s, a in (t1, t2)]
     Rc = [float(np.sum((r + c)[s, a])) for s, a in (t1, t2)]
@@ -96,7 +102,10 @@ def check_bt_shift_invariance(impl, pair) -> None:
 
 
 def check_bce_matches_mpmath(impl, z, y) -> None:
-    """Section 6: ``BCE`` from the logit equals the raw definition; ``dBCE/dz = sigma(z) - y`` (mpmath.diff)."""
+    """Section 6: ``BCE`` from the logit equals the raw definition.
+
+    Also ``dBCE/dz = sigma(z) - y`` (by mpmath.diff).
+    """
     with mpmath.workdps(50):
         zm, ym = mpmath.mpf(z), mpmath.mpf(y)
         l_mp = float(_mp_bce(zm, ym))
@@ -136,7 +145,8 @@ def check_bce_stable_vs_naive(impl, z, y) -> None:
         p = 1.0 / (1.0 + np.exp(-z))
         naive = -y * np.log(p) - (1.0 - y) * np.log(1.0 - p)
     if np.isfinite(naive):
-        # the naive form inherits the rounding of p (and 1 - p): relative eps / min(p, 1 - p) in the logs
+        # the naive form inherits the rounding of p (and 1 - p):
+        # relative eps / min(p, 1 - p) in the logs
         slack = 4 * EPS / max(min(p, 1.0 - p), EPS) * (1.0 + abs(z))
         close(
             stable,

@@ -97,7 +97,10 @@ MUTANTS = [
 
 
 def falsify(body, impl, strategies):
-    """Run ``body(impl, **drawn)`` under :data:`FALSIFY`; return (exception info, examples tried)."""
+    """Run ``body(impl, **drawn)`` under :data:`FALSIFY`.
+
+    Returns (exception info, examples tried).
+    """
     tried = []
 
     @FALSIFY
@@ -123,7 +126,7 @@ def test_property_catches_bug(family, bug, body, strategies, reason):
 
 
 def test_every_family_has_a_mutant():
-    """Section list of the issue: all five families and every broken implementation are exercised."""
+    """All five families and every broken implementation are exercised."""
     families = {fam for fam, *_ in MUTANTS}
     assert families == {"m_matrix", "contraction", "consistency", "bradley_terry", "invariances"}
     assert {bug for _, bug, *_ in MUTANTS} == set(BROKEN)

@@ -76,7 +76,10 @@ def check_monotone(impl, cab) -> None:
 
 
 def check_shift(impl, cab) -> None:
-    """MATH.md section 1: ``T(Q + c) = T(Q) + gamma c`` for a constant ``c`` (``T_V`` and ``T_Q``)."""
+    """MATH.md section 1: ``T(Q + c) = T(Q) + gamma c`` for a constant ``c``.
+
+    Checked for ``T_V`` and ``T_Q``.
+    """
     case, a, b = cab
     mdp, r = case.mdp, case.r_sa
     c = float(b[0, 0] - a[0, 0])
@@ -98,7 +101,10 @@ def check_shift(impl, cab) -> None:
 
 
 def check_value_iteration_rate(impl, cab) -> None:
-    """MATH.md section 1: ``||T^k Q0 - Q*||_inf <= gamma^k ||Q0 - Q*||_inf`` (k = 1..8), ``Q*`` from Newton."""
+    """MATH.md section 1: ``||T^k Q0 - Q*||_inf <= gamma^k ||Q0 - Q*||_inf`` (k = 1..8).
+
+    ``Q*`` from Newton.
+    """
     case, a, _ = cab
     mdp, r = case.mdp, case.r_sa
     sol = impl.solve(mdp, r)
@@ -118,7 +124,7 @@ def check_value_iteration_rate(impl, cab) -> None:
 
 
 def check_jacobian_at_fixed_point(impl, cab) -> None:
-    """MATH.md section 2: ``dT_V/dV`` at ``V*`` equals ``gamma P_{pi*}`` (complex-step differentiation).
+    """MATH.md section 2: ``dT_V/dV`` at ``V*`` equals ``gamma P_{pi*}`` (complex step).
 
     The complex step ``Im T(V* + i h e_j) / h`` (h = 1e-20 |V*|-relative) differentiates the
     operator code without subtractive cancellation, so it matches to a few ulps of

@@ -73,7 +73,10 @@ def case_and_seed(draw):
 
 
 def check_gauge(impl, cs) -> None:
-    """Section 3: adding ``c(s)`` to ``grad_pi f`` leaves ``grad phi`` unchanged (``sum_a dpi*[s,a] = 0``)."""
+    """Section 3: adding ``c(s)`` to ``grad_pi f`` leaves ``grad phi`` unchanged.
+
+    Because ``sum_a dpi*[s,a] = 0``.
+    """
     case, seed = cs
     _, _, pi, _ = _lower(impl, case.mdp, case.r_sa)
     grad, gx, gpi, dr = _grad(impl, case, pi)
@@ -84,7 +87,10 @@ def check_gauge(impl, cs) -> None:
 
 
 def check_adjoint_equals_sa_form(impl, cs) -> None:
-    """Sections 2-3: (9) with the S x S adjoint equals ``grad_x f + sum g dpi*`` from the SA x SA solve."""
+    """Sections 2-3: (9) with the S x S adjoint equals the SA x SA form.
+
+    The SA x SA form is ``grad_x f + sum g dpi*`` with ``dpi*`` from the SA x SA solve.
+    """
     case, _ = cs
     _, _, pi, _ = _lower(impl, case.mdp, case.r_sa)
     grad, gx, gpi, dr = _grad(impl, case, pi, form="adjoint")
@@ -98,8 +104,11 @@ def check_adjoint_equals_sa_form(impl, cs) -> None:
 
 
 def check_shaping_and_shift(impl, cs) -> None:
-    """Section 3: potential-based shaping ``r + gamma P h - h`` and a constant shift ``r + c`` leave
-    ``pi*`` (and so everything through pi) unchanged; ``V*`` moves to ``V* - h`` resp. ``V* + c/(1-gamma)``."""
+    """Section 3: potential-based shaping and a constant shift leave ``pi*`` unchanged.
+
+    Shaping ``r + gamma P h - h`` and shift ``r + c`` leave ``pi*`` (and so everything through
+    pi) unchanged; ``V*`` moves to ``V* - h`` resp. ``V* + c/(1-gamma)``.
+    """
     case, seed = cs
     mdp, r = case.mdp, case.r_sa
     rng = np.random.default_rng(seed)
@@ -136,7 +145,10 @@ def check_shaping_and_shift(impl, cs) -> None:
 
 
 def check_temperature_scaling(impl, cs) -> None:
-    """Section 3: ``(r, tau) -> (c r, c tau)`` leaves ``pi*`` and ``dlog pi*`` unchanged and scales ``V*``, ``dV*`` by c."""
+    """Section 3: ``(r, tau) -> (c r, c tau)`` leaves ``pi*`` and ``dlog pi*`` unchanged.
+
+    It scales ``V*`` and ``dV*`` by c.
+    """
     case, seed = cs
     mdp, r, dr = case.mdp, case.r_sa, case.dr_sad
     c = float(10.0 ** np.random.default_rng(seed).uniform(-1.0, 1.0))
@@ -228,8 +240,11 @@ def check_relabelling(impl, cs) -> None:
 
 
 def check_series_equals_solve(impl, cs) -> None:
-    """Prop. 5.1 (section 2): ``dV* = sum_k (gamma P_pi)^k Phi``; the series truncated at ``K = 2^m``
-    terms (by doubling) equals the solve up to the tail bound ``gamma^K ||Phi|| / (1 - gamma)``."""
+    """Prop. 5.1 (section 2): ``dV* = sum_k (gamma P_pi)^k Phi``.
+
+    The series truncated at ``K = 2^m`` terms (by doubling) equals the solve up to the tail
+    bound ``gamma^K ||Phi|| / (1 - gamma)``.
+    """
     case, _ = cs
     mdp, dr = case.mdp, case.dr_sad
     _, _, pi, _ = _lower(impl, mdp, case.r_sa)
@@ -264,8 +279,10 @@ def check_series_equals_solve(impl, cs) -> None:
 
 
 def check_push_through(impl, cs) -> None:
-    """Section 2: ``(I - gamma P Pi)^{-1} = I + gamma P (I - gamma Pi P)^{-1} Pi``; S x S and SA x SA
-    implicit derivatives agree."""
+    """Section 2: ``(I - gamma P Pi)^{-1} = I + gamma P (I - gamma Pi P)^{-1} Pi``.
+
+    The S x S and SA x SA implicit derivatives agree.
+    """
     case, _ = cs
     mdp, dr = case.mdp, case.dr_sad
     S, A = mdp.S, mdp.A

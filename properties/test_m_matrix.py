@@ -65,21 +65,30 @@ def _check_m_matrix(M: np.ndarray, gamma: float, what: str) -> None:
 
 
 def check_state_chain_m_matrix(impl, chain) -> None:
-    """MATH.md section 2: ``I - gamma P_pi`` ([S, S]) is a nonsingular M-matrix with the stated closed forms."""
+    """MATH.md section 2: ``I - gamma P_pi`` ([S, S]) is a nonsingular M-matrix.
+
+    With the stated closed forms.
+    """
     P, pi, gamma = chain
     assert kappa_bound(gamma) * EPS < RTOL / 100  # generated conditioning (strategies.MAX_KAPPA)
     _check_m_matrix(np.eye(P.shape[0]) - gamma * impl.state_chain(P, pi), gamma, "I - gamma P_pi")
 
 
 def check_sa_chain_m_matrix(impl, chain) -> None:
-    """MATH.md section 2: ``I - gamma P^pi`` ([SA, SA]) is a nonsingular M-matrix with the stated closed forms."""
+    """MATH.md section 2: ``I - gamma P^pi`` ([SA, SA]) is a nonsingular M-matrix.
+
+    With the stated closed forms.
+    """
     P, pi, gamma = chain
     S, A, _ = P.shape
     _check_m_matrix(np.eye(S * A) - gamma * impl.sa_chain(P, pi), gamma, "I - gamma P^pi")
 
 
 def check_neumann_series(impl, chain) -> None:
-    """MATH.md section 2: ``(I - gamma P_pi)^{-1} = sum_k (gamma P_pi)^k`` (truncated, tail <= gamma^K/(1-gamma))."""
+    """MATH.md section 2: ``(I - gamma P_pi)^{-1} = sum_k (gamma P_pi)^k``.
+
+    Truncated at ``K`` terms, with tail ``<= gamma^K / (1 - gamma)``.
+    """
     P, pi, gamma = chain
     Ppi = impl.state_chain(P, pi)
     S = P.shape[0]

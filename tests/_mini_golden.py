@@ -29,7 +29,10 @@ LOWTAU = [("mini-lowtau", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=10
 
 
 def mp_certify(case: dict, dps: int = 50) -> dict:
-    """V, Q, pi, phi, grad of a linear-reward, quadratic-upper case in mpmath (MATH.md (5)-(7), (9))."""
+    """V, Q, pi, phi, grad of a linear-reward, quadratic-upper case in mpmath.
+
+    MATH.md (5)-(7), (9).
+    """
     with mpmath.workdps(dps):
         f = mpmath.mpf
         P = [[[f(v) for v in row] for row in sa] for sa in case["mdp"]["P"]]
@@ -113,7 +116,10 @@ def mp_certify(case: dict, dps: int = 50) -> dict:
 
 
 def mini_reference(root: Path, specs=MINI) -> None:
-    """Write a one-group (``mini``) golden folder for ``specs`` ``[(id, seed, gen_linear params)]`` at ``root``."""
+    """Write a one-group (``mini``) golden folder at ``root``.
+
+    ``specs`` is ``[(id, seed, gen_linear params)]``.
+    """
     shutil.copytree(SCHEMA_DIR, root / "schema")
     route = {
         "a": "mpmath Newton + closed form (9), 50 digits (test fixture)",

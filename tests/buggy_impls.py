@@ -117,7 +117,10 @@ def unnormalized_policy(p):
 
 
 def no_max_shift(p):
-    """Softmax as exp(Q / tau) / sum exp(Q / tau): overflows (inf / inf = nan) at tau = 0.01, |r| ~ 100."""
+    """Softmax as exp(Q / tau) / sum exp(Q / tau).
+
+    Overflows (inf / inf = nan) at tau = 0.01, |r| ~ 100.
+    """
     _, Q, _ = _soft_newton(p.P, p.gamma, p.tau, p.reward(p.x))
     with np.errstate(over="ignore", invalid="ignore"):
         e = np.exp(Q / p.tau)

@@ -1,4 +1,7 @@
-"""Case files (schema bilevel-check/case/v1): round trip, decimal strings, errors naming file and field."""
+"""Case files (schema bilevel-check/case/v1).
+
+Round trip, decimal strings, errors naming file and field.
+"""
 
 from __future__ import annotations
 

@@ -121,8 +121,9 @@ def test_run_reference_engine_on_gridworld(tmp_path):
     np.testing.assert_array_equal(nan_array(hist["h_norm"][0]), ref.h_norm)
     assert hist["seconds"] is None  # not timed: null, not NaN (valid JSON)
     # independent numbers: phi at each recorded x from a VI lower solve (the loop uses Newton).
-    # VI stops at relative residual 1e-12, so |dQ| <= gamma 1e-12 max(1, |V|) / (1 - gamma), log pi moves
-    # by <= 2 |dQ| / tau and phi by <= sum |pi grad_pi f| 2 |dQ| / tau (~3.4e-12; measured <= 1.6e-17)
+    # VI stops at relative residual 1e-12, so |dQ| <= gamma 1e-12 max(1, |V|) / (1 - gamma), log pi
+    # moves by <= 2 |dQ| / tau and phi by <= sum |pi grad_pi f| 2 |dQ| / tau
+    # (~3.4e-12; measured <= 1.6e-17)
     mdp, reward, upper = get_problem("gridworld", seed=0).parts()
     xs, phis = np.array(hist["x"][0]), nan_array(hist["phi"][0])
     for xk, phi in zip(xs[: len(phis)], phis, strict=True):  # phi_k is recorded at x_k, k < K

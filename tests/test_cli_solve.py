@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from bilevel_check import cli
-from bilevel_check.routes import precise
 from bilevel_check.case import make_case
+from bilevel_check.routes import precise
 
 
 def _case(tmp_path, kind):

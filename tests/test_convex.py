@@ -6,7 +6,8 @@ Measured with the default Clarabel settings (gap 1e-10, feasibility 1e-12) on th
 families x gamma in {0, 0.5, 0.9, 0.99} x tau in {0.05, 1, 20}:
 max |pi_cvx - pi_vi| = 2.1e-7 (S=8, A=4) and 5.9e-8 (S=A=20, except below), V from the
 duals within 2e-10 relative. The one case beyond 1e-6 is sparse/absorbing at S=A=20,
-gamma=0.99, tau=0.05: 1.9e-5 (expected failure of the pi bound only, strict, below). At tau = 0.05 on the dense and sparse families Clarabel ends with status
+gamma=0.99, tau=0.05: 1.9e-5 (expected failure of the pi bound only, strict, below).
+At tau = 0.05 on the dense and sparse families Clarabel ends with status
 'optimal_inaccurate' for every tolerance tried (1e-10 .. 1e-12; the dominated actions
 have pi ~ 1e-40): those cases need ``accept_inaccurate=True`` and are marked below.
 """

@@ -13,9 +13,9 @@ import json
 import numpy as np
 import pytest
 
-from bilevel_check.routes import convex
 from bilevel_check.case import make_case
 from bilevel_check.cli import main
+from bilevel_check.routes import convex
 from bilevel_check.routes.crosscheck import default_case, format_table, run_crosscheck
 
 

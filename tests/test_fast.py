@@ -45,9 +45,9 @@ def test_m_sobirl_fast_matches_reference_first_100_iterates(name, *, rtol=1e-10)
     assert rel_err(fast.h[:, 0], ref.h) <= rtol
     # diagnostics: batched torch Newton + (9) vs numpy Newton + (9), both to 1e-12
     np.testing.assert_allclose(fast.phi[:, 0], ref.phi, rtol=1e-10)
-    # true_grad_err = |h - grad phi| cancels (down to 2.8e-7 at |h| = 0.8, ranmdp_small k = 55), so its
-    # error is absolute: atol = 1e-12 per-route accuracy of O(1) vectors; measured max abs diff 1.1e-15
-    # (ranmdp_small, rel 1.05e-10 there), 1.9e-13 (garnet, rel 2.7e-13)
+    # true_grad_err = |h - grad phi| cancels (down to 2.8e-7 at |h| = 0.8, ranmdp_small k = 55), so
+    # its error is absolute: atol = 1e-12 per-route accuracy of O(1) vectors; measured max abs diff
+    # 1.1e-15 (ranmdp_small, rel 1.05e-10 there), 1.9e-13 (garnet, rel 2.7e-13)
     np.testing.assert_allclose(fast.true_grad_err[:, 0], ref.true_grad_err, rtol=rtol, atol=1e-12)
 
 
@@ -188,7 +188,7 @@ def test_sobirl_sampling_is_seeded():
     assert not np.array_equal(runs[0].x, runs[2].x)
 
 
-# ----------------------------------------------------------------------------- devices and bad input
+# ---------------------------------------------------------------------------- devices and bad input
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")

@@ -173,7 +173,10 @@ def test_model_free_terms_match_float64_enumeration():
 
 
 def test_model_free_terms_match_independent_float64_model_free_code():
-    """The float64 enumeration of (13) and (14) (bilevel_check.model_free) vs the mpmath enumeration."""
+    """The float64 enumeration of (13) and (14) vs the mpmath enumeration.
+
+    The float64 one is bilevel_check.model_free.
+    """
     from bilevel_check.model_free import model_free_hypergradient_exact
 
     rtol = (
@@ -226,12 +229,16 @@ def test_bandit_and_markov_reward_process_closed_forms():
             err = max(abs(a - b) for a, b in zip(V, want))
             assert err <= mpmath.mpf(10) ** (-k) * max(abs(v) for v in want), gc.id
             checked += 1
-    # every single_state case the manifest lists was checked (4 in suite v1: two bandits, an MRP, S = A = 1)
+    # every single_state case the manifest lists was checked
+    # (4 in suite v1: two bandits, an MRP, S = A = 1)
     assert checked == len(load_manifest()["groups"]["single_state"]["cases"]) > 0
 
 
 def test_quadratic_family_known_optimum_at_x_zero():
-    """r = c x^T M x vanishes at x = 0: pi* uniform, phi(0) = S/(2A), grad phi(0) = 0 (MATH.md section 6)."""
+    """r = c x^T M x vanishes at x = 0: pi* uniform, phi(0) = S/(2A), grad phi(0) = 0.
+
+    MATH.md section 6.
+    """
     gc = BY_ID["quad-S3A2-x0"]
     S, A = 3, 2
     with mpmath.workdps(60):

@@ -60,8 +60,8 @@ def test_exact_13_plus_14_equals_closed_form_9(labels, linear, gamma, tau):
     # (13) alone is E[grad_x l], i.e. grad_x f: the upper's exact route sums the same w * grad_x l
     # (measured difference 0; 1e-14 ~ 50 eps on entries <= 0.25 allows a reordered 1296-term sum)
     np.testing.assert_allclose(mf.term13, up.exact(x, mf.pi)[1], rtol=0, atol=1e-14)
-    # independent of grad_x l: Richardson differences of f(., pi) at fixed pi (only l enters), within
-    # their own per-coordinate error estimate (~1e-13; measured |term13 - fd| <= 2.2e-14)
+    # independent of grad_x l: Richardson differences of f(., pi) at fixed pi (only l enters),
+    # within their own per-coordinate error estimate (~1e-13; measured |term13 - fd| <= 2.2e-14)
     fd = richardson_gradient(lambda z: up.exact(z, mf.pi)[0], x)
     assert np.all(np.abs(mf.term13 - fd.grad) <= fd.error_estimate), (
         mf.term13 - fd.grad,
@@ -150,7 +150,8 @@ def test_rollout_implicit_is_unbiased_for_dq_minus_dv():
     )
     mean, se = est.mean(axis=2), est.std(axis=2, ddof=1) / np.sqrt(4000)
     # geometric termination makes the undiscounted sum unbiased (no truncation bias);
-    # + 1e-12 only guards a zero-variance pair (se = 0); measured min se 2.9e-3, max |mean - D| / se 3.1
+    # + 1e-12 only guards a zero-variance pair (se = 0);
+    # measured min se 2.9e-3, max |mean - D| / se 3.1
     assert np.all(np.abs(mean - D) <= 4.5 * se + 1e-12)
 
 

@@ -1,4 +1,7 @@
-"""The oracle's check_* functions, tolerance policy and report, each against an independent route."""
+"""The oracle's check_* functions, tolerance policy and report.
+
+Each is tested against an independent route.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ import buggy_impls as bi
 import numpy as np
 import pytest
 
-from bilevel_check.oracle import check as oracle
 from bilevel_check._validation import InvalidInputError, InvalidInputTypeError
 from bilevel_check.case import load_case, make_case
 from bilevel_check.hypergrad import phi_value
 from bilevel_check.model_free import model_free_hypergradient_exact, sobirl_estimator
+from bilevel_check.oracle import check as oracle
 from bilevel_check.routes.precise_traj import make_traj_case
 from bilevel_check.soft import solve_soft
 
@@ -60,9 +63,9 @@ def test_policy_tolerance_uses_condition_number_from_numpy_cond():
         M = np.eye(cp.mdp.S) - cp.mdp.gamma * np.einsum("sa,sat->st", sol.pi, cp.mdp.P)
         cond = np.linalg.cond(M, p=np.inf)  # independent: numpy's own condition number
         kappa = cond * max(1.0, np.abs(sol.Q).max() / cp.mdp.tau)
-        # the policy's formula, version "1": max(100 eps, solver tol 1e-12) * kappa. Both Newton solves end at
-        # the float64 floor, log pi known to ~eps |Q|/tau, so kappa moves by ~cond eps |Q|/tau <= 1.3e-10
-        # relative (CASES[0]: cond 18.6, |Q|/tau 3e4); measured 0 and 1.5e-13
+        # the policy's formula, version "1": max(100 eps, solver tol 1e-12) * kappa. Both Newton
+        # solves end at the float64 floor, log pi known to ~eps |Q|/tau, so kappa moves by ~cond eps
+        # |Q|/tau <= 1.3e-10 relative (CASES[0]: cond 18.6, |Q|/tau 3e4); measured 0 and 1.5e-13
         assert res.rtol["grad"] == pytest.approx(max(100 * EPS, 1e-12) * kappa, rel=1e-9)
         assert "float64" in res.why and "cond_inf" in res.why
     assert rep.policy["version"] == "1"
@@ -109,7 +112,10 @@ def test_relative_perturbation_gives_its_digits_and_fails():
 
 
 def test_low_temperature_tolerance_follows_the_term_scale_of_9():
-    """tau = 0.01, |r| ~ 100: (9) sums terms ~ |g| |dr| / tau >> |grad|; the atol is rtol times that sum."""
+    """tau = 0.01, |r| ~ 100: (9) sums terms ~ |g| |dr| / tau >> |grad|.
+
+    The atol is rtol times that sum.
+    """
     rep = oracle.check_hypergradient(bi.correct_numpy, CASES[:1])
     cp = load_case(CASES[0]).to_float64()
     sol = solve_soft(cp.mdp, cp.reward.value(cp.x))
@@ -127,8 +133,8 @@ def test_low_temperature_tolerance_follows_the_term_scale_of_9():
         / cp.mdp.tau
     )
     res = rep.cases[0]
-    # terms from this Newton pi vs the oracle's reference pi, both at the float64 floor: they differ by
-    # ~cond eps |Q|/tau = 1.3e-10 relative (cond 18.6, |Q|/tau 3e4); measured 0
+    # terms from this Newton pi vs the oracle's reference pi, both at the float64 floor: they differ
+    # by ~cond eps |Q|/tau = 1.3e-10 relative (cond 18.6, |Q|/tau 3e4); measured 0
     assert res.atol["grad"] == pytest.approx(res.rtol["grad"] * terms.max(), rel=1e-9)
     assert rep.passed
 
@@ -227,7 +233,8 @@ def test_estimator_bias_test_passes_unbiased_and_fails_dropped_term():
     assert rep.passed, rep.to_text()
     desired = np.array([e.desired for e in sorted(rep.entries, key=lambda e: e.index)])
     # closed form (9) vs exact enumeration of (13)+(14): same number by Prop. 5.2. O(1) entries:
-    # rtol covers the lower solve's 1e-12 tol (measured abs 1.3e-15, rel 5.5e-15); atol only for a zero entry
+    # rtol covers the lower solve's 1e-12 tol (measured abs 1.3e-15, rel 5.5e-15);
+    # atol only for a zero entry
     np.testing.assert_allclose(desired, exact.grad, rtol=1e-12, atol=1e-14)
     # Bonferroni z for alpha = 1e-3 over 2 coordinates: Phi^{-1}(1 - 2.5e-4)
     assert rep.extra["z"] == pytest.approx(3.4808, abs=1e-4)

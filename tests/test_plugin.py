@@ -122,7 +122,8 @@ def test_downstream_run_counts_header_and_reasons(downstream):
     assert counts == {k: v for k, v in want.items() if v}, proc.stdout[-3000:]
     out = proc.stdout
     assert re.search(
-        r"bilevel-check: tolerance policy v1, golden suite test-1\+[0-9a-f]{12}, hypothesis profile",
+        r"bilevel-check: tolerance policy v1, "
+        r"golden suite test-1\+[0-9a-f]{12}, hypothesis profile",
         out,
     )
     assert "known gap mini-a: known gap a" in out and "known gap mini-b: marker gap" in out
@@ -135,12 +136,16 @@ def test_downstream_run_counts_header_and_reasons(downstream):
 
 def test_downstream_select_case_with_k_and_xslow_env(downstream):
     proc, counts = _pytest(downstream, "-k", "mini-b or very_long", BILEVEL_CHECK_XSLOW="1")
-    # test_correct[mini-b] and test_very_long pass, test_wrong[mini-b] fails, test_wrong_marked[mini-b] xfails
+    # test_correct[mini-b] and test_very_long pass, test_wrong[mini-b] fails,
+    # test_wrong_marked[mini-b] xfails
     assert counts == {"passed": 2, "failed": 1, "xfailed": 1}, proc.stdout[-2000:]
 
 
 def test_mini_reference_agrees_with_float64_reference(tmp_path):
-    """The fixture's mpmath route and the package's float64 closed form agree (independent routes)."""
+    """The fixture's mpmath route and the package's float64 closed form agree.
+
+    (Independent routes.)
+    """
     from bilevel_check.golden import load_golden
     from bilevel_check.hypergrad import hypergradient
 

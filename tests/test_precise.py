@@ -20,8 +20,8 @@ import pytest
 from _families import GAMMAS, TAUS, make_problem
 
 from bilevel_check import InvalidInputError
-from bilevel_check.routes import precise
 from bilevel_check.hypergrad import hypergradient
+from bilevel_check.routes import precise
 from bilevel_check.routes.finite_diff import mp_central_difference
 from bilevel_check.routes.precise import (
     digits_of_agreement,
@@ -263,7 +263,7 @@ def test_from_parts_matches_case_route():
     assert digits_of_agreement([out.phi], [ref.phi]) >= 40
 
 
-# ----------------------------------------------------------------------------- helpers, scope, errors
+# --------------------------------------------------------------------------- helpers, scope, errors
 
 
 def test_strings_round_trip_and_agreement_helper():

@@ -40,7 +40,8 @@ def test_smoke_exact_estimator_decreases_phi_and_tracks_grad_phi():
     # w @ l over 1296 tuples rounds by <= 1296 eps ~ 3e-13 relative (measured 1 ulp)
     assert hist.phi[0] == pytest.approx(np.log(2.0), rel=3e-13, abs=0)
     # beta = 1 is below 1/L here, so the descent lemma with h = g + e gives
-    # phi_k - phi_k+1 >= beta (|g_k|^2 - |e_k|^2) / 2 (measured decrease / (beta |g_k|^2 / 2): 1.77-1.81)
+    # phi_k - phi_k+1 >= beta (|g_k|^2 - |e_k|^2) / 2
+    # (measured decrease / (beta |g_k|^2 / 2): 1.77-1.81)
     beta, g, e = hist.params["beta"], hist.grad_norm[:-1], hist.true_grad_err[:-1]
     assert np.all(-np.diff(hist.phi) >= 0.5 * beta * (g**2 - e**2))
     assert np.all(hist.log_pi_err <= 1e-8)
@@ -107,18 +108,20 @@ def test_sobirl_reduces_grad_phi_tenfold_and_baseline_stops_at_a_wrong_point():
     assert exact.grad_norm[-1] < 1e-6 * g0
     assert np.mean(sampled.grad_norm[-20:]) < 0.1 * g0
     # the end point is stationary by an independent route too
-    # |fd| <= |grad phi| (measured 7.3e-11) + the helper's ~1e-10 FD error; measured max |fd| 3.9e-11
+    # |fd| <= |grad phi| (measured 7.3e-11) + the helper's ~1e-10 FD error;
+    # measured max |fd| 3.9e-11
     np.testing.assert_allclose(_fd_grad_phi(p, exact.x[-1]), 0.0, atol=1e-9)
 
     base = reward_fitting_baseline(p)
     # the baseline has converged for its own fixed-point equation E[grad_x l] = 0 (measured 7.8e-11
-    # after the default 300 steps; 1e-8 is still 4e6x below the true |grad phi| 0.0426 contrasted below) ...
+    # after the default 300 steps; 1e-8 is still 4e6x below the true |grad phi| 0.0426
+    # contrasted below) ...
     assert base.fit_grad_norm < 1e-8
     # ... where the true hyper-gradient is far from zero (measured 0.0426 vs 7e-11), and
     # central differences of phi (sharing no code with (9)) confirm it
     fd = _fd_grad_phi(p, base.x)
-    # FD error ~1e-10 per coordinate (helper docstring), sqrt(6) * 1e-10 on a norm of 0.0426: rel 6e-9
-    # (measured 6.9e-10)
+    # FD error ~1e-10 per coordinate (helper docstring), sqrt(6) * 1e-10 on a norm of 0.0426: rel
+    # 6e-9 (measured 6.9e-10)
     assert np.linalg.norm(fd) == pytest.approx(base.true_grad_norm, rel=1e-8)
     assert base.true_grad_norm > 1e-2 and base.true_grad_norm > 1e6 * exact.grad_norm[-1]
     assert base.phi > exact.phi[-1] + 1e-3  # measured 0.48846 vs 0.48399

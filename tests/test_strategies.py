@@ -1,4 +1,6 @@
-"""Tests of :mod:`bilevel_check.oracle.strategies`: profiles, validation, and what the strategies generate.
+"""Tests of :mod:`bilevel_check.oracle.strategies`.
+
+Profiles, validation, and what the strategies generate.
 
 Coverage claims (gamma piled near 1, tau across decades, |r| over six decades, all
 transition kinds) are checked on a fixed derandomized sample; the guarantees every
@@ -129,7 +131,8 @@ def test_transition_kinds_are_stochastic_with_their_structure(kind):
             # the last state is absorbing under every action
             assert np.all(P[S - 1, :, S - 1] == 1.0)
         else:
-            # max entry (1 + eps u) / (1 + eps sum u) >= 1 / (1 + eps S) >= 1 - eps S, eps <= 1e-3, u < 1
+            # max entry (1 + eps u) / (1 + eps sum u) >= 1 / (1 + eps S) >= 1 - eps S,
+            # eps <= 1e-3, u < 1
             assert np.all(P.max(axis=-1) >= 1 - 1e-3 * P.shape[-1])
 
 
@@ -139,7 +142,8 @@ def test_near_deterministic_policy_found():
         lambda p: np.min(p.max(axis=1)) > 1 - 1e-6,
         settings=settings(database=None, derandomize=True),
     )
-    # e / e.sum: 4 divisions and 3 additions, each <= eps/2 relative: <= 7 * 1.1e-16 (measured 1.1e-16)
+    # e / e.sum: 4 divisions and 3 additions, each <= eps/2 relative: <= 7 * 1.1e-16
+    # (measured 1.1e-16)
     np.testing.assert_allclose(pi.sum(axis=1), 1.0, rtol=0, atol=1e-15)
 
 
@@ -162,9 +166,10 @@ def test_generated_problems_solve_and_agree_with_value_iteration(case, data):
         bound = (newton.residual + vi.residual) / (1 - g) + 1e-12 * max(1.0, np.max(np.abs(vi.V)))
         assert np.max(np.abs(newton.V - vi.V)) <= bound
     else:
-        # pi = softmax(Q(V)/tau) gives V^pi - V = (I - g P_pi)^-1 (T(V) - V), so |V^pi - V| <= res/(1 - g);
-        # res from soft_bellman_v, held to Newton's tol 1e-12 relative. Rows renormalized: their
-        # ~eps|Q|/tau sum defect would be amplified by 1/(1 - g) (measured 7e-8 at |V| = 1e3 without).
+        # pi = softmax(Q(V)/tau) gives V^pi - V = (I - g P_pi)^-1 (T(V) - V),
+        # so |V^pi - V| <= res/(1 - g); res from soft_bellman_v, held to Newton's tol 1e-12
+        # relative. Rows renormalized: their ~eps|Q|/tau sum defect would be amplified by
+        # 1/(1 - g) (measured 7e-8 at |V| = 1e3 without).
         res = np.max(np.abs(soft_bellman_v(case.mdp, r, newton.V) - newton.V))
         assert res <= 1e-12 * max(1.0, np.max(np.abs(newton.V)))
         z = newton.pi.sum(axis=1, keepdims=True)

@@ -55,7 +55,10 @@ def test_sympy_tabular_reward_2x2():
 
 
 def test_sympy_single_state_closed_form():
-    """S = 1, tabular r = x: grad = cx x + (1/tau)(diag(pi) - pi pi^T)(G + cpi pi), pi = softmax(x/tau)."""
+    """S = 1, tabular r = x: the closed form of the hyper-gradient.
+
+    grad = cx x + (1/tau)(diag(pi) - pi pi^T)(G + cpi pi), pi = softmax(x/tau).
+    """
     x, G, tau = ["0.7", "-0.2", "0.05"], ["1", "0", "-1"], "0.3"
     got = symbolic_hypergradient(
         [[[1], [1], [1]]],

@@ -187,8 +187,8 @@ def test_torch_twins_equal_numpy_models():
     for m in models:
         xx = rng.normal(size=m.d)
         r = torch_reward(m)(torch.tensor(xx, dtype=torch.float64)).numpy()
-        # |r| <= 1.5; torch and numpy sum the same d- or d^2-term formulas in their own order: a few ulps
-        # (measured max abs diff 3.3e-16, rel 4.5e-15 on a small entry: atol carries it)
+        # |r| <= 1.5; torch and numpy sum the same d- or d^2-term formulas in their own order: a few
+        # ulps (measured max abs diff 3.3e-16, rel 4.5e-15 on a small entry: atol carries it)
         np.testing.assert_allclose(r, m.value(xx), rtol=1e-15, atol=1e-15)
     up = bc.QuadraticUpper(0.7, rng.normal(size=(S, A)), 1.3)
     pi = rng.dirichlet(np.ones(A), size=S)
@@ -209,8 +209,9 @@ def test_callable_reward_needs_torch_twin():
     a = unrolled_hypergradient(mdp, cr, upper, x, K=40, reward_torch=lambda z: Ft @ z)
     b = unrolled_hypergradient(mdp, lin, upper, x, K=40)
     np.testing.assert_array_equal(a.grad, b.grad)  # same torch graph: bitwise equal
-    # independent route: the closed form (9). The error decays like (gamma |lambda_2|)^K (module docstring;
-    # |lambda_2| = 0.20 here, (0.9 * 0.20)^40 ~ 6e-31), leaving rounding: floor ~1e-13, measured 8.0e-16
+    # independent route: the closed form (9). The error decays like (gamma |lambda_2|)^K (module
+    # docstring; |lambda_2| = 0.20 here, (0.9 * 0.20)^40 ~ 6e-31), leaving rounding: floor ~1e-13,
+    # measured 8.0e-16
     assert _rel(a.grad, bc.hypergradient(mdp, lin, upper, x).grad) <= 1e-12
 
 

@@ -81,9 +81,10 @@ def test_missing_inv_tau_report_is_tau_times_the_implicit_part(capsys):
         x = _grad_x_f(e["case"])[e["index"][0]]
         tau = float(CASES[e["case"]]["mdp"]["tau"])
         # grad = gx + (1/tau) J  vs  bug = gx + J: (bug - gx) = tau (grad - gx)
-        # absolute check: both sides subtract |x| ~ 1 from nearly equal numbers (|actual - x| down to
-        # 1.5e-6), so relative error is meaningless; what remains is the bug's float64 Newton + (9) vs the
-        # reference: measured max 1.2e-11 over the 70 failing entries (at gamma 0.999), 1e-10 leaves 8x
+        # absolute check: both sides subtract |x| ~ 1 from nearly equal numbers (|actual - x| down
+        # to 1.5e-6), so relative error is meaningless; what remains is the bug's float64 Newton +
+        # (9) vs the reference: measured max 1.2e-11 over the 70 failing entries (at gamma 0.999),
+        # 1e-10 leaves 8x
         assert e["actual"] - x == pytest.approx(tau * (e["desired"] - x), rel=0, abs=1e-10)
 
 
@@ -107,8 +108,8 @@ def test_verify_passes_correct_implementations(capsys, impl):
     rc, rep = _verify(capsys, impl)
     assert rc == 0 and rep["passed"] is True and rep["n_failed"] == 0
     # correct float64 implementations agree with the reference to rounding on most entries: measured
-    # median digits 17 (exact) for the numpy ones, 15.75-15.87 for the torch ones (117 entries each);
-    # 14 leaves a factor ~50 for other BLAS orderings
+    # median digits 17 (exact) for the numpy ones, 15.75-15.87 for the torch ones (117 entries
+    # each); 14 leaves a factor ~50 for other BLAS orderings
     assert float(np.median([float(e["digits"]) for e in rep["worst"]])) >= 14.0
 
 
@@ -171,7 +172,10 @@ def test_verify_console_exit_codes_in_a_subprocess():
 
 @pytest.fixture(scope="module")
 def mini_golden(tmp_path_factory):
-    """A golden folder certified by the tests' own mpmath route, with a tau = 0.01, |r| ~ 100 case."""
+    """A golden folder certified by the tests' own mpmath route.
+
+    It includes a tau = 0.01, |r| ~ 100 case.
+    """
     root = tmp_path_factory.mktemp("golden") / "ref"
     mini_reference(root, MINI + LOWTAU)
     return root

@@ -11,7 +11,8 @@ For ``k = 0, ..., K-1``, with ``r_k = r_{x_k}``, ``dr_k = dr(x_k)`` ([S, A, d]),
    ``w_{k+1} = w_k - zeta A_k (A_k^T w_k - b_k)``
 3. ``pit_k = softmax((r_k + gamma P V_k) / tau)``  (the policy of ``T_{x_k}(Q_k)``),
    ``Phi_k[s, :] = sum_a pit_k[s, a] dr_k[s, a, :]``,
-   ``h_k = grad_x f(x_k, pi_k) + (1/tau) sum_{s,a} u_k[s, a] dr_k[s, a, :] - (1/tau) Phi_k^T w_{k+1}``
+   ``h_k = grad_x f(x_k, pi_k) + (1/tau) sum_{s,a} u_k[s, a] dr_k[s, a, :]
+   - (1/tau) Phi_k^T w_{k+1}``
 4. ``x_{k+1} = x_k - beta h_k``
 5. ``Q_{k+1} = T_{x_{k+1}}^N (Q_k)`` (N warm-started soft Bellman sweeps).
 
@@ -210,7 +211,8 @@ def m_sobirl(
             x, q, w, h, pi = m_sobirl_step(mdp, reward, upper, x, q, w, beta=beta, zeta=zeta, N=N)
             if not (np.all(np.isfinite(x)) and np.all(np.isfinite(q))):
                 raise FloatingPointError(
-                    f"m_sobirl diverged at iteration {k} (non-finite x or Q); beta={beta} is too large "
+                    f"m_sobirl diverged at iteration {k} (non-finite x or Q); "
+                    f"beta={beta} is too large "
                     "for this problem: decrease beta"
                 )
             if true_grad is not None:

@@ -124,7 +124,10 @@ def _check_pos(v, name, *, integer=False):
 
 
 def _pmd_to_accuracy(mdp, r, pi, log_pi_star, *, delta, eta, max_steps):
-    """Warm-started PMD steps until ``||log pi - log pi*||_inf <= delta``; returns ``(pi, steps, err)``."""
+    """Warm-started PMD steps until ``||log pi - log pi*||_inf <= delta``.
+
+    Returns ``(pi, steps, err)``.
+    """
     log_pi = np.log(pi)
     err = float(np.max(np.abs(log_pi - log_pi_star)))
     steps = 0

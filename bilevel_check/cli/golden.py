@@ -98,7 +98,8 @@ def _cmd_certify(args) -> int:
         print(f"bilevel-check certify: {exc}", file=sys.stderr)
         return 2
     print(
-        f"certified {len(cases)} cases ({man['total_cases']} in the manifest) in {time.perf_counter() - t0:.1f} s"
+        f"certified {len(cases)} cases ({man['total_cases']} in the manifest) "
+        f"in {time.perf_counter() - t0:.1f} s"
     )
     print(format_table(cases))
     return 0
@@ -118,7 +119,8 @@ def _cmd_show(args) -> int:
         return 0
     inp = out["inputs"]
     print(
-        f"{out['id']}  (group {out['group']}, tier {out['tier']}, flags: {', '.join(out['flags']) or '-'})"
+        f"{out['id']}  (group {out['group']}, tier {out['tier']}, "
+        f"flags: {', '.join(out['flags']) or '-'})"
     )
     print(
         f"  S={inp['S']} A={inp['A']} d={inp['d']} gamma={inp['gamma']} tau={inp['tau']} "
@@ -126,17 +128,20 @@ def _cmd_show(args) -> int:
     )
     print(f"  x = {inp['x']}")
     print(
-        f"  generator {inp['spec']['generator']} seed {inp['spec']['seed']} params {inp['spec'].get('params')}"
+        f"  generator {inp['spec']['generator']} seed {inp['spec']['seed']} "
+        f"params {inp['spec'].get('params')}"
     )
     for name, value in out["certified"].items():
         r = out["routes"][name]
         print(
-            f"  {name} [{out['certified_digits'][name]} digits; {r['a']} vs {r['b']}, agree {r['agreement']}]"
+            f"  {name} [{out['certified_digits'][name]} digits; "
+            f"{r['a']} vs {r['b']}, agree {r['agreement']}]"
         )
         print(f"    {json.dumps(value)}")
     if out["certificate"]:
         print(
-            f"  contraction certificate: |V - V*| <= {out['certificate']['bound']} (residual {out['certificate']['residual']})"
+            f"  contraction certificate: |V - V*| <= {out['certificate']['bound']} "
+            f"(residual {out['certificate']['residual']})"
         )
     return 0
 

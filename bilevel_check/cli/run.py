@@ -85,7 +85,9 @@ def run_algorithm(
     n_samples=None,
     progress: bool = False,
 ):
-    """Run ``algorithm`` (``'m-sobirl'`` or ``'sobirl'``) on ``batch`` seeded copies of a named problem.
+    """Run ``algorithm`` on ``batch`` seeded copies of a named problem.
+
+    ``algorithm`` is ``'m-sobirl'`` or ``'sobirl'``.
 
     Returns:
         :class:`~bilevel_check.fast.m_sobirl.FastHistory` (``B = batch``).
@@ -187,7 +189,8 @@ def _cmd_run(args) -> int:
     n, B = hist.iterations, hist.h_norm.shape[1]
     per_it = hist.seconds / max(n, 1)
     print(
-        f"{args.algorithm} on {args.problem}: {n} iterations, B={B}, engine={hist.params.get('engine')}, "
+        f"{args.algorithm} on {args.problem}: {n} iterations, B={B}, "
+        f"engine={hist.params.get('engine')}, "
         f"device={hist.params.get('device')}"
         + (f", {1e3 * per_it:.3f} ms/iteration" if np.isfinite(per_it) else "")
     )
@@ -195,7 +198,8 @@ def _cmd_run(args) -> int:
         last = n - 1
         phi = hist.phi[last, b] if n else np.nan
         print(
-            f"  seed {hist.params['seeds'][b]}: ||h_0||={hist.h_norm[0, b]:.3e} ||h_K-1||={hist.h_norm[last, b]:.3e}"
+            f"  seed {hist.params['seeds'][b]}: ||h_0||={hist.h_norm[0, b]:.3e}"
+            f" ||h_K-1||={hist.h_norm[last, b]:.3e}"
             f" phi(x_K-1)={phi:.10g} ||grad phi||={hist.grad_norm[last, b]:.3e}"
             if n
             else "  (no iterations)"

@@ -160,7 +160,10 @@ def _positive(value: str) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
-        help="check an implementation (module:function) against the golden suite; exit 0 pass, 1 fail",
+        help=(
+            "check an implementation (module:function) against the golden suite; "
+            "exit 0 pass, 1 fail"
+        ),
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("target", help="module:function or path/to/file.py:function")

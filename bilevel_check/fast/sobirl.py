@@ -180,7 +180,10 @@ def sobirl_batch_from_problems(problems, device=None, dtype=None) -> SoBiRLBatch
 
 
 def _scatter_sa(values_bn, states, actions, sign, S: int, A: int) -> torch.Tensor:
-    """``out[b, s, a] = sum_{n,i,h} values[b, n] sign[i] 1{(s^i_h, a^i_h) = (s, a)}`` ([B, S, A])."""
+    """Scatter-add signed ``values`` over the visited pairs into ``out`` ``[B, S, A]``.
+
+    ``out[b, s, a] = sum_{n,i,h} values[b, n] sign[i] 1{(s^i_h, a^i_h) = (s, a)}``.
+    """
     B = values_bn.shape[0]
     flat = states * A + actions  # [n, m, H] or [B, n, m, H]
     if flat.dim() == 3:

@@ -115,7 +115,10 @@ def _lse(z):
 
 
 def mp_bellman(P, gamma, tau, r, V):
-    """``(T(V) [S], Q [S][A], pi [S][A])`` with ``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6), ``pi`` by (5)."""
+    """``(T(V) [S], Q [S][A], pi [S][A])`` at ``V``, in mpmath.
+
+    ``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6), ``pi`` by (5).
+    """
     S, A = len(P), len(P[0])
     Q = [[r[s][a] + gamma * mpmath.fdot(P[s][a], V) for a in range(A)] for s in range(S)]
     TV = [tau * _lse([q / tau for q in Q[s]]) for s in range(S)]
@@ -124,10 +127,11 @@ def mp_bellman(P, gamma, tau, r, V):
 
 
 def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
-    """Newton on ``F(V) = V - T(V)``: ``V <- V - (I - gamma P_pi)^{-1} (V - T(V))`` (MATH.md section 1).
+    """Newton on ``F(V) = V - T(V)`` (MATH.md section 1).
 
-    Stops when the residual ``|T(V) - V|_inf`` stops decreasing below
-    ``10^(5 - dps) max(1, |V|_inf)``. Returns ``(V, residual)``.
+    The step is ``V <- V - (I - gamma P_pi)^{-1} (V - T(V))``. Stops when the residual
+    ``|T(V) - V|_inf`` stops decreasing below ``10^(5 - dps) max(1, |V|_inf)``.
+    Returns ``(V, residual)``.
     """
     S, A = len(P), len(P[0])
     V = list(V0) if V0 is not None else [mpmath.mpf(0)] * S
@@ -152,7 +156,9 @@ def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
 
 
 def agreement(a, b, *, cap: float) -> float:
-    """Normwise digits of agreement ``-log10(max|a - b| / max|a|)`` of nested lists, at most ``cap``.
+    """Normwise digits of agreement ``-log10(max|a - b| / max|a|)`` of nested lists.
+
+    The result is at most ``cap``.
 
     When ``a`` is exactly zero (e.g. ``grad phi(0) = 0`` for the quadratic family)
     the agreement is absolute: ``-log10(max|b|)``.
@@ -176,7 +182,10 @@ def _flat(v):
 
 
 def _strings(v, digits):
-    """Decimal strings with ``digits`` significant digits (call inside ``workdps`` >= the values' precision)."""
+    """Decimal strings with ``digits`` significant digits.
+
+    Call inside ``workdps`` at no less than the values' precision.
+    """
     if isinstance(v, (list, tuple)):
         return [_strings(e, digits) for e in v]
     v = _mp(v)
@@ -186,7 +195,10 @@ def _strings(v, digits):
 
 
 def _fd5(fn, x, k, h):
-    """5-point central difference ``d fn / d x_k``: (-f(+2h) + 8 f(+h) - 8 f(-h) + f(-2h)) / (12 h)."""
+    """5-point central difference ``d fn / d x_k``.
+
+    ``(-f(+2h) + 8 f(+h) - 8 f(-h) + f(-2h)) / (12 h)``.
+    """
 
     def at(t):
         y = list(x)
@@ -333,7 +345,8 @@ def certify_case(
     """Build a case from its manifest entry and certify every output.
 
     Args:
-        spec: ``{"id", "generator", "seed", "params"}`` (see :mod:`bilevel_check.golden.generators`).
+        spec: ``{"id", "generator", "seed", "params"}``
+            (see :mod:`bilevel_check.golden.generators`).
         digits: route A precision; the strings carry ``digits`` significant digits.
         check_digits: route B precision (default ``digits + 40``).
         tier: difficulty tier recorded with the case.
@@ -419,7 +432,10 @@ def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> d
         "mpmath_version": mpmath.__version__,
         "digits": digits,
         "check_digits": check_digits,
-        "generator": f"bilevel-check certify --groups {group} --digits {digits} --check-digits {check_digits}",
+        "generator": (
+            f"bilevel-check certify --groups {group} --digits {digits} "
+            f"--check-digits {check_digits}"
+        ),
         "seconds": round(seconds, 2),
     }
 
@@ -504,7 +520,10 @@ def certify_groups(
             "suite_version": "1",
             "digits": digits,
             "check_digits": check_digits,
-            "recipe": f"bilevel-check certify --digits {digits} --check-digits {check_digits} --out reference",
+            "recipe": (
+                f"bilevel-check certify --digits {digits} --check-digits {check_digits} "
+                "--out reference"
+            ),
             "total_cases": sum(len(e["cases"]) for e in manifest["groups"].values()),
         }
     )

@@ -13,7 +13,8 @@ Groups (file ``reference/golden/<group>.json``):
 * ``single_state``      ``S = 1`` (a bandit) and ``A = 1`` (a Markov reward process)
 * ``near_deterministic`` reward gaps >> tau, ``pi*`` entries down to ~1e-30
 * ``gamma_near_one``    gamma in {0.99, 0.995, 0.999}
-* ``low_temperature``   tau = 0.01 with ``|r| ~ 100+`` (``exp(r / tau)`` overflows float64 without max-shift)
+* ``low_temperature``   tau = 0.01 with ``|r| ~ 100+`` (``exp(r / tau)`` overflows float64
+                        without max-shift)
 * ``problems``          named problems of :mod:`bilevel_check.problems`
 * ``model_free``        trajectory-level upper objectives (RLHF, reward shaping), MATH.md section 5
 """
@@ -102,7 +103,10 @@ def gen_quadratic(cid, seed, *, S, A, d, gamma, tau, x_zero=False, G=False):
 
 
 def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
-    """Near-deterministic ``pi*``: action 0 gets ``+gap`` reward over the others (``pi* ~ exp(-gap/tau)``)."""
+    """Near-deterministic ``pi*``: action 0 gets ``+gap`` reward over the others.
+
+    The dominated actions get ``pi* ~ exp(-gap/tau)``.
+    """
     rng = np.random.default_rng(seed)
     P = _dense_P(rng, S, A)
     F = rng.normal(size=(S, A, d))
@@ -156,7 +160,10 @@ def gen_problem(cid, seed, *, name, **overrides):
 
 
 def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
-    """A tiny MDP with a trajectory-level upper objective (see :mod:`bilevel_check.routes.precise_traj`)."""
+    """A tiny MDP with a trajectory-level upper objective.
+
+    See :mod:`bilevel_check.routes.precise_traj`.
+    """
     from ..routes.precise_traj import make_traj_case
 
     return make_traj_case(cid, seed, kind=kind, S=S, A=A, d=d, H=H, gamma=gamma, tau=tau, **kwargs)

@@ -114,7 +114,7 @@ def _convert(v, dtype):
 
 
 def significant_digits(text: str) -> int:
-    """Significant digits written in a decimal string (``"-0.00120e5"`` -> 3); ``0`` -> a large number.
+    """Significant digits written in a decimal string (``"-0.00120e5"`` -> 3).
 
     An exact zero (all digits 0) is exact at any precision and counts as 10**6.
     """
@@ -383,7 +383,8 @@ def format_table(cases: list[GoldenCase]) -> str:
         t = r["tiers"]
         tiers = f"{t.get('easy', 0)}/{t.get('medium', 0)}/{t.get('hard', 0)}"
         lines.append(
-            f"| {r['group']} | {r['cases']} | {r['min_digits']} | {r['median_digits']:g} | {tiers} | {'; '.join(r['routes'])} |"
+            f"| {r['group']} | {r['cases']} | {r['min_digits']} | {r['median_digits']:g} "
+            f"| {tiers} | {'; '.join(r['routes'])} |"
         )
     lines.append(f"| **total** | **{total}** | | | | |")
     return "\n".join(lines)

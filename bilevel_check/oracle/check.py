@@ -13,7 +13,8 @@ also be torch tensors, lists or dicts). Protocols, one per check:
   ``upper_value(x, pi)``, ``upper_grad_x(x, pi) -> [d]``, ``upper_grad_pi(x, pi) -> [S, A]``).
   Hyper-gradient (9), MATH.md section 3.
 * :func:`check_implicit_derivatives`: ``fn(problem) -> (dV, dQ, dpi)`` or a dict with any of
-  ``"dV"`` ``[S, d]``, ``"dQ"`` ``[S, A, d]``, ``"dlog_pi"``, ``"dpi"`` ``[S, A, d]``. MATH.md section 2.
+  ``"dV"`` ``[S, d]``, ``"dQ"`` ``[S, A, d]``, ``"dlog_pi"``, ``"dpi"`` ``[S, A, d]``.
+  MATH.md section 2.
 * :func:`check_estimator`: ``fn(problem, rng) -> grad estimate [d]`` for stochastic
   estimators such as SoBiRL's (15); ``rng`` is a seeded ``numpy.random.Generator``.
 
@@ -67,7 +68,8 @@ class TolerancePolicy:
     ``cond_inf >= 1/(1 - gamma)`` covers that factor) and ``kappa`` the error amplification:
 
     * ``V``, ``Q``: ``kappa = cond_inf(I - gamma P_pi*)`` (the Newton/VI linear system);
-    * ``pi``, ``grad``, implicit derivatives: ``kappa = cond_inf(I - gamma P_pi*) * max(1, ||Q*||_inf / tau)``
+    * ``pi``, ``grad``, implicit derivatives:
+      ``kappa = cond_inf(I - gamma P_pi*) * max(1, ||Q*||_inf / tau)``
       (an absolute error ``e`` in ``Q`` moves ``log pi`` by ``e / tau``; (5)).
 
     ``atol = rtol * max_i |desired_i|`` per output: a normwise floor, the same norm
@@ -117,7 +119,8 @@ class TolerancePolicy:
         * ``grad``: ``rtol * grad_terms``, the summed magnitudes of the terms of (9)
           (``|grad_x f| + (sum |u dr| + sum |Phi| |w|) / tau``), which nearly cancel when
           ``pi*`` is nearly deterministic;
-        * ``dlog_pi``, ``dpi``: ``max(safety eps, solver_tol) * cond * max |dQ*| / tau``: ``dlog pi* = (dQ* - dV*) / tau``
+        * ``dlog_pi``, ``dpi``: ``max(safety eps, solver_tol) * cond * max |dQ*| / tau``:
+          ``dlog pi* = (dQ* - dV*) / tau``
           subtracts two numbers of size ``|dQ*|`` known to ``eps cond |dQ*|`` (MATH.md section 2).
         """
         at = rtol * float(np.max(np.abs(desired[output]), initial=0.0))
@@ -238,7 +241,8 @@ def _same(a: dict, b: dict) -> str | None:
             i = tuple(int(v) for v in np.argwhere(diff)[0])
             return (
                 f"two calls with identical inputs differ in {int(diff.sum())} entries of {k!r}, "
-                f"e.g. {k}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} (unseeded randomness?)"
+                f"e.g. {k}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} "
+                "(unseeded randomness?)"
             )
     return None
 
@@ -437,7 +441,8 @@ def check_implicit_derivatives(
 ) -> OracleReport:
     """Check ``fn(problem) -> (dV, dQ, dpi)`` (or a dict, keys also ``dlog_pi``) against Prop. 4.1.
 
-    ``dV* = (I - gamma P_pi*)^{-1} Phi``, ``dQ* = dr + gamma P dV*``, ``dpi* = pi* (dQ* - dV*) / tau``
+    ``dV* = (I - gamma P_pi*)^{-1} Phi``, ``dQ* = dr + gamma P dV*``,
+    ``dpi* = pi* (dQ* - dV*) / tau``
     (MATH.md section 2); reference: float64 S x S form cross-checked with the SA x SA form.
     """
 

@@ -154,7 +154,10 @@ def _resolve_one(item, kind: str) -> Resolved:
         q = np.array(golden.values("Q"), dtype=float)
         r = golden.routes.get(names[0], {})
         digits = min(golden.certified_digits[n] for n in names)
-        route = f"golden {golden.group}: {r.get('a', '?')} vs {r.get('b', '?')}, {digits} certified digits"
+        route = (
+            f"golden {golden.group}: {r.get('a', '?')} vs {r.get('b', '?')}, "
+            f"{digits} certified digits"
+        )
     else:
         desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
     cond, qt, terms = _cond(cp, pi, q)
@@ -250,8 +253,9 @@ def _reward_spec(reward) -> dict:
 
 
 def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
-    """``n`` case dicts from the families of :func:`bilevel_check.oracle.strategies.bilevel_problems`.
+    """``n`` case dicts from the families of the hypothesis strategies.
 
+    The families are those of :func:`bilevel_check.oracle.strategies.bilevel_problems`.
     Same families and ranges (``P`` dense / sparse-absorbing / near-deterministic via
     ``strategies.make_transition``, rewards via ``strategies.make_reward`` with ``|r|``
     log-uniform in ``[1e-3, 1e3]``, ``gamma`` in {0, uniform, ``1 - 10^-k`` piled near 1,

@@ -119,7 +119,8 @@ class OracleReport:
         nfc = len(self.failed_cases)
         xf = sum(1 for c in self.cases if c.expected_failure and not c.passed)
         s = (
-            f"{self.kind} check of {self.implementation}: {state}: {self.n_failed} of {self.n_entries} "
+            f"{self.kind} check of {self.implementation}: {state}: "
+            f"{self.n_failed} of {self.n_entries} "
             f"entries failed in {nfc} of {len(self.cases)} cases"
         )
         extra = [
@@ -209,7 +210,8 @@ class OracleReport:
         if self.passed and self.cases:
             c = self.cases[0]
             lines.append(
-                f"tolerance (first case): rtol={_fmt_atol(c.rtol)} because {c.why}; reference: {c.route}"
+                f"tolerance (first case): rtol={_fmt_atol(c.rtol)} because {c.why}; "
+                f"reference: {c.route}"
             )
         return "\n".join(lines)
 

@@ -120,7 +120,10 @@ def load_profile_from_env(environ=None) -> str:
 
 
 def nightly_settings(**overrides) -> settings:
-    """Settings of the ``nightly`` profile (with ``overrides``), for ``@pytest.mark.slow`` re-runs."""
+    """Settings of the ``nightly`` profile (with ``overrides``).
+
+    For ``@pytest.mark.slow`` re-runs.
+    """
     register_profiles()
     return settings(settings.get_profile("nightly"), **overrides)
 

@@ -29,8 +29,9 @@ Solver limits (measured with Clarabel on S = 8, A = 4): at ``tau = 0.05`` with
 ``|r| ~ 1`` the dominated actions have ``pi ~ 1e-40`` and Clarabel stops with status
 ``'optimal_inaccurate'`` whatever the tolerances, although ``pi`` then agrees with soft
 VI to ~1e-8; at S = A = 20, gamma = 0.99, tau = 0.05 on a sparse chain with an
-absorbing state the error of ``pi`` reaches 1.9e-5. The default raises :class:`SolverFailure` on that status; pass
-``accept_inaccurate=True`` to accept it (the status is kept in the result).
+absorbing state the error of ``pi`` reaches 1.9e-5. The default raises
+:class:`SolverFailure` on that status; pass ``accept_inaccurate=True`` to accept it (the
+status is kept in the result).
 """
 
 from __future__ import annotations
@@ -185,10 +186,11 @@ def solve_occupancy(
     accepted = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) if accept_inaccurate else (cp.OPTIMAL,)
     if problem.status not in accepted:
         raise SolverFailure(
-            f"{solver} returned status {problem.status!r} (wanted 'optimal') on the occupancy program "
-            f"(S={S}, A={A}, gamma={gamma}, tau={tau}); an 'optimal_inaccurate' status usually means the "
-            "solver stalled near the boundary of the cone (tiny tau: pi ~ exp(-|dQ|/tau)); check the "
-            "result with accept_inaccurate=True, or raise tau"
+            f"{solver} returned status {problem.status!r} (wanted 'optimal') "
+            f"on the occupancy program (S={S}, A={A}, gamma={gamma}, tau={tau}); "
+            "an 'optimal_inaccurate' status usually means the solver stalled near the "
+            "boundary of the cone (tiny tau: pi ~ exp(-|dQ|/tau)); "
+            "check the result with accept_inaccurate=True, or raise tau"
         )
     mu_sa = np.maximum(np.asarray(m.value, dtype=np.float64), 0.0).reshape(S, A)
     nu_s = mu_sa.sum(axis=1)

@@ -208,7 +208,7 @@ def format_table(rows: list[RouteRow]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.route:<48} {r.quantity:<8} {r.max_abs_diff:>11.2e} {r.digits:>7.1f} {r.seconds:>9.3f}  {r.expected}"
-            + (f"  [{r.note}]" if r.note else "")
+            f"{r.route:<48} {r.quantity:<8} {r.max_abs_diff:>11.2e} {r.digits:>7.1f} "
+            f"{r.seconds:>9.3f}  {r.expected}" + (f"  [{r.note}]" if r.note else "")
         )
     return "\n".join(lines)

@@ -165,7 +165,10 @@ def _parse_mdp(P, gamma, tau):
 
 
 def _solve(M, B):
-    """Solve ``M X = B`` (``M`` n x n, ``B`` n x k, lists) by Gaussian elimination with partial pivoting."""
+    """Solve ``M X = B`` (``M`` n x n, ``B`` n x k, lists).
+
+    Gaussian elimination with partial pivoting.
+    """
     n, k = len(M), len(B[0])
     a = [list(M[i]) + list(B[i]) for i in range(n)]
     for c in range(n):
@@ -208,7 +211,10 @@ def _lse(z):
 
 
 def _bellman(p, gamma, tau, r, V):
-    """``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6)-(7), ``log pi = (Q - T(V)) / tau`` (5)."""
+    """``(Q, T(V), log pi)`` at ``V``.
+
+    ``Q = r + gamma P V``, ``T(V) = tau lse(Q / tau)`` (6)-(7), ``log pi = (Q - T(V)) / tau`` (5).
+    """
     S = len(p)
     Q = [
         [
@@ -223,7 +229,10 @@ def _bellman(p, gamma, tau, r, V):
 
 
 def _newton(p, gamma, tau, r, digits):
-    """Soft policy iteration: ``V <- (I - gamma P_pi)^{-1} sum_a pi (r - tau log pi)``, ``pi = pi(V)``."""
+    """Soft policy iteration (Newton on the soft Bellman equation).
+
+    ``V <- (I - gamma P_pi)^{-1} sum_a pi (r - tau log pi)``, ``pi = pi(V)``.
+    """
     S = len(p)
     V = [mpmath.mpf(0)] * S
     target = mpmath.mpf(10) ** (-(digits + 5))
@@ -318,7 +327,8 @@ def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
     pi = sol.pi
     gx, gpi, d = gx_fn(pi), gpi_fn(pi), len(dr[0][0])
     dV, dQ, dlog, dpi, Phi = _implicit(p, gamma, tau, pi, dr)
-    # adjoint (9): u = pi g, b[t] = sum_a u[t,a] - gamma sum_{s,a} u[s,a] P[s,a,t], w = (I - gamma P_pi)^{-T} b
+    # adjoint (9): u = pi g, b[t] = sum_a u[t,a] - gamma sum_{s,a} u[s,a] P[s,a,t],
+    # w = (I - gamma P_pi)^{-T} b
     u = [[pi[s][a] * gpi[s][a] for a in range(A)] for s in range(S)]
     b = [
         [
@@ -535,11 +545,14 @@ def mp_phi(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int):
         return f(_newton(p, g, t, r, digits).pi)
 
 
-# ----------------------------------------------------------------------------- strings and agreement
+# ---------------------------------------------------------------------------- strings and agreement
 
 
 def to_decimal_strings(value, digits: int):
-    """mpf (or nested lists / tuples of numbers) -> decimal strings with ``digits`` significant digits."""
+    """mpf (or nested lists / tuples of numbers) -> decimal strings.
+
+    Each string carries ``digits`` significant digits.
+    """
     digits = _check_digits(digits, 1)
     if isinstance(value, (list, tuple)):
         return [to_decimal_strings(v, digits) for v in value]
@@ -550,7 +563,10 @@ def to_decimal_strings(value, digits: int):
 
 
 def from_strings(value, *, digits: int):
-    """Decimal strings (nested lists) -> mpf parsed at ``digits + GUARD_DIGITS`` digits (no digit lost)."""
+    """Decimal strings (nested lists) -> mpf.
+
+    Parsed at ``digits + GUARD_DIGITS`` digits, so no digit is lost.
+    """
     with mpmath.workdps(_check_digits(digits) + GUARD_DIGITS):
         return (
             [from_strings(v, digits=digits) for v in value]

@@ -112,7 +112,10 @@ class _MPSpec:
         )
 
     def expectation(self, x, pi, weights=None):
-        """``(E[l], E[grad_x l], E[l W])`` with ``W = sum over the tuple's paths of weights[path]`` ([d] each)."""
+        """``(E[l], E[grad_x l], E[l W])`` (``[d]`` each).
+
+        ``W`` is the sum over the tuple's paths of ``weights[path]``.
+        """
         one = mpmath.mpf(1)
         prob = [_prob(p, pi, self.P_u, self.mu_u, one) for p in self.paths]
         d = len(x)
@@ -144,8 +147,11 @@ class _MPSpec:
 
 
 class _MPOccupancy:
-    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2`` in mpmath, with
-    ``grad_pi f[s, a] = -(1 - g) g y[s] (P_u[s, a, :] . z)``, ``y = M^{-T} mu_u``, ``z = M^{-1} target``."""
+    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2`` in mpmath.
+
+    ``grad_pi f[s, a] = -(1 - g) g y[s] (P_u[s, a, :] . z)``, ``y = M^{-T} mu_u``,
+    ``z = M^{-1} target``.
+    """
 
     def __init__(self, spec: dict, S: int, A: int):
         def mp(v):
@@ -249,7 +255,10 @@ def route_a_traj(case: dict, digits: int) -> dict:
 
 
 def _occupancy_builder(spec, S, A):
-    """Float64 model of a ``target_occupancy`` spec: :class:`bilevel_check.problems.TargetOccupancyUpper`."""
+    """Float64 model of a ``target_occupancy`` spec.
+
+    Builds a :class:`bilevel_check.problems.TargetOccupancyUpper`.
+    """
     from ..upper import TargetOccupancyUpper
 
     where = "<case>"
@@ -343,7 +352,8 @@ def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli
     )
 
 
-#: The ``model_free`` golden group (description, tier, rows), read by :mod:`bilevel_check.golden.generators`.
+#: The ``model_free`` golden group (description, tier, rows),
+#: read by :mod:`bilevel_check.golden.generators`.
 TRAJ_GROUP = (
     "trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration",
     "hard",

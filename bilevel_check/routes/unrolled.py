@@ -54,7 +54,10 @@ __all__ = [
 
 @dataclass
 class UnrolledResult:
-    """``grad [d]`` of ``phi_K``, ``phi = f(x, pi_K)``, ``V_K [S]``, ``pi_K [S, A]`` (numpy float64)."""
+    """Unrolled result (numpy float64).
+
+    ``grad [d]`` of ``phi_K``, ``phi = f(x, pi_K)``, ``V_K [S]``, ``pi_K [S, A]``.
+    """
 
     grad: np.ndarray
     phi: float
@@ -253,7 +256,7 @@ def unrolled_error_rate(
     floor: float = 1e-13,
     **kwargs,
 ) -> UnrolledRate:
-    """Errors of :func:`unrolled_hypergradient` vs the closed form (9) over ``Ks`` and a fitted rate.
+    """Errors of :func:`unrolled_hypergradient` vs the closed form (9) over ``Ks``, and a rate.
 
     The fit is least squares of ``log(error) - p log(K) = log C + K log rho`` over the
     ``K`` whose error is above ``floor`` (below it float64 rounding, not the
