@@ -134,6 +134,10 @@ class TabularReward:
             raise InvalidInputError("S, A", "positive sizes", f"S={S}, A={A}")
         self.S, self.A, self.d = int(S), int(A), int(S) * int(A)
 
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "tabular"}`` (:mod:`bilevel_check.case`)."""
+        return {"kind": "tabular"}
+
     def value(self, x):
         return np.asarray(x, dtype=np.float64).reshape(self.S, self.A)
 
@@ -153,6 +157,10 @@ class LinearReward:
         F.setflags(write=False)
         self.F = F
         self.S, self.A, self.d = F.shape
+
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "linear", "features": F}``."""
+        return {"kind": "linear", "features": np.array(self.F)}
 
     def value(self, x):
         return self.F @ np.asarray(x, dtype=np.float64)
@@ -180,6 +188,10 @@ class QuadraticReward:
         self.S, self.A = c.shape
         self.d = M.shape[0]
 
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "quadratic", "c": c, "M": M}``."""
+        return {"kind": "quadratic", "c": np.array(self.c), "M": np.array(self.M)}
+
     def value(self, x):
         x = np.asarray(x, dtype=np.float64)
         return self.c * float(x @ self.M @ x)
@@ -206,6 +218,14 @@ class CallableReward:
             )
         self._value, self._jacobian = value, jacobian
         self.S, self.A, self.d = int(S), int(A), int(d)
+
+    def spec(self) -> dict:
+        """Foreign callables have no case-file form: always raises."""
+        raise InvalidInputError(
+            "reward",
+            "a reward model with a case-file kind (tabular, linear, quadratic)",
+            "a CallableReward (arbitrary callables cannot be written to a case file)",
+        )
 
     def value(self, x):
         r = as_float_array(self._value(x), "value(x)")

@@ -25,6 +25,7 @@ from ._validation import (
     check_shape,
     check_stochastic,
 )
+from .mdp import LinearReward, TabularReward
 from .soft import state_chain
 from .trajectories import (
     ENUMERATION_CAP,
@@ -96,6 +97,10 @@ class QuadraticUpper:
                 raise InvalidInputError(name, "a finite real number", repr(v))
         self.cx, self.cpi = float(cx), float(cpi)
 
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "quadratic", "cx", "G", "cpi"}``."""
+        return {"kind": "quadratic", "cx": self.cx, "G": np.array(self.G), "cpi": self.cpi}
+
     def value(self, x, pi):
         x = np.asarray(x, dtype=np.float64)
         return float(0.5 * self.cx * x @ x + np.sum(self.G * pi) + 0.5 * self.cpi * np.sum(pi * pi))
@@ -140,6 +145,18 @@ class TargetOccupancyUpper:
         if isinstance(cx, bool) or not isinstance(cx, numbers.Real) or not np.isfinite(cx):
             raise InvalidInputError("cx", "a finite real number", repr(cx))
         self.g, self.cx, self.S = float(g), float(cx), S
+
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "target_occupancy", "P_u", "g", "target", "mu_u",
+        "cx"}``."""
+        return {
+            "kind": "target_occupancy",
+            "P_u": np.array(self.P),
+            "g": self.g,
+            "target": np.array(self.target),
+            "mu_u": np.array(self.mu_u),
+            "cx": self.cx,
+        }
 
     def _solves(self, pi):
         M = np.eye(self.S) - self.g * state_chain(self.P, np.asarray(pi, dtype=np.float64))
@@ -430,6 +447,36 @@ class RLHFUpper(TrajectoryUpper):
                 raise InvalidInputError(name, "a finite number >= 0", repr(v))
         self.labels, self.ridge, self.tie_rtol = labels, float(ridge), float(tie_rtol)
 
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "rlhf", "H", "P_u", "mu_u", "features", "r_true",
+        "labels"}`` (+ ``"ridge"`` when non-zero). The learned reward is written as its
+        features, so it must have a constant Jacobian (tabular or linear)."""
+        rm = self.reward_model
+        if not isinstance(rm, (LinearReward, TabularReward)):
+            raise InvalidInputError(
+                "reward_model",
+                "a tabular or linear reward (written as features)",
+                type(rm).__name__,
+            )
+        if self.tie_rtol != 1e-12:
+            raise InvalidInputError(
+                "tie_rtol",
+                "the default 1e-12 (the case format has no field for it)",
+                repr(self.tie_rtol),
+            )
+        out = {
+            "kind": "rlhf",
+            "H": self.H,
+            "P_u": np.array(self.P_u),
+            "mu_u": np.array(self.mu_u),
+            "features": np.array(rm.jacobian(np.zeros(rm.d))),
+            "r_true": np.array(self.true_reward),
+            "labels": self.labels,
+        }
+        if self.ridge != 0.0:
+            out["ridge"] = self.ridge
+        return out
+
     def label(self, states, actions):
         """``ybar = E[y]`` for tuples ``[n, 2, H]``."""
         Rt = self.true_reward[states, actions].sum(axis=-1)  # [n, 2]
@@ -479,6 +526,17 @@ class ShapingUpper(TrajectoryUpper):
         rt = as_float_array(r_true, "r_true", ndim=2)
         check_shape(rt, (self.S, self.A), "r_true")
         self.r_true = rt
+
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "shaping", "H", "P_u", "mu_u", "r_u", "gamma_u"}``."""
+        return {
+            "kind": "shaping",
+            "H": self.H,
+            "P_u": np.array(self.P_u),
+            "mu_u": np.array(self.mu_u),
+            "r_u": np.array(self.r_true),
+            "gamma_u": self.gamma_u,
+        }
 
     def losses(self, x, states, actions):
         disc = self.gamma_u ** np.arange(self.H)

@@ -122,3 +122,112 @@ def test_json_text_and_case_objects_load_like_files(tmp_path):
         assert np.array_equal(a.mdp.P, from_file.mdp.P) and np.array_equal(a.x, from_file.x)
     with pytest.raises(CaseError, match="<JSON text>.*valid JSON"):
         load_case('{"schema": ')
+
+
+# ----------------------------------------------------------------- the kind registry
+
+
+def _golden_raw_cases():
+    from bilevel_check.golden import reference_root
+
+    out = []
+    for path in sorted((reference_root() / "golden").glob("*.json")):
+        out += [c["case"] for c in json.loads(path.read_text())["cases"]]
+    return out
+
+
+def test_every_golden_case_loads_in_a_fresh_interpreter():
+    """``load_case`` alone (no route imported first: kinds are not registered by import side
+    effects) accepts all golden cases, of every group and upper kind."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from bilevel_check.case import load_case\n"
+        "from bilevel_check.golden.store import reference_root\n"
+        "kinds = set()\n"
+        "for p in sorted((reference_root() / 'golden').glob('*.json')):\n"
+        "    for c in json.loads(p.read_text())['cases']:\n"
+        "        kinds.add(load_case(c['case']).raw['upper']['kind'])\n"
+        "print(sorted(kinds))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bilevel_check.routes')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == str(["quadratic", "rlhf", "shaping", "target_occupancy"])
+    assert out[1] == "[]"  # no route was needed to read a case
+
+
+def test_importing_the_routes_does_not_change_the_registry():
+    import subprocess
+    import sys
+
+    code = (
+        "from bilevel_check import case\n"
+        "before = {k: id(v) for k, v in {**case.REWARD_KINDS, **case.UPPER_KINDS}.items()}\n"
+        "import bilevel_check.routes.precise_traj, bilevel_check.golden.certify\n"
+        "import bilevel_check.oracle.reference, bilevel_check.cli.solve\n"
+        "after = {k: id(v) for k, v in {**case.REWARD_KINDS, **case.UPPER_KINDS}.items()}\n"
+        "print(before == after)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_registry_lists_the_same_kinds_as_the_mpmath_route():
+    from bilevel_check.case import REWARD_KINDS, UPPER_KINDS
+    from bilevel_check.routes.precise import MP_REWARD_KINDS, MP_UPPER_KINDS
+
+    assert set(REWARD_KINDS) == set(MP_REWARD_KINDS) == {"tabular", "linear", "quadratic"}
+    assert set(UPPER_KINDS) == set(MP_UPPER_KINDS)
+    assert set(UPPER_KINDS) == {"quadratic", "target_occupancy", "rlhf", "shaping"}
+
+
+@pytest.mark.parametrize("section", ["reward", "upper"])
+def test_every_kind_builds_its_model_class_whose_spec_writes_it_back(section):
+    """For every registered kind (found among the golden cases): the built model is the
+    registry's class, its ``spec()`` names the kind, and the case re-made from the models'
+    own specs gives the same model outputs. Tolerance 1e-14 relative: the builders
+    renormalize rows of ``P_u`` / ``mu_u`` once more in float64, a few ulps at most."""
+    from bilevel_check.case import REWARD_KINDS, UPPER_KINDS, case_from_models
+
+    kinds = REWARD_KINDS if section == "reward" else UPPER_KINDS
+    seen = {}
+    for raw in _golden_raw_cases():
+        seen.setdefault(raw[section]["kind"], raw)
+    assert set(seen) == set(kinds)
+    rng = np.random.default_rng(3)
+    for name, raw in seen.items():
+        case = load_case(raw)
+        model = getattr(case, section)
+        assert type(model) is kinds[name].model
+        assert model.spec()["kind"] == name
+        again = load_case(case_from_models("re", case.mdp, case.reward, case.upper, case.x))
+        twin = getattr(again, section)
+        pi = rng.random((case.S, case.A)) + 0.1
+        pi /= pi.sum(-1, keepdims=True)
+        if section == "reward":
+            pairs = [(model.value(case.x), twin.value(case.x))]
+            pairs.append((model.jacobian(case.x), twin.jacobian(case.x)))
+        else:
+            pairs = [
+                (model.value(case.x, pi), twin.value(case.x, pi)),
+                (model.grad_x(case.x, pi), twin.grad_x(case.x, pi)),
+                (model.grad_pi(case.x, pi), twin.grad_pi(case.x, pi)),
+            ]
+        for a, b in pairs:
+            assert np.allclose(a, b, rtol=1e-14, atol=1e-14 * np.max(np.abs(a))), name
+
+
+def test_models_without_a_kind_say_so():
+    from bilevel_check.case import spec_of
+
+    reward = bc.CallableReward(
+        lambda x: np.zeros((1, 1)), lambda x: np.zeros((1, 1, 1)), S=1, A=1, d=1
+    )
+    with pytest.raises(bc.InvalidInputError, match="CallableReward"):
+        spec_of(reward)
+    with pytest.raises(bc.InvalidInputError, match="model: expected a model with a case-file kind"):
+        spec_of(object())

@@ -14,10 +14,10 @@ import pytest
 
 from bilevel_check._validation import InvalidInputError, InvalidInputTypeError
 from bilevel_check.case import load_case, make_case
+from bilevel_check.golden.generators import make_traj_case
 from bilevel_check.hypergrad import phi_value
 from bilevel_check.model_free import model_free_hypergradient_exact, sobirl_estimator
 from bilevel_check.oracle import check as oracle
-from bilevel_check.routes.precise_traj import make_traj_case
 from bilevel_check.soft import solve_soft
 
 CASES = oracle.generated_cases(8, seed=3)

@@ -19,8 +19,7 @@ from _families import make_problem
 
 import bilevel_check as bc
 from bilevel_check import InvalidInputError, InvalidInputTypeError
-from bilevel_check.case import make_case
-from bilevel_check.oracle.reference import _reward_spec
+from bilevel_check.case import case_from_models
 from bilevel_check.routes.finite_diff import central_difference
 from bilevel_check.routes.precise import mp_hypergradient
 from bilevel_check.routes.unrolled import (
@@ -93,15 +92,7 @@ def test_rate_is_gamma_lambda2_on_random_chains(family, gamma):
 
 def _mp_grad(mdp, reward, upper, x, digits=40):
     """The hyper-gradient by the mpmath closed form (own Newton and linear algebra)."""
-    c = make_case(
-        "unrolled-mp",
-        P=mdp.P,
-        gamma=mdp.gamma,
-        tau=mdp.tau,
-        reward=_reward_spec(reward),
-        upper={"kind": "quadratic", "cx": upper.cx, "G": upper.G, "cpi": upper.cpi},
-        x=x,
-    )
+    c = case_from_models("unrolled-mp", mdp, reward, upper, x)  # each model writes its spec
     res = mp_hypergradient(
         c["mdp"]["P"],
         c["mdp"]["gamma"],

@@ -1,15 +1,17 @@
 """Certify golden cases: two independent mpmath routes per output (MATH.md section 7).
 
-Route A (``digits`` significant digits): :func:`mp_closed_form` -- Newton lower
-level, implicit derivatives, hyper-gradient (9) -- or, for trajectory objectives,
-the exact enumeration of (13) + (14) of :mod:`bilevel_check.routes.precise_traj` fed with
-route A's ``pi*``, ``dV*``, ``dQ*``.
+Route A (``digits`` significant digits) is the project's arbitrary-precision route,
+:func:`bilevel_check.routes.precise.mp_hypergradient` (Newton lower level, implicit
+derivatives, hyper-gradient (9) in adjoint form); for trajectory objectives the exact
+enumeration of (13) + (14) of :func:`bilevel_check.routes.precise_traj.route_a_traj`, fed
+with route A's ``pi*``, ``dV*``, ``dQ*``.
 
-Route B (``check_digits`` digits; it shares only the input parsing and the Newton
-lower solver with route A, never the derivative formulas):
+Route B (``check_digits`` digits; it shares only the input parsing
+(:func:`bilevel_check.routes.precise.mp_case`) and the value of the upper objective with
+route A, never the lower solver or the derivative formulas):
 
 * ``V, Q, pi, phi``: this module's own Newton iteration on ``F(V) = V - T(V)``
-  (soft policy iteration, Jacobian ``I - gamma P_pi``), plus the contraction
+  (Jacobian ``I - gamma P_pi``, ``mpmath.lu_solve``), plus the contraction
   certificate of route A's ``V``: ``|V_A - V*|_inf <= |T(V_A) - V_A|_inf / (1 - gamma)``
   with ``T`` evaluated at ``check_digits``.
 * ``grad``: the 5-point central difference of ``phi(x) = f(x, pi*_x)``
@@ -20,6 +22,8 @@ lower solver with route A, never the derivative formulas):
 Certified digits of an output = ``floor`` of the normwise agreement
 ``-log10(max|a - b| / max|b|)``, capped at ``digits - 10`` (and, for ``V``, at
 the certificate's digits). Certification fails (raises) below 30 digits.
+
+May import the core modules and ``routes``; never ``oracle`` or ``cli``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from .._validation import InvalidInputError
 __all__ = [
     "MIN_DIGITS",
     "CertificationError",
-    "mp_problem",
     "mp_newton",
     "mp_bellman",
     "agreement",
@@ -58,54 +61,6 @@ def _mp(v):
         if isinstance(v, float)
         else mpmath.mpf(v)
     )
-
-
-def mp_problem(case: dict):
-    """Parse a case dict at the current mpmath precision.
-
-    Returns ``(P [S][A][S], gamma, tau, reward_fn, x)``; rows of ``P`` are
-    renormalized in working precision; ``reward_fn(x) -> (r [S][A], dr [S][A][d])``.
-    """
-    m = case["mdp"]
-    P = [[[_mp(v) for v in row] for row in sa] for sa in m["P"]]
-    P = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in P]
-    S, A = len(P), len(P[0])
-    gamma, tau = _mp(m["gamma"]), _mp(m["tau"])
-    x = [_mp(v) for v in case["x"]]
-    spec = case["reward"]
-    kind = spec["kind"]
-    if kind == "tabular":
-
-        def reward_fn(x):
-            d = len(x)
-            r = [[x[s * A + a] for a in range(A)] for s in range(S)]
-            dr = [
-                [
-                    [mpmath.mpf(1) if k == s * A + a else mpmath.mpf(0) for k in range(d)]
-                    for a in range(A)
-                ]
-                for s in range(S)
-            ]
-            return r, dr
-    elif kind == "linear":
-        F = [[[_mp(v) for v in f] for f in row] for row in spec["features"]]
-
-        def reward_fn(x):
-            return [[mpmath.fdot(F[s][a], x) for a in range(A)] for s in range(S)], F
-    elif kind == "quadratic":
-        c = [[_mp(v) for v in row] for row in spec["c"]]
-        M = [[_mp(v) for v in row] for row in spec["M"]]
-
-        def reward_fn(x):
-            d = len(x)
-            q = mpmath.fsum(x[i] * M[i][j] * x[j] for i in range(d) for j in range(d))
-            g = [mpmath.fsum((M[k][j] + M[j][k]) * x[j] for j in range(d)) for k in range(d)]
-            return [[c[s][a] * q for a in range(A)] for s in range(S)], [
-                [[c[s][a] * gk for gk in g] for a in range(A)] for s in range(S)
-            ]
-    else:
-        raise InvalidInputError("reward.kind", "'tabular', 'linear' or 'quadratic'", repr(kind))
-    return P, gamma, tau, reward_fn, x
 
 
 def _lse(z):
@@ -208,18 +163,6 @@ def _fd5(fn, x, k, h):
     return (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
 
 
-def _quadratic_phi(spec):
-    cx, cpi = _mp(spec["cx"]), _mp(spec["cpi"])
-    G = [[_mp(v) for v in row] for row in spec["G"]]
-
-    def f(x, pi):
-        lin = mpmath.fsum(G[s][a] * pi[s][a] for s in range(len(G)) for a in range(len(G[0])))
-        sq = mpmath.fsum(p * p for row in pi for p in row)
-        return cx / 2 * mpmath.fdot(x, x) + lin + cpi / 2 * sq
-
-    return f
-
-
 def as_lists(v):
     """Nested lists of mpf from mpmath matrices, numpy object arrays, tuples or lists."""
     if isinstance(v, mpmath.matrix):
@@ -232,80 +175,29 @@ def as_lists(v):
     return v if isinstance(v, mpmath.mpf) else _mp(v)
 
 
-def mp_closed_form(case: dict, digits: int) -> dict:
-    """Route A at ``digits``: Newton lower level, then section 2-3 of MATH.md in mpmath.
-
-    ``dV = (I - gamma P_pi)^{-1} Phi``, ``dQ = dr + gamma P dV``,
-    ``grad = grad_x f + (1/tau) sum_{s,a} g pi (dQ - dV)`` (quadratic upper; other kinds
-    use ``dV``, ``dQ`` in :func:`bilevel_check.routes.precise_traj.route_a_traj`).
-    Returns ``V, Q, pi, dV [S][d], dQ [S][A][d]`` and, for quadratic uppers, ``phi, grad``.
-    """
-    with mpmath.workdps(digits):
-        P, gamma, tau, reward_fn, x = mp_problem(case)
-        S, A, d = len(P), len(P[0]), len(x)
-        r, dr = reward_fn(x)
-        V, _ = mp_newton(P, gamma, tau, r)
-        _, Q, pi = mp_bellman(P, gamma, tau, r, V)
-        J = mpmath.matrix(S, S)
-        for s in range(S):
-            for t in range(S):
-                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(
-                    pi[s][a] * P[s][a][t] for a in range(A)
-                )
-        dV = [[None] * d for _ in range(S)]
-        for k in range(d):
-            col = mpmath.lu_solve(
-                J,
-                mpmath.matrix(
-                    [mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for s in range(S)]
-                ),
-            )
-            for s in range(S):
-                dV[s][k] = col[s]
-        dQ = [
-            [
-                [
-                    dr[s][a][k] + gamma * mpmath.fsum(P[s][a][t] * dV[t][k] for t in range(S))
-                    for k in range(d)
-                ]
-                for a in range(A)
-            ]
-            for s in range(S)
-        ]
-        out = {"V": V, "Q": Q, "pi": pi, "dV": dV, "dQ": dQ}
-        up = case["upper"]
-        if up["kind"] == "quadratic":
-            cx, cpi = _mp(up["cx"]), _mp(up["cpi"])
-            G = [[_mp(v) for v in row] for row in up["G"]]
-            out["phi"] = _quadratic_phi(up)(x, pi)
-            out["grad"] = [
-                cx * x[k]
-                + mpmath.fsum(
-                    (G[s][a] + cpi * pi[s][a]) * pi[s][a] * (dQ[s][a][k] - dV[s][k])
-                    for s in range(S)
-                    for a in range(A)
-                )
-                / tau
-                for k in range(d)
-            ]
-        return out
-
-
 def _route_a(case: dict, digits: int):
-    """Closed form (9) at ``digits`` (and exact enumeration for trajectory uppers)."""
-    if case["upper"]["kind"] == "quadratic":
-        out = mp_closed_form(case, digits)
-        return {k: out[k] for k in ("V", "Q", "pi", "phi", "grad")}
+    """Route A at ``digits``: :mod:`bilevel_check.routes.precise` (closed form (9)), or the
+    exact enumeration of (13) + (14) for trajectory uppers."""
+    from ..routes.precise import mp_hypergradient
     from ..routes.precise_traj import route_a_traj
 
-    return route_a_traj(case, digits)
+    if case["upper"]["kind"] != "quadratic":
+        return route_a_traj(case, digits)
+    m = case["mdp"]
+    res = mp_hypergradient(
+        m["P"], m["gamma"], m["tau"], case["reward"], case["upper"], case["x"], digits=digits
+    )
+    return {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi, "grad": res.grad}
 
 
 def _route_b(case: dict, check_digits: int, V_a):
     """This module's Newton + certificate + 5-point differences, at ``check_digits``."""
+    from ..routes.precise import mp_case
+
     out = {}
     with mpmath.workdps(check_digits):
-        P, gamma, tau, reward_fn, x = mp_problem(case)
+        mc = mp_case(case)
+        P, gamma, tau, reward_fn, x = mc.P, mc.gamma, mc.tau, mc.reward, mc.x
         r, _ = reward_fn(x)
         V_a = [_mp(v) for v in V_a]
         TV, _, _ = mp_bellman(P, gamma, tau, r, V_a)
@@ -314,14 +206,11 @@ def _route_b(case: dict, check_digits: int, V_a):
         V, _ = mp_newton(P, gamma, tau, r)
         _, Q, pi = mp_bellman(P, gamma, tau, r, V)
         out.update(V=V, Q=Q, pi=pi)
-        up = case["upper"]
-        if up["kind"] == "quadratic":
-            f = _quadratic_phi(up)
-            f_fixed = None
-        else:
-            from ..routes.precise_traj import mp_traj_objective
 
-            f, f_fixed = mp_traj_objective(case, P, reward_fn)
+        def f(y, pi):
+            return mc.upper(y)[0](pi)
+
+        f_fixed = f if case["upper"]["kind"] in ("rlhf", "shaping") else None
         out["phi"] = f(x, pi)
         warm = {"V": V}
 
@@ -402,8 +291,10 @@ def certify_case(
                 raise CertificationError(
                     f"{spec['id']}: {name} certified to {ag:.1f} < {MIN_DIGITS} digits"
                 )
-        _, _, _, reward_fn, x = mp_problem(case)
-        rmax = max(abs(float(v)) for v in _flat(reward_fn(x)[0]))
+        from ..routes.precise import mp_case
+
+        mc = mp_case(case)
+        rmax = max(abs(float(v)) for v in _flat(mc.reward(mc.x)[0]))
         pi_min = float(min(_mp(p) for p in _flat(a["pi"])))
         certified = {k: _strings(v, digits) for k, v in a.items()}
         certificate = {"residual": _strings(resid, 6), "bound": _strings(bound, 6)}

@@ -26,9 +26,17 @@ from collections.abc import Callable
 import numpy as np
 
 from .._validation import InvalidInputError
-from ..case import make_case
+from ..case import make_case, spec_of
 
-__all__ = ["GENERATORS", "GROUPS", "default_specs", "build_case", "case_flags"]
+__all__ = [
+    "GENERATORS",
+    "GROUPS",
+    "TRAJ_GROUP",
+    "default_specs",
+    "build_case",
+    "case_flags",
+    "make_traj_case",
+]
 
 
 def _dense_P(rng, S, A, floor=0.05):
@@ -119,53 +127,115 @@ def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
 
 
 def gen_problem(cid, seed, *, name, **overrides):
-    """A named problem of :mod:`bilevel_check.problems` at its start point ``x0``, as a case."""
-    from ..mdp import LinearReward, QuadraticReward
+    """A named problem of :mod:`bilevel_check.problems` at its start point ``x0``, as a case
+    (the reward and upper models write their own specs)."""
     from ..problems import get_problem
-    from ..routes import precise_traj  # noqa: F401  (registers the target_occupancy kind)
-    from ..upper import QuadraticUpper, TargetOccupancyUpper
 
     p = get_problem(name, seed=seed, **overrides)
-    if isinstance(p.reward, LinearReward):
-        reward = {"kind": "linear", "features": p.reward.F}
-    elif isinstance(p.reward, QuadraticReward):
-        reward = {"kind": "quadratic", "c": p.reward.c, "M": p.reward.M}
-    else:
+    try:
+        reward, upper = spec_of(p.reward), spec_of(p.upper)
+    except InvalidInputError as exc:
         raise InvalidInputError(
             "name",
-            "a problem with a linear or quadratic reward",
-            f"{name!r} ({type(p.reward).__name__})",
-        )
-    if isinstance(p.upper, QuadraticUpper):
-        upper = {"kind": "quadratic", "cx": p.upper.cx, "G": p.upper.G, "cpi": p.upper.cpi}
-    elif isinstance(p.upper, TargetOccupancyUpper):
-        u = p.upper
-        upper = {
-            "kind": "target_occupancy",
-            "P_u": u.P,
-            "g": u.g,
-            "target": u.target,
-            "mu_u": u.mu_u,
-            "cx": u.cx,
-        }
-    else:
-        raise InvalidInputError(
-            "name",
-            "a problem with a quadratic or target-occupancy upper level",
-            f"{name!r} ({type(p.upper).__name__})",
-        )
+            "a problem whose reward and upper level have case-file kinds",
+            f"{name!r} ({exc})",
+        ) from exc
     return make_case(
         cid, P=p.mdp.P, gamma=p.mdp.gamma, tau=p.mdp.tau, reward=reward, upper=upper, x=p.x0
     )
 
 
-def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
-    """A tiny MDP with a trajectory-level upper objective.
+def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli", gamma_u=0.9):
+    """A seeded tiny case with an ``rlhf`` or ``shaping`` upper objective.
 
-    See :mod:`bilevel_check.routes.precise_traj`.
+    ``shaping``: lower reward ``r_x = x_0 r_u + sum_k x_k (gamma P h_k - h_k)`` (linear
+    features ``[r_u, potential-based shaping terms]``, evaluated at ``x_0 = 1``).
     """
-    from ..routes.precise_traj import make_traj_case
+    rng = np.random.default_rng(seed)
+    P = rng.random((S, A, S)) + 0.1
+    P /= P.sum(-1, keepdims=True)
+    P_u = rng.random((S, A, S)) + 0.1
+    P_u /= P_u.sum(-1, keepdims=True)
+    mu_u = rng.random(S) + 0.1
+    mu_u /= mu_u.sum()
+    if kind == "rlhf":
+        F = rng.normal(size=(S, A, d))
+        upper = {
+            "kind": "rlhf",
+            "H": H,
+            "P_u": P_u,
+            "mu_u": mu_u,
+            "features": F,
+            "r_true": rng.normal(size=(S, A)),
+            "labels": labels,
+        }
+        x = rng.normal(size=d)
+    elif kind == "shaping":
+        r_u = rng.normal(size=(S, A))
+        h = rng.normal(size=(d - 1, S))
+        shaping = gamma * np.einsum("sat,kt->sak", P, h) - h.T[:, None, :]
+        F = np.concatenate([r_u[:, :, None], shaping], axis=2)
+        upper = {
+            "kind": "shaping",
+            "H": H,
+            "P_u": P_u,
+            "mu_u": mu_u,
+            "r_u": r_u,
+            "gamma_u": gamma_u,
+        }
+        x = np.concatenate([[1.0], rng.normal(size=d - 1)])
+    else:
+        raise InvalidInputError("kind", "one of ('rlhf', 'shaping')", repr(kind))
+    upper = {
+        k: (v if isinstance(v, str) else v.tolist() if isinstance(v, np.ndarray) else v)
+        for k, v in upper.items()
+    }
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
 
+
+#: The ``model_free`` golden group (description, tier, rows).
+TRAJ_GROUP = (
+    "trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration",
+    "hard",
+    [
+        (
+            "rlhf-S2A2-H2-bern",
+            "model_free",
+            801,
+            dict(kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0),
+        ),
+        (
+            "rlhf-S3A2-H2-det",
+            "model_free",
+            802,
+            dict(kind="rlhf", S=3, A=2, d=2, H=2, gamma=0.8, tau=0.5, labels="deterministic"),
+        ),
+        (
+            "rlhf-S2A2-H3-bern",
+            "model_free",
+            803,
+            dict(kind="rlhf", S=2, A=2, d=3, H=3, gamma=0.5, tau=1.0),
+        ),
+        (
+            "shaping-S3A2-H3",
+            "model_free",
+            804,
+            dict(kind="shaping", S=3, A=2, d=3, H=3, gamma=0.9, tau=1.0),
+        ),
+        (
+            "shaping-S2A3-H2",
+            "model_free",
+            805,
+            dict(kind="shaping", S=2, A=3, d=2, H=2, gamma=0.7, tau=0.5),
+        ),
+    ],
+)
+
+
+def gen_model_free(cid, seed, *, kind, S, A, d, H, gamma, tau, **kwargs):
+    """A tiny MDP with a trajectory-level upper objective (:func:`make_traj_case`)."""
     return make_traj_case(cid, seed, kind=kind, S=S, A=A, d=d, H=H, gamma=gamma, tau=tau, **kwargs)
 
 
@@ -300,8 +370,6 @@ GROUPS: dict[str, tuple[str, str, list]] = {
 
 def default_specs(groups=None) -> dict[str, dict]:
     """The built-in manifest entries: group -> {"file", "description", "tier", "cases": [...]}."""
-    from ..routes.precise_traj import TRAJ_GROUP  # model_free entries live beside their generator
-
     table = dict(GROUPS)
     table["model_free"] = TRAJ_GROUP
     out = {}

@@ -98,7 +98,6 @@ class GoldenCase:
     def load(self):
         """The case as a :class:`bilevel_check.case.Case`."""
         from ..case import load_case
-        from ..routes import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
 
         return load_case(self.case, where=f"{self.where}: case {self.id}")
 
@@ -208,8 +207,6 @@ def _flat(v):
 
 
 def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
-    from ..routes import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
-
     cid = raw["id"]
     here = f"cases[{cid}]"
     if raw["case"].get("id") != cid:

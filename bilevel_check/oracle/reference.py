@@ -135,8 +135,6 @@ def _resolve_one(item, kind: str) -> Resolved:
         cond, qt, terms = _cond(cp, pi, q)
         return Resolved(str(cid), None, cp, desired, route, cond, qt, terms)
     elif isinstance(item, (dict, str)) or hasattr(item, "__fspath__"):
-        from ..routes import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
-
         case = load_case(item)
     else:
         raise InvalidInputTypeError(
@@ -238,20 +236,6 @@ def generated_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
     return out
 
 
-def _reward_spec(reward) -> dict:
-    from ..mdp import LinearReward, QuadraticReward, TabularReward
-
-    if isinstance(reward, TabularReward):
-        return {"kind": "tabular"}
-    if isinstance(reward, LinearReward):
-        return {"kind": "linear", "features": np.asarray(reward.F)}
-    if isinstance(reward, QuadraticReward):
-        return {"kind": "quadratic", "c": np.asarray(reward.c), "M": np.asarray(reward.M)}
-    raise InvalidInputTypeError(
-        "reward", "a tabular, linear or quadratic reward model", type(reward).__name__
-    )
-
-
 def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
     """``n`` case dicts from the families of the hypothesis strategies.
 
@@ -294,7 +278,5 @@ def hypothesis_cases(n: int = 12, *, seed: int = 0) -> list[dict]:
             "cpi": float(rng.uniform(0.0, 2.0)),
         }
         cid = f"hyp{seed}-{i}-S{S}A{A}d{reward.d}-{kind}-{reward_kind}-g{gamma:.3g}-t{tau:.2g}"
-        out.append(
-            make_case(cid, P=P, gamma=gamma, tau=tau, reward=_reward_spec(reward), upper=upper, x=x)
-        )
+        out.append(make_case(cid, P=P, gamma=gamma, tau=tau, reward=reward, upper=upper, x=x))
     return out

@@ -30,6 +30,8 @@ __all__ = [
     "MPResult",
     "MP_REWARD_KINDS",
     "MP_UPPER_KINDS",
+    "MPCase",
+    "mp_case",
     "mp_soft_solve",
     "mp_implicit_derivatives",
     "mp_hypergradient_from_parts",
@@ -492,32 +494,78 @@ def _quadratic_upper(spec, S, A):
     return make
 
 
-#: reward kind -> builder ``(spec, S, A) -> fn(x: list of mpf) -> (r [S][A], dr [S][A][d])``.
+def _occupancy_upper(spec, S, A):
+    from .precise_traj import mp_occupancy_upper
+
+    return mp_occupancy_upper(spec, S, A)
+
+
+def _trajectory_upper(spec, S, A):
+    from .precise_traj import mp_trajectory_upper
+
+    return mp_trajectory_upper(spec, S, A)
+
+
+#: reward kind -> builder ``(spec, S, A) -> fn(x: list of mpf) -> (r [S][A], dr [S][A][d])``;
+#: the same kinds as :data:`bilevel_check.case.REWARD_KINDS`.
 MP_REWARD_KINDS: dict[str, Callable] = {
     "tabular": _tabular,
     "linear": _linear,
     "quadratic": _quadratic,
 }
-#: upper kind -> builder ``(spec, S, A) -> make(x) -> (f(pi), gx(pi), gpi(pi))``.
-MP_UPPER_KINDS: dict[str, Callable] = {"quadratic": _quadratic_upper}
+#: upper kind -> builder ``(spec, S, A) -> make(x) -> (f(pi), gx(pi), gpi(pi))``; the same
+#: kinds as :data:`bilevel_check.case.UPPER_KINDS` (the non-quadratic ones are written in
+#: :mod:`bilevel_check.routes.precise_traj`).
+MP_UPPER_KINDS: dict[str, Callable] = {
+    "quadratic": _quadratic_upper,
+    "target_occupancy": _occupancy_upper,
+    "rlhf": _trajectory_upper,
+    "shaping": _trajectory_upper,
+}
+
+
+def _builder(kinds, spec, name):
+    if not isinstance(spec, dict) or spec.get("kind") not in kinds:
+        got = spec.get("kind") if isinstance(spec, dict) else type(spec).__name__
+        raise InvalidInputError(
+            f"{name}.kind" if isinstance(spec, dict) else name, f"one of {sorted(kinds)}", repr(got)
+        )
+    return kinds[spec["kind"]]
 
 
 def _models(reward_spec, upper_spec, S, A, x):
-    out = []
-    for name, spec, kinds in (
-        ("reward_spec", reward_spec, MP_REWARD_KINDS),
-        ("upper_spec", upper_spec, MP_UPPER_KINDS),
-    ):
-        if not isinstance(spec, dict) or spec.get("kind") not in kinds:
-            got = spec.get("kind") if isinstance(spec, dict) else type(spec).__name__
-            raise InvalidInputError(
-                f"{name}.kind" if isinstance(spec, dict) else name,
-                f"one of {sorted(kinds)}",
-                repr(got),
-            )
-        out.append(kinds[spec["kind"]](spec, S, A))
+    reward_fn = _builder(MP_REWARD_KINDS, reward_spec, "reward_spec")(reward_spec, S, A)
+    upper_make = _builder(MP_UPPER_KINDS, upper_spec, "upper_spec")(upper_spec, S, A)
     xs = _arr(x, (None,), "x")
-    return (*out[0](xs), *out[1](xs))
+    return (*reward_fn(xs), *upper_make(xs))
+
+
+@dataclass
+class MPCase:
+    """A case dict parsed at the current mpmath precision (:func:`mp_case`).
+
+    ``P [S][A][S]`` (rows renormalized), ``gamma``, ``tau``, ``x [d]`` (mpf);
+    ``reward(x) -> (r [S][A], dr [S][A][d])``; ``upper(x) -> (f(pi), gx(pi), gpi(pi))``.
+    """
+
+    P: list
+    gamma: mpmath.mpf
+    tau: mpmath.mpf
+    S: int
+    A: int
+    x: list
+    reward: Callable
+    upper: Callable
+
+
+def mp_case(case: dict) -> MPCase:
+    """Parse a case dict (schema ``bilevel-check/case/v1``) at the current mpmath precision:
+    the one case-to-mpmath parser. Call it inside ``mpmath.workdps``."""
+    m = case["mdp"]
+    p, g, t, S, A = _parse_mdp(m["P"], m["gamma"], m["tau"])
+    reward = _builder(MP_REWARD_KINDS, case["reward"], "reward_spec")(case["reward"], S, A)
+    upper = _builder(MP_UPPER_KINDS, case["upper"], "upper_spec")(case["upper"], S, A)
+    return MPCase(p, g, t, S, A, _arr(case["x"], (None,), "x"), reward, upper)
 
 
 def mp_hypergradient(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int) -> MPResult:
@@ -526,8 +574,9 @@ def mp_hypergradient(P, gamma, tau, reward_spec, upper_spec, x, *, digits: int) 
     ``reward_spec``/``upper_spec`` are the dicts of the case format
     (``bilevel-check/case/v1``): reward ``tabular`` (``r = x`` as ``[S][A]``),
     ``linear`` (``features [S][A][d]``), ``quadratic`` (``r = c[s,a] x^T M x``);
-    upper ``quadratic`` (``f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2``). Other kinds
-    can be registered in :data:`MP_REWARD_KINDS` / :data:`MP_UPPER_KINDS`.
+    upper ``quadratic`` (``f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2``), ``target_occupancy``,
+    ``rlhf`` and ``shaping`` (:mod:`bilevel_check.routes.precise_traj`); the kinds are
+    listed in :data:`MP_REWARD_KINDS` / :data:`MP_UPPER_KINDS`.
     """
     digits = _check_digits(digits)
     with mpmath.workdps(digits + GUARD_DIGITS):

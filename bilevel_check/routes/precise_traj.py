@@ -11,25 +11,28 @@ and Prop. 5.2::
                 + (1/tau) E[ l(d; x) sum_i sum_h (dQ*(s_h, a_h) - dV*(s_h)) ]   (14)
 
 For tiny MDPs the expectation is a finite sum over ``(S A)^H`` paths per
-trajectory: this module computes it exactly, at any mpmath precision, for two
-upper kinds registered in :data:`bilevel_check.case.UPPER_KINDS`:
+trajectory: this module computes it exactly, at any mpmath precision, for the
+upper kinds of :data:`bilevel_check.case.UPPER_KINDS` that are not quadratic:
 
 * ``{"kind": "rlhf", "H", "P_u": S x A x S, "mu_u": S, "features": S x A x d,
-  "r_true": S x A, "labels": "bernoulli" | "deterministic"}``: pairs of trajectories,
-  ``R_x(t) = sum_h features[s_h, a_h] . x``, Bradley-Terry logit ``z = R_x(t1) - R_x(t2)``,
-  ``l = BCE(y, sigma(z)) = softplus(z) - y z``; Bernoulli labels enter through
-  their mean ``sigma(R_true(t1) - R_true(t2))`` (``l`` is linear in ``y``),
-  deterministic labels are ``1{R_true(t1) > R_true(t2)}`` (1/2 on ties).
+  "r_true": S x A, "labels": "bernoulli" | "deterministic", "ridge" (optional)}``: pairs of
+  trajectories, ``R_x(t) = sum_h features[s_h, a_h] . x``, Bradley-Terry logit
+  ``z = R_x(t1) - R_x(t2)``, ``l = BCE(y, sigma(z)) + ridge/2 |x|^2 = softplus(z) - y z
+  + ridge/2 |x|^2``; Bernoulli labels enter through their mean
+  ``sigma(R_true(t1) - R_true(t2))`` (``l`` is linear in ``y``), deterministic labels are
+  ``1{R_true(t1) > R_true(t2)}`` (1/2 on ties).
 * ``{"kind": "shaping", "H", "P_u", "mu_u", "r_u": S x A, "gamma_u"}``: one trajectory,
   ``l = -sum_h gamma_u^h r_u(s_h, a_h)`` (independent of ``x``).
+* ``{"kind": "target_occupancy", "P_u", "g", "target": S, "mu_u": S, "cx"}`` (the gridworld
+  upper level, ``f = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2``), evaluated
+  in closed form (an S x S solve in mpmath).
 
-A third kind, ``{"kind": "target_occupancy", "P_u", "g", "target": S, "mu_u": S, "cx"}``
-(the gridworld upper level, ``f = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2``),
-is evaluated here in closed form (an S x S solve in mpmath) for the same two routes.
+:func:`mp_trajectory_upper` and :func:`mp_occupancy_upper` are the mpmath models of these
+kinds in :data:`bilevel_check.routes.precise.MP_UPPER_KINDS`; :func:`route_a_traj` is the
+golden suite's route A for them (lower level and implicit derivatives from
+:mod:`bilevel_check.routes.precise`, then (13) and (14) by enumeration).
 
-The float64 builder registered for these kinds returns the independently written
-exact-enumeration objectives of :mod:`bilevel_check.upper` (``RLHFUpper``,
-``ShapingUpper``), whose ``grad_pi`` turns (9) into (13) + (14).
+May import ``routes.precise`` and the core modules; never ``golden``, ``oracle`` or ``cli``.
 """
 
 from __future__ import annotations
@@ -37,18 +40,15 @@ from __future__ import annotations
 import itertools
 
 import mpmath
-import numpy as np
 
-from .._validation import InvalidInputError
-from ..case import UPPER_KINDS, _array, _num, _require, make_case
+from .precise import GUARD_DIGITS, _arr, _num, mp_hypergradient
 
 __all__ = [
     "TRAJ_KINDS",
-    "TRAJ_GROUP",
     "trajectories",
-    "mp_traj_objective",
+    "mp_trajectory_upper",
+    "mp_occupancy_upper",
     "route_a_traj",
-    "make_traj_case",
 ]
 
 TRAJ_KINDS = ("rlhf", "shaping")
@@ -77,25 +77,26 @@ def _softplus_mp(z):
 
 
 class _MPSpec:
-    """The upper spec parsed at the current mpmath precision."""
+    """A trajectory upper spec (``rlhf`` / ``shaping``) parsed at the current mpmath precision."""
 
     def __init__(self, spec: dict, S: int, A: int):
-        def mp(v):
-            return mpmath.mpf(v) if isinstance(v, str) else mpmath.mpf(repr(float(v)))
-
-        self.kind, self.H = spec["kind"], int(float(spec["H"]))
-        self.P_u = [[[mp(v) for v in row] for row in sa] for sa in spec["P_u"]]
-        self.P_u = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in self.P_u]
-        mu = [mp(v) for v in spec["mu_u"]]
+        self.kind = spec["kind"]
+        self.H = int(_num(spec["H"], "upper_spec.H"))
+        P = _arr(spec["P_u"], (S, A, S), "upper_spec.P_u")
+        self.P_u = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in P]
+        mu = _arr(spec["mu_u"], (S,), "upper_spec.mu_u")
         self.mu_u = [v / mpmath.fsum(mu) for v in mu]
+        self.S, self.A = S, A
         self.paths = trajectories(S, A, self.H)
         if self.kind == "rlhf":
-            self.F = [[[mp(v) for v in f] for f in row] for row in spec["features"]]
-            rt = [[mp(v) for v in row] for row in spec["r_true"]]
+            self.F = _arr(spec["features"], (S, A, None), "upper_spec.features")
+            rt = _arr(spec["r_true"], (S, A), "upper_spec.r_true")
             self.Rt = [mpmath.fsum(rt[s][a] for s, a in p) for p in self.paths]
             self.bern = spec["labels"] == "bernoulli"
+            self.ridge = _num(spec.get("ridge", 0), "upper_spec.ridge")
         else:
-            ru, gu = [[mp(v) for v in row] for row in spec["r_u"]], mp(spec["gamma_u"])
+            ru = _arr(spec["r_u"], (S, A), "upper_spec.r_u")
+            gu = _num(spec["gamma_u"], "upper_spec.gamma_u")
             self.loss = [
                 -mpmath.fsum(gu**h * ru[s][a] for h, (s, a) in enumerate(p)) for p in self.paths
             ]
@@ -111,25 +112,35 @@ class _MPSpec:
             else mpmath.mpf(1) / 2
         )
 
-    def expectation(self, x, pi, weights=None):
-        """``(E[l], E[grad_x l], E[l W])`` (``[d]`` each).
+    def counts(self):
+        """``W[path][s A + a]``: how often ``(s, a)`` occurs on each path."""
+        out = []
+        for p in self.paths:
+            w = [mpmath.mpf(0)] * (self.S * self.A)
+            for s, a in p:
+                w[s * self.A + a] += 1
+            out.append(w)
+        return out
 
-        ``W`` is the sum over the tuple's paths of ``weights[path]``.
-        """
+    def expectation(self, x, pi, weights=None):
+        """``(E[l], E[grad_x l] [d], E[l W] [k])`` with ``W`` = the sum over the tuple's
+        paths of ``weights[path]`` (``k`` entries each; none when ``weights`` is None)."""
         one = mpmath.mpf(1)
         prob = [_prob(p, pi, self.P_u, self.mu_u, one) for p in self.paths]
         d = len(x)
         zero = [mpmath.mpf(0)] * d
-        W = weights if weights is not None else [zero] * len(self.paths)
+        W = weights if weights is not None else [[]] * len(self.paths)
+        nw = len(W[0])
         if self.kind == "shaping":
             El = mpmath.fsum(q * l for q, l in zip(prob, self.loss))
             ElW = [
-                mpmath.fsum(q * l * w[k] for q, l, w in zip(prob, self.loss, W)) for k in range(d)
+                mpmath.fsum(q * l * w[k] for q, l, w in zip(prob, self.loss, W)) for k in range(nw)
             ]
             return El, list(zero), ElW
         R = [mpmath.fsum(mpmath.fdot(self.F[s][a], x) for s, a in p) for p in self.paths]
         dR = [[mpmath.fsum(self.F[s][a][k] for s, a in p) for k in range(d)] for p in self.paths]
-        El, Eg, ElW = mpmath.mpf(0), list(zero), list(zero)
+        ridge_l = self.ridge / 2 * mpmath.fdot(x, x)
+        El, Eg, ElW = mpmath.mpf(0), list(zero), [mpmath.mpf(0)] * nw
         n = len(self.paths)
         for i in range(n):
             for j in range(n):
@@ -137,31 +148,28 @@ class _MPSpec:
                 if q == 0:
                     continue
                 z, y = R[i] - R[j], self.label(i, j)
-                loss = _softplus_mp(z) - y * z
+                loss = _softplus_mp(z) - y * z + ridge_l
                 c = q * (_sigmoid_mp(z) - y)
                 El += q * loss
                 for k in range(d):
-                    Eg[k] += c * (dR[i][k] - dR[j][k])
+                    Eg[k] += c * (dR[i][k] - dR[j][k]) + q * self.ridge * x[k]
+                for k in range(nw):
                     ElW[k] += q * loss * (W[i][k] + W[j][k])
         return El, Eg, ElW
 
 
 class _MPOccupancy:
-    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2`` in mpmath.
-
+    """``f(x, pi) = -(1 - g) mu_u^T (I - g P_pi)^{-1} target + cx/2 |x|^2`` in mpmath, with
     ``grad_pi f[s, a] = -(1 - g) g y[s] (P_u[s, a, :] . z)``, ``y = M^{-T} mu_u``,
-    ``z = M^{-1} target``.
-    """
+    ``z = M^{-1} target``."""
 
     def __init__(self, spec: dict, S: int, A: int):
-        def mp(v):
-            return mpmath.mpf(v) if isinstance(v, str) else mpmath.mpf(repr(float(v)))
-
-        P = [[[mp(v) for v in row] for row in sa] for sa in spec["P_u"]]
+        P = _arr(spec["P_u"], (S, A, S), "upper_spec.P_u")
         self.P = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in P]
-        self.g, self.cx = mp(spec["g"]), mp(spec["cx"])
-        self.target = mpmath.matrix([mp(v) for v in spec["target"]])
-        self.mu = mpmath.matrix([mp(v) for v in spec["mu_u"]])
+        self.g = _num(spec["g"], "upper_spec.g")
+        self.cx = _num(spec["cx"], "upper_spec.cx")
+        self.target = mpmath.matrix(_arr(spec["target"], (S,), "upper_spec.target"))
+        self.mu = mpmath.matrix(_arr(spec["mu_u"], (S,), "upper_spec.mu_u"))
         self.S, self.A = S, A
 
     def _M(self, pi):
@@ -194,48 +202,60 @@ class _MPOccupancy:
         ]
 
 
-def mp_traj_objective(case: dict, P=None, reward_fn=None):
-    """``(f, f_fixed)``: ``f(x, pi)`` at the current precision (route B's phi); ``f_fixed``
-    is ``f`` for trajectory kinds (its x-derivative at fixed pi is term (13)) and None otherwise."""
-    S, A = len(case["mdp"]["P"]), len(case["mdp"]["P"][0])
-    if case["upper"]["kind"] == "target_occupancy":
-        return _MPOccupancy(case["upper"], S, A).value, None
-    spec = _MPSpec(case["upper"], S, A)
+def mp_occupancy_upper(spec: dict, S: int, A: int):
+    """mpmath model of a ``target_occupancy`` spec, in the form of
+    :data:`bilevel_check.routes.precise.MP_UPPER_KINDS`: ``make(x) -> (f(pi), gx(pi), gpi(pi))``."""
+    occ = _MPOccupancy(spec, S, A)
 
-    def f(x, pi):
-        return spec.expectation(x, pi)[0]
+    def make(x):
+        return (lambda pi: occ.value(x, pi)), (lambda pi: [occ.cx * v for v in x]), occ.grad_pi
 
-    return f, f
+    return make
+
+
+def mp_trajectory_upper(spec: dict, S: int, A: int):
+    """mpmath model of an ``rlhf`` / ``shaping`` spec by exact enumeration:
+    ``make(x) -> (f(pi), gx(pi), gpi(pi))`` with ``f = E[l]``, ``gx = E[grad_x l]`` (13) and
+    ``gpi[s, a] = E[l N_sa] / pi[s, a]`` (``N_sa`` the visits of ``(s, a)`` in the tuple: the
+    derivative of ``rho_pi`` in the free entry ``pi[s, a]``). One enumeration per ``pi``."""
+    tr = _MPSpec(spec, S, A)
+    W = tr.counts()
+
+    def make(x):
+        memo = {}
+
+        def ev(pi):
+            if memo.get("pi") is not pi:
+                El, Eg, ElN = tr.expectation(x, pi, W)
+                gpi = [[ElN[s * A + a] / pi[s][a] for a in range(A)] for s in range(S)]
+                memo.update(pi=pi, out=(El, Eg, gpi))
+            return memo["out"]
+
+        def f(pi):  # the value alone needs no visit counts
+            return memo["out"][0] if memo.get("pi") is pi else tr.expectation(x, pi)[0]
+
+        return f, (lambda pi: ev(pi)[1]), (lambda pi: ev(pi)[2])
+
+    return make
 
 
 def route_a_traj(case: dict, digits: int) -> dict:
-    """Route A for non-quadratic uppers: ``pi*, dV*, dQ*`` from the closed form at ``digits``, then
-    exact (13) and (14) (trajectory kinds) or ``grad_x f + sum grad_pi f * dpi*`` (occupancy)."""
-    from ..golden.certify import mp_closed_form
-
+    """Route A for non-quadratic uppers at ``digits``: ``pi*, dV*, dQ*`` from
+    :func:`bilevel_check.routes.precise.mp_hypergradient`, then exact (13) and (14)
+    (trajectory kinds) or ``grad_x f + sum grad_pi f dpi*`` (occupancy)."""
     m = case["mdp"]
     S, A = len(m["P"]), len(m["P"][0])
-    res = mp_closed_form(case, digits)
-    res_V, res_Q, res_pi, res_dV, res_dQ = (res[k] for k in ("V", "Q", "pi", "dV", "dQ"))
-    with mpmath.workdps(digits):
-        tau = mpmath.mpf(m["tau"])
-        x = [mpmath.mpf(v) for v in case["x"]]
-        d = len(x)
-        pi, dV, dQ = res_pi, res_dV, res_dQ
-        if case["upper"]["kind"] == "target_occupancy":
-            occ = _MPOccupancy(case["upper"], S, A)
-            gpi = occ.grad_pi(pi)
-            grad = [
-                occ.cx * x[k]
-                + mpmath.fsum(
-                    gpi[s][a] * pi[s][a] * (dQ[s][a][k] - dV[s][k])
-                    for s in range(S)
-                    for a in range(A)
-                )
-                / tau
-                for k in range(d)
-            ]
-            return {"V": res_V, "Q": res_Q, "pi": pi, "phi": occ.value(x, pi), "grad": grad}
+    res = mp_hypergradient(
+        m["P"], m["gamma"], m["tau"], case["reward"], case["upper"], case["x"], digits=digits
+    )
+    out = {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi}
+    if case["upper"]["kind"] == "target_occupancy":
+        out["grad"] = res.grad_dpi
+        return out
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        tau = _num(m["tau"], "tau")
+        x = _arr(case["x"], (None,), "x")
+        d, pi, dV, dQ = len(x), res.pi, res.dV, res.dQ
         spec = _MPSpec(case["upper"], S, A)
         W = [
             [mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)]
@@ -243,150 +263,5 @@ def route_a_traj(case: dict, digits: int) -> dict:
         ]
         El, g13, ElW = spec.expectation(x, pi, W)
         g14 = [v / tau for v in ElW]
-        return {
-            "V": res_V,
-            "Q": res_Q,
-            "pi": pi,
-            "phi": El,
-            "grad": [a + b for a, b in zip(g13, g14)],
-            "grad_13": g13,
-            "grad_14": g14,
-        }
-
-
-def _occupancy_builder(spec, S, A):
-    """Float64 model of a ``target_occupancy`` spec.
-
-    Builds a :class:`bilevel_check.problems.TargetOccupancyUpper`.
-    """
-    from ..upper import TargetOccupancyUpper
-
-    where = "<case>"
-    P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
-    target = _array(_require(spec, "target", where, "upper"), (S,), where, "upper.target")
-    mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
-    g = _num(_require(spec, "g", where, "upper"), where, "upper.g")
-    cx = _num(_require(spec, "cx", where, "upper"), where, "upper.cx")
-    return TargetOccupancyUpper(P_u / P_u.sum(-1, keepdims=True), g, target, mu_u, cx=cx)
-
-
-def _traj_builder(spec, S, A):
-    """Float64 model of an ``rlhf`` / ``shaping`` spec: the exact-enumeration
-    :class:`~bilevel_check.upper.RLHFUpper` / :class:`~bilevel_check.upper.ShapingUpper`
-    (written independently of this module)."""
-    from ..mdp import LinearReward
-    from ..upper import RLHFUpper, ShapingUpper
-
-    where = "<case>"
-    H = _num(_require(spec, "H", where, "upper"), where, "upper.H")
-    if H != int(H) or not 1 <= H <= 4:
-        raise InvalidInputError(
-            "H", "an integer horizon 1 <= H <= 4 (exact enumeration)", repr(spec["H"])
-        )
-    P_u = _array(_require(spec, "P_u", where, "upper"), (S, A, S), where, "upper.P_u")
-    mu_u = _array(_require(spec, "mu_u", where, "upper"), (S,), where, "upper.mu_u")
-    if spec["kind"] == "rlhf":
-        F = _array(
-            _require(spec, "features", where, "upper"), (S, A, None), where, "upper.features"
-        )
-        r_true = _array(_require(spec, "r_true", where, "upper"), (S, A), where, "upper.r_true")
-        labels = _require(spec, "labels", where, "upper")
-        return RLHFUpper(P_u, mu_u, int(H), LinearReward(F), r_true, labels=labels, mode="exact")
-    r_u = _array(_require(spec, "r_u", where, "upper"), (S, A), where, "upper.r_u")
-    g_u = _num(_require(spec, "gamma_u", where, "upper"), where, "upper.gamma_u")
-    return ShapingUpper(P_u, mu_u, int(H), g_u, r_u, mode="exact")
-
-
-for _kind in TRAJ_KINDS:
-    UPPER_KINDS.setdefault(_kind, _traj_builder)
-UPPER_KINDS.setdefault("target_occupancy", _occupancy_builder)
-
-
-def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli", gamma_u=0.9):
-    """A seeded tiny case with an ``rlhf`` or ``shaping`` upper objective.
-
-    ``shaping``: lower reward ``r_x = x_0 r_u + sum_k x_k (gamma P h_k - h_k)`` (linear
-    features ``[r_u, potential-based shaping terms]``, evaluated at ``x_0 = 1``).
-    """
-    rng = np.random.default_rng(seed)
-    P = rng.random((S, A, S)) + 0.1
-    P /= P.sum(-1, keepdims=True)
-    P_u = rng.random((S, A, S)) + 0.1
-    P_u /= P_u.sum(-1, keepdims=True)
-    mu_u = rng.random(S) + 0.1
-    mu_u /= mu_u.sum()
-    if kind == "rlhf":
-        F = rng.normal(size=(S, A, d))
-        upper = {
-            "kind": "rlhf",
-            "H": H,
-            "P_u": P_u,
-            "mu_u": mu_u,
-            "features": F,
-            "r_true": rng.normal(size=(S, A)),
-            "labels": labels,
-        }
-        x = rng.normal(size=d)
-    elif kind == "shaping":
-        r_u = rng.normal(size=(S, A))
-        h = rng.normal(size=(d - 1, S))
-        shaping = gamma * np.einsum("sat,kt->sak", P, h) - h.T[:, None, :]
-        F = np.concatenate([r_u[:, :, None], shaping], axis=2)
-        upper = {
-            "kind": "shaping",
-            "H": H,
-            "P_u": P_u,
-            "mu_u": mu_u,
-            "r_u": r_u,
-            "gamma_u": gamma_u,
-        }
-        x = np.concatenate([[1.0], rng.normal(size=d - 1)])
-    else:
-        raise InvalidInputError("kind", f"one of {TRAJ_KINDS}", repr(kind))
-    upper = {
-        k: (v if isinstance(v, str) else v.tolist() if isinstance(v, np.ndarray) else v)
-        for k, v in upper.items()
-    }
-    return make_case(
-        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
-    )
-
-
-#: The ``model_free`` golden group (description, tier, rows),
-#: read by :mod:`bilevel_check.golden.generators`.
-TRAJ_GROUP = (
-    "trajectory-level uppers (RLHF Bradley-Terry, reward shaping): exact (13)+(14) by enumeration",
-    "hard",
-    [
-        (
-            "rlhf-S2A2-H2-bern",
-            "model_free",
-            801,
-            dict(kind="rlhf", S=2, A=2, d=2, H=2, gamma=0.9, tau=1.0),
-        ),
-        (
-            "rlhf-S3A2-H2-det",
-            "model_free",
-            802,
-            dict(kind="rlhf", S=3, A=2, d=2, H=2, gamma=0.8, tau=0.5, labels="deterministic"),
-        ),
-        (
-            "rlhf-S2A2-H3-bern",
-            "model_free",
-            803,
-            dict(kind="rlhf", S=2, A=2, d=3, H=3, gamma=0.5, tau=1.0),
-        ),
-        (
-            "shaping-S3A2-H3",
-            "model_free",
-            804,
-            dict(kind="shaping", S=3, A=2, d=3, H=3, gamma=0.9, tau=1.0),
-        ),
-        (
-            "shaping-S2A3-H2",
-            "model_free",
-            805,
-            dict(kind="shaping", S=2, A=3, d=2, H=2, gamma=0.7, tau=0.5),
-        ),
-    ],
-)
+        out.update(phi=El, grad=[a + b for a, b in zip(g13, g14)], grad_13=g13, grad_14=g14)
+    return out
