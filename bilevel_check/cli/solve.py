@@ -5,21 +5,66 @@ from __future__ import annotations
 import json
 import sys
 
+from .._validation import InvalidInputError
 from ..case import CaseError, load_case
 
 __all__ = ["register", "solve_case"]
 
 
-def solve_case(case, *, digits: int) -> dict:
-    """Solve a case in mpmath at ``digits`` significant digits.
+#: JSON key -> output name of the routes (``grad`` is printed as ``hypergradient``).
+_KEYS = (("V", "V"), ("Q", "Q"), ("pi", "pi"), ("hypergradient", "grad"), ("phi", "phi"))
 
-    Returns a JSON-ready dict: ``V [S]``, ``Q [S][A]``, ``pi [S][A]``,
-    ``hypergradient [d]`` and ``phi`` as decimal strings with ``digits``
-    significant digits, plus the case id and the digits.
+
+def _map(fn, v):
+    return [_map(fn, e) for e in v] if isinstance(v, list) else fn(v)
+
+
+def solve_case(case, *, digits: int, method: str = "rigorous", max_prec: int | None = None) -> dict:
+    """Solve a case and return a JSON-ready dict of decimal strings.
+
+    ``method="rigorous"`` (default, :mod:`bilevel_check.routes.rigorous`): every printed digit
+    is proven by a ball enclosure; keys ``V [S]``, ``Q [S][A]``, ``pi [S][A]``,
+    ``hypergradient [d]``, ``phi`` (and ``grad_13``, ``grad_14`` for trajectory uppers) hold
+    the values with ``digits`` significant digits (up to 3 more for a value on a half-way
+    point of the rounding), ``radius`` the radius of each enclosure
+    (same keys and shapes, rounded up to 2 digits), plus ``precision_bits``, ``certificate``
+    (``residual`` and ``bound`` of the contraction certificate of ``V``), ``conditioning``
+    (``Q_over_tau``, ``cond_inf``) and ``flint_version``. Raises
+    :class:`~bilevel_check.routes.rigorous.PrecisionCapError` when the digits cannot be proven
+    below the precision cap (``max_prec`` bits, default
+    :func:`~bilevel_check.routes.rigorous.precision_cap`).
+
+    ``method="mpmath"``: the mpmath twin (:mod:`bilevel_check.routes.precise`) at ``digits``
+    digits plus its guard digits; same value keys, no radii, digits not proven.
     """
+    case = load_case(case)
+    out = {"id": case.id, "digits": digits, "method": method}
+    if method == "mpmath":
+        return out | _solve_mpmath(case, digits)
+    if method != "rigorous":
+        raise InvalidInputError("method", "'rigorous' or 'mpmath'", repr(method))
+    from ..routes import rigorous
+
+    enc = rigorous.rigorous_solve(case, digits=digits, max_prec=max_prec)
+    keys = _KEYS + tuple((k, k) for k in ("grad_13", "grad_14") if k in enc.values)
+    radius = {}
+    for key, name in keys:
+        out[key] = _map(lambda x: rigorous.proven_string(x, digits), enc.values[name])
+        radius[key] = _map(rigorous.radius_string, enc.values[name])
+    out["radius"] = radius
+    out["precision_bits"] = enc.prec
+    out["certificate"] = {
+        "residual": rigorous.radius_string(rigorous.arb(0, enc.residual)),
+        "bound": rigorous.radius_string(rigorous.arb(0, enc.bound)),
+    }
+    out["conditioning"] = {k: enc.conditioning[k] for k in ("Q_over_tau", "cond_inf")}
+    out["flint_version"] = rigorous.flint_version()
+    return out
+
+
+def _solve_mpmath(case, digits: int) -> dict:
     from ..routes import precise
 
-    case = load_case(case)
     raw = case.raw
     res = precise.mp_hypergradient(
         raw["mdp"]["P"],
@@ -30,16 +75,7 @@ def solve_case(case, *, digits: int) -> dict:
         raw["x"],
         digits=digits,
     )
-    out = {"id": case.id, "digits": digits}
-    for key, value in (
-        ("V", res.V),
-        ("Q", res.Q),
-        ("pi", res.pi),
-        ("hypergradient", res.grad),
-        ("phi", res.phi),
-    ):
-        out[key] = precise.to_decimal_strings(value, digits)
-    return out
+    return {key: precise.to_decimal_strings(getattr(res, name), digits) for key, name in _KEYS}
 
 
 def _digits_arg(text: str) -> int:
@@ -57,11 +93,16 @@ def _digits_arg(text: str) -> int:
 
 
 def _cmd_solve(args) -> int:
+    from ..routes.rigorous import PrecisionCapError, RigorousUnsupported
+
     try:
-        out = solve_case(args.case, digits=args.digits)
+        out = solve_case(args.case, digits=args.digits, method=args.method, max_prec=args.max_prec)
     except CaseError as exc:
         print(f"bilevel-check solve: {exc}", file=sys.stderr)
         return 2
+    except (PrecisionCapError, RigorousUnsupported) as exc:
+        print(f"bilevel-check solve: refused, no digit printed: {exc}", file=sys.stderr)
+        return 3
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0
@@ -98,9 +139,24 @@ def _cmd_crosscheck(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("solve", help="solve a case file in arbitrary precision and print JSON")
+    p = sub.add_parser(
+        "solve", help="solve a case file and print proven digits (ball enclosures) as JSON"
+    )
     p.add_argument("case", help="case file (schema bilevel-check/case/v1)")
     p.add_argument("--digits", type=_digits_arg, default=30, help="significant digits (default 30)")
+    p.add_argument(
+        "--method",
+        choices=("rigorous", "mpmath"),
+        default="rigorous",
+        help="rigorous: Arb ball enclosures, only proven digits, exit 3 when they cannot be "
+        "proven (default); mpmath: the unproven mpmath twin",
+    )
+    p.add_argument(
+        "--max-prec",
+        type=int,
+        default=None,
+        help="precision cap of the rigorous route in bits (default: max(16384, 26.6 * digits))",
+    )
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser("crosscheck", help="run every independent route on a case and print a table")
