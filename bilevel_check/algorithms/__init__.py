@@ -1,11 +1,14 @@
-"""Reference loops of the bilevel algorithms in float64 numpy (MATH.md sections 4 and 5).
+"""Bilevel algorithms in float64 numpy under one protocol (MATH.md sections 4, 5, 9, 10).
 
 ``m_sobirl`` is Algorithm 1 (model-based), ``sobirl`` Algorithm 2 (model-free, with
 ``reward_fitting_baseline``, the same loop without term (14)); their iterates are the
 yardstick the batched torch path in :mod:`bilevel_check.fast` is checked against.
+:mod:`.protocol` defines the algorithm protocol, the registry of built-in algorithms
+(:data:`~.protocol.ALGORITHMS`) and the scorecard (:func:`~.protocol.score`).
 """
 
 from .m_sobirl import History, m_sobirl
+from .protocol import ALGORITHMS, Iterate, ScoreResult, compare, get_algorithm, score
 from .sobirl import BaselineReport, SoBiRLHistory, reward_fitting_baseline, sobirl
 
 __all__ = [
@@ -15,4 +18,10 @@ __all__ = [
     "sobirl",
     "BaselineReport",
     "reward_fitting_baseline",
+    "ALGORITHMS",
+    "Iterate",
+    "ScoreResult",
+    "score",
+    "compare",
+    "get_algorithm",
 ]

@@ -249,3 +249,40 @@ def m_sobirl(
         params=params,
         stopped=stopped,
     )
+
+
+def m_sobirl_iterates(
+    problem, x0, iters: int, rng, *, beta=None, zeta=None, N=None, Q0=None, w0=None
+):
+    """M-SoBiRL (Yang, Gao & Yuan, arXiv 2405.19697, Section 4, Algorithm 1, eqs. (10)-(12))
+    under the algorithm protocol (:mod:`bilevel_check.algorithms.protocol`).
+
+    The iterates are those of :func:`m_sobirl_step` (module docstring); ``beta, zeta, N``
+    default to the problem's ``defaults`` (the authors' ``8e-3, 0.5, 10`` on ranmdp).
+    Documented fixed point: a stationary point of ``phi`` (the theory's O(1/K) rate of
+    ``(1/K) sum ||grad phi(x_k)||^2``; the estimator error vanishes as ``w_k -> w*``).
+    Counters: ``lower`` ``N`` soft Bellman sweeps per step; ``hvp`` 2 per step (the
+    products with ``A_k`` and ``A_k^T`` in the ``w`` step). ``rng`` is not used.
+    """
+    from .protocol import Counters, Iterate, problem_defaults
+
+    hp = problem_defaults(
+        problem, {"beta": 8e-3, "zeta": 0.5, "N": 10}, {"beta": beta, "zeta": zeta, "N": N}
+    )
+    beta, zeta = _pos(hp["beta"], "beta"), _pos(hp["zeta"], "zeta")
+    N = _pos(hp["N"], "N", integer=True, allow_zero=True)
+    mdp, reward, upper = problem.mdp, problem.reward, problem.upper
+    x = check_x(x0, reward.d, "x0")
+    S, A = mdp.S, mdp.A
+    q = np.zeros((S, A)) if Q0 is None else as_float_array(Q0, "Q0", ndim=2)
+    check_shape(q, (S, A), "Q0")
+    w = np.zeros(S) if w0 is None else as_float_array(w0, "w0", ndim=1)
+    check_shape(w, (S,), "w0")
+    c = Counters()
+    for _ in range(int(iters)):
+        x_next, q, w, h, _pi = m_sobirl_step(mdp, reward, upper, x, q, w, beta=beta, zeta=zeta, N=N)
+        c.add(hvp=2)
+        yield Iterate(x, h, c.snapshot())
+        c.add(lower=N)
+        x = x_next
+    yield Iterate(x, None, c.snapshot())

@@ -315,3 +315,99 @@ def reward_fitting_baseline(problem_or_parts, **kwargs) -> BaselineReport:
     return BaselineReport(
         x, float(np.linalg.norm(fit.term13)), float(np.linalg.norm(true.grad)), true.phi, hist
     )
+
+
+def sobirl_iterates(
+    problem,
+    x0,
+    iters: int,
+    rng,
+    *,
+    beta=None,
+    delta=None,
+    eta=None,
+    estimator: str = "sample",
+    n_samples=None,
+    implicit: str = "exact",
+    drop_exploration_term: bool = False,
+    max_pmd_steps: int = 10_000,
+):
+    """SoBiRL (Yang, Gao & Yuan, arXiv 2405.19697, Section 5, Algorithm 2, estimator (15))
+    under the algorithm protocol (:mod:`bilevel_check.algorithms.protocol`).
+
+    Iteration ``k`` as :func:`sobirl` (module docstring): warm-started PMD to
+    ``||log pi_k - log pi*_{x_k}||_inf <= delta`` (certified against the Newton solution;
+    that check is the harness's, not counted), ``h_k`` by (15) (``estimator='sample'``,
+    ``n_samples`` tuples from ``rng``) or its expectation (``'exact'``), ``x_{k+1} = x_k -
+    beta h_k``. Defaults from the problem (``beta, delta, eta, n_samples``), else
+    ``1, 1e-8, 1, 1000``. Needs a trajectory-level upper objective.
+
+    Documented fixed point: with ``estimator='exact'`` and ``delta -> 0``, a stationary
+    point of ``phi``; the error floor of ``h_k`` is linear in ``delta`` (Section 6).
+    ``drop_exploration_term=True`` is the reward-fitting baseline (see
+    :func:`reward_fitting_iterates`). Counters: ``lower`` PMD steps (one policy
+    evaluation solve each); ``samples`` ``m * n_samples`` trajectories per step (and two
+    lower rollouts per visited step with ``implicit='rollout'``).
+    """
+    from .protocol import Counters, Iterate, problem_defaults
+
+    hp = problem_defaults(
+        problem,
+        {"beta": 1.0, "delta": 1e-8, "eta": 1.0, "n_samples": 1000},
+        {"beta": beta, "delta": delta, "eta": eta, "n_samples": n_samples},
+    )
+    mdp, reward, upper = problem.mdp, problem.reward, problem.upper
+    x = _check_common(mdp, reward, upper, x0).copy()
+    beta, delta, eta = (_check_pos(hp[k], k) for k in ("beta", "delta", "eta"))
+    n_samples = _check_pos(hp["n_samples"], "n_samples", integer=True)
+    _check_pos(max_pmd_steps, "max_pmd_steps", integer=True)
+    if estimator not in ESTIMATORS:
+        raise InvalidInputError("estimator", f"one of {ESTIMATORS}", repr(estimator))
+    rng = check_rng(rng, "rng")
+    pi = np.full((mdp.S, mdp.A), 1.0 / mdp.A)
+    c = Counters()
+    for _ in range(int(iters)):
+        r = reward.value(x)
+        star = solve_soft(mdp, r, tol=1e-12)
+        pi, steps, _err = _pmd_to_accuracy(
+            mdp, r, pi, star.log_pi, delta=delta, eta=eta, max_steps=max_pmd_steps
+        )
+        c.add(lower=steps)
+        if estimator == "exact":
+            res = model_free_hypergradient_exact(mdp, reward, upper, x, pi=pi)
+            h = res.term13 if drop_exploration_term else res.grad
+        else:
+            h = sobirl_estimator(
+                mdp,
+                reward,
+                upper,
+                x,
+                pi,
+                n_samples=n_samples,
+                rng=rng,
+                implicit=implicit,
+                drop_exploration_term=drop_exploration_term,
+            ).grad
+            visits = upper.m * upper.H * n_samples
+            c.add(samples=upper.m * n_samples)
+            if implicit == "rollout" and not drop_exploration_term:
+                c.add(samples=2 * visits)
+        yield Iterate(x, h, c.snapshot())
+        x = x - beta * h
+    yield Iterate(x, None, c.snapshot())
+
+
+def reward_fitting_iterates(problem, x0, iters: int, rng, *, estimator: str = "exact", **options):
+    """The DRLHF-style alternating reward-fitting baseline (Christiano et al. 2017, the
+    DRLHF of Yang, Gao & Yuan, Section 7 / Appendix I): SoBiRL without term (14), i.e.
+    ``x <- x - beta E_{pi_k}[grad_x l]`` with ``pi_k`` re-solved at each ``x_k``
+    (:func:`sobirl_iterates` with ``drop_exploration_term=True``; exact expectation by
+    default, the harness's choice so that the stopping point is deterministic).
+
+    Documented fixed point: ``E_{pi*_x}[grad_x l(d; x)] = 0`` (13) = 0, which is not a
+    stationary point of ``phi``: there ``||grad phi|| = ||(14)||`` is bounded away from 0.
+    """
+    options.pop("drop_exploration_term", None)
+    return sobirl_iterates(
+        problem, x0, iters, rng, estimator=estimator, drop_exploration_term=True, **options
+    )

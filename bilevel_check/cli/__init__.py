@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "bilevel_check.cli.golden",  # certify, show
     "bilevel_check.cli.run",  # run m-sobirl / sobirl
     "bilevel_check.cli.verify",  # verify
+    "bilevel_check.cli.score",  # score ALGO --problem NAME (algorithms/protocol)
 ]
 
 
