@@ -395,7 +395,6 @@ def _read(source, where):
 
 
 def _mdp(m: dict, S: int, A: int, where: str) -> TabularMDP:
-    _check_keys(m, _MDP_KEYS, where, "mdp")
     P = _array(m["P"], (S, A, S), where, "mdp.P")
     mu = None if m.get("mu") is None else _array(m["mu"], (S,), where, "mdp.mu")
     gamma, tau = _num(m["gamma"], where, "mdp.gamma"), _num(m["tau"], where, "mdp.tau")
@@ -434,6 +433,8 @@ def load_case(source, *, where: str | None = None) -> Case:
     if not isinstance(cid, str) or not cid:
         raise CaseError(where, "id", "a non-empty string", repr(cid))
     m = _require(raw, "mdp", where, "")
+    if isinstance(m, dict):
+        _check_keys(m, _MDP_KEYS, where, "mdp")
     for key in ("P", "gamma", "tau"):
         _require(m, key, where, "mdp")
     P = m["P"]

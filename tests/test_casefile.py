@@ -231,3 +231,76 @@ def test_models_without_a_kind_say_so():
         spec_of(reward)
     with pytest.raises(bc.InvalidInputError, match="model: expected a model with a case-file kind"):
         spec_of(object())
+
+
+# ----------------------------------------------------------------- strictness
+
+
+@pytest.mark.parametrize(
+    "mutate, field, suggestion",
+    [
+        (lambda c: c.__setitem__("upperr", c.pop("upper")), "upperr", "upper"),
+        (lambda c: c["mdp"].__setitem__("gama", c["mdp"].pop("gamma")), "mdp.gama", "gamma"),
+        (lambda c: c["reward"].__setitem__("feature", [[[1.0]]]), "reward.feature", "features"),
+        (lambda c: c["upper"].__setitem__("cPi", "1.0"), "upper.cPi", "cpi"),
+    ],
+)
+def test_unknown_keys_are_rejected_with_the_closest_valid_name(tmp_path, mutate, field, suggestion):
+    raw, _ = _case()
+    bad = json.loads(json.dumps(raw))
+    mutate(bad)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(CaseError) as info:
+        load_case(path)
+    msg = str(info.value)
+    assert f"{path}: {field}" in msg and f"did you mean {suggestion!r}" in msg, msg
+
+
+def test_unknown_key_far_from_every_name_lists_the_valid_ones():
+    raw, _ = _case()
+    raw = json.loads(json.dumps(raw))
+    raw["comment"] = "hello"
+    with pytest.raises(CaseError, match=r"comment: expected one of the keys \[") as info:
+        load_case(raw)
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["top", "mdp", "upper"])
+def test_duplicate_keys_are_rejected(tmp_path, where):
+    raw, _ = _case()
+    text = json.dumps(raw)
+    if where == "top":
+        text = text.replace('"id": "unit"', '"id": "unit", "id": "other"')
+        key = "id"
+    elif where == "mdp":
+        text = text.replace('"gamma": "0.9"', '"gamma": "0.9", "gamma": "0.5"')
+        key = "gamma"
+    else:
+        text = text.replace('"cx": "1.0"', '"cx": "1.0", "cx": "2.0"')
+        key = "cx"
+    assert text != json.dumps(raw)  # the duplicate really is in the text
+    path = tmp_path / "dup.json"
+    path.write_text(text)
+    with pytest.raises(CaseError, match=rf"{path}: '{key}': expected each key once"):
+        load_case(path)
+    with pytest.raises(CaseError, match="duplicate key"):
+        load_case(text)
+
+
+def test_decimal_strings_are_quoted_as_written_in_errors():
+    """'0.99999999999999999' < 1 as a decimal, but it rounds to 1.0 in float64: the message
+    quotes the file's digits (and says what they round to), not the float."""
+    raw, _ = _case()
+    raw = json.loads(json.dumps(raw))
+    raw["mdp"]["gamma"] = "0.99999999999999999"
+    with pytest.raises(CaseError) as info:
+        load_case(raw)
+    msg = str(info.value)
+    assert "mdp.gamma" in msg and "received '0.99999999999999999'" in msg, msg
+    assert "received 1.0" not in msg
+    raw["mdp"]["gamma"] = "0.9"
+    raw["upper"]["cx"] = "1e999"  # a valid decimal that overflows float64 to inf
+    with pytest.raises(CaseError) as info:
+        load_case(raw)
+    assert "upper.cx" in str(info.value) and "received '1e999'" in str(info.value)

@@ -106,8 +106,17 @@ def _cmd_certify(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from ..golden.store import GoldenError
+    from ..golden.store import GoldenError, golden_case_file
 
+    if args.case:  # the case file alone, for `bilevel-check solve` / `crosscheck`
+        try:
+            case = golden_case_file(args.case_id, root=args.root)
+        except GoldenError as exc:
+            print(f"bilevel-check show: {exc}", file=sys.stderr)
+            return 2
+        json.dump(case, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
     try:
         out = show_case(args.case_id, root=args.root, full=args.full or args.json)
     except GoldenError as exc:
@@ -180,4 +189,9 @@ def register(sub) -> None:
     )
     p.add_argument("--full", action="store_true", help="print every certified digit")
     p.add_argument("--json", action="store_true", help="print JSON (all digits)")
+    p.add_argument(
+        "--case",
+        action="store_true",
+        help="print only the case file (input of `bilevel-check solve` and `crosscheck`)",
+    )
     p.set_defaults(func=_cmd_show)

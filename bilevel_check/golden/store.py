@@ -38,6 +38,7 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "GoldenError",
     "GoldenCase",
+    "golden_case_file",
     "load_golden",
     "load_manifest",
     "golden_suite_version",
@@ -76,6 +77,7 @@ class GoldenCase:
         spec: the generator and seed that rebuild ``case`` (see the manifest).
         certificate: contraction certificate of ``V`` (``residual``, ``bound``) or None.
         where: the file the case came from.
+        parsed: the :class:`~bilevel_check.case.Case` built when the file was read.
     """
 
     id: str
@@ -89,6 +91,7 @@ class GoldenCase:
     spec: dict = field(default_factory=dict)
     certificate: dict | None = None
     where: str = "<golden>"
+    parsed: object = field(default=None, repr=False, compare=False)
 
     @property
     def digits(self) -> int:
@@ -96,10 +99,15 @@ class GoldenCase:
         return min(self.certified_digits.values())
 
     def load(self):
-        """The case as a :class:`bilevel_check.case.Case`."""
-        from ..case import load_case
+        """The case as a :class:`bilevel_check.case.Case` (parsed once, when the file was read)."""
+        if self.parsed is None:
+            self.parsed = load_case(self.case, where=f"{self.where}: case {self.id}")
+        return self.parsed
 
-        return load_case(self.case, where=f"{self.where}: case {self.id}")
+    def case_file(self) -> dict:
+        """The case as a stand-alone case file (schema ``bilevel-check/case/v1``), ready for
+        ``bilevel-check solve`` and ``crosscheck`` (a copy: editing it leaves this case alone)."""
+        return json.loads(json.dumps(self.case))
 
     def values(self, name: str, *, dtype=float):
         """Output ``name`` converted entry-wise with ``dtype`` (``float`` or ``mpmath.mpf``)."""
@@ -212,7 +220,7 @@ def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
     if raw["case"].get("id") != cid:
         raise GoldenError(where, f"{here}.case.id", repr(cid), repr(raw["case"].get("id")))
     try:
-        load_case(raw["case"], where=f"{where}: {here}.case")
+        parsed = load_case(raw["case"], where=f"{where}: {here}.case")
     except CaseError as exc:
         raise GoldenError(where, f"{here}.case.{exc.field}", exc.expected, exc.received) from exc
     cert, digs = raw["certified"], raw["certified_digits"]
@@ -259,6 +267,7 @@ def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
         spec=raw["spec"],
         certificate=raw.get("certificate"),
         where=where,
+        parsed=parsed,
     )
 
 
@@ -276,6 +285,25 @@ def load_group_file(path, *, root=None) -> list[GoldenCase]:
         seen.add(raw["id"])
         out.append(_check_case(raw, str(path), obj["group"]))
     return out
+
+
+def golden_case_file(case_id: str, *, root=None) -> dict:
+    """The golden case ``case_id`` as a stand-alone case file (``bilevel-check show ID --case``).
+
+    Raises:
+        GoldenError: no golden case has that id (the message lists a few ids).
+    """
+    cases = load_golden(root=root)
+    for c in cases:
+        if c.id == case_id:
+            return c.case_file()
+    ids = [c.id for c in cases]
+    raise GoldenError(
+        str(reference_root(root)),
+        "case id",
+        f"one of {len(ids)} ids, e.g. {ids[:5]}",
+        repr(case_id),
+    )
 
 
 def load_golden(groups=None, *, root=None) -> list[GoldenCase]:
