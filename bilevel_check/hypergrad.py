@@ -24,7 +24,7 @@ import numpy as np
 from ._validation import InvalidInputError, as_float_array, check_finite, check_shape
 from .implicit import ImplicitDerivatives, _implicit, _implicit_sa, check_policy_inputs
 from .mdp import TabularMDP, check_reward_model, check_x
-from .soft import SoftSolution, solve_soft, state_chain
+from .soft import SoftSolution, m_matrix, solve_soft
 from .upper import check_upper
 
 __all__ = ["HypergradResult", "hypergradient", "hypergradient_from_policy", "phi_value", "adjoint"]
@@ -50,9 +50,8 @@ def adjoint(p_sas, gamma: float, pi_sa, u_sa) -> np.ndarray:
 
     ``b[s'] = sum_{s,a} u[s,a] (1{s=s'} - gamma P[s,a,s'])``.
     """
-    S = p_sas.shape[0]
     b = u_sa.sum(axis=1) - gamma * np.einsum("sa,sat->t", u_sa, p_sas)
-    return np.linalg.solve((np.eye(S) - gamma * state_chain(p_sas, pi_sa)).T, b)
+    return np.linalg.solve(m_matrix(p_sas, pi_sa, gamma).T, b)
 
 
 def hypergradient_from_policy(

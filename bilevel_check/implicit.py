@@ -24,13 +24,14 @@ from ._validation import (
     check_policy,
 )
 from .mdp import TabularMDP
-from .soft import state_chain
+from .soft import m_matrix
 
 __all__ = [
     "ImplicitDerivatives",
     "implicit_derivatives",
     "implicit_derivatives_sa",
     "sa_chain",
+    "m_matrix_sa",
     "check_policy_inputs",
 ]
 
@@ -83,9 +84,8 @@ def implicit_derivatives(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> Impl
 
 def _implicit(p_sas, gamma, tau, pi_sa, dr_sad) -> ImplicitDerivatives:
     """:func:`implicit_derivatives` on trusted (validated) inputs."""
-    S = p_sas.shape[0]
     phi_sd = np.einsum("sa,sad->sd", pi_sa, dr_sad)
-    dV = np.linalg.solve(np.eye(S) - gamma * state_chain(p_sas, pi_sa), phi_sd)
+    dV = np.linalg.solve(m_matrix(p_sas, pi_sa, gamma), phi_sd)
     dQ = dr_sad + gamma * np.einsum("sat,td->sad", p_sas, dV)
     return _from_dq_dv(pi_sa, tau, dQ, dV)
 
@@ -94,6 +94,12 @@ def sa_chain(p_sas, pi_sa) -> np.ndarray:
     """``P^pi[(s,a),(s',a')] = P[s,a,s'] pi[s',a']`` ([SA, SA], row-major (s, a))."""
     S, A, _ = p_sas.shape
     return np.einsum("sat,tb->satb", p_sas, pi_sa).reshape(S * A, S * A)
+
+
+def m_matrix_sa(p_sas, pi_sa, gamma: float) -> np.ndarray:
+    """``I_SA - gamma P^pi`` ([SA, SA]), the SA x SA twin of :func:`~bilevel_check.soft.m_matrix`."""
+    S, A, _ = p_sas.shape
+    return np.eye(S * A) - gamma * sa_chain(p_sas, pi_sa)
 
 
 def implicit_derivatives_sa(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> ImplicitDerivatives:
@@ -108,8 +114,9 @@ def implicit_derivatives_sa(p_sas, gamma: float, tau: float, pi_sa, dr_sad) -> I
 def _implicit_sa(p_sas, gamma, tau, pi_sa, dr_sad) -> ImplicitDerivatives:
     """:func:`implicit_derivatives_sa` on trusted (validated) inputs."""
     S, A, d = dr_sad.shape
-    M = np.eye(S * A) - gamma * sa_chain(p_sas, pi_sa)
-    dQ = np.linalg.solve(M, dr_sad.reshape(S * A, d)).reshape(S, A, d)
+    dQ = np.linalg.solve(m_matrix_sa(p_sas, pi_sa, gamma), dr_sad.reshape(S * A, d)).reshape(
+        S, A, d
+    )
     # sum_a pi dQ = Phi + gamma P_pi dV = dV  (the V-equation of section 2)
     dV = np.einsum("sa,sad->sd", pi_sa, dQ)
     return _from_dq_dv(pi_sa, tau, dQ, dV)

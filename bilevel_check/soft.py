@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import (
+    ConvergenceError,
     InvalidInputError,
     as_float_array,
     check_policy,
@@ -30,6 +31,7 @@ __all__ = [
     "softmax_policy",
     "q_from_v",
     "state_chain",
+    "m_matrix",
     "soft_bellman_v",
     "soft_bellman_q",
     "SoftSolution",
@@ -45,10 +47,6 @@ __all__ = [
 #: relative residual (about sqrt(eps)) below which a Newton step that fails to halve it
 #: counts as stagnation at the floating-point floor (cond(I - gamma P_pi) * eps).
 _STAGNATION_FLOOR = 1.5e-8
-
-
-class ConvergenceError(RuntimeError):
-    """An iterative solver stopped at ``max_iter`` above its tolerance."""
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -85,6 +83,14 @@ def q_from_v(mdp: TabularMDP, r_sa: np.ndarray, v_s: np.ndarray) -> np.ndarray:
 def state_chain(p_sas: np.ndarray, pi_sa: np.ndarray) -> np.ndarray:
     """``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']`` ([S, S])."""
     return np.einsum("sa,sat->st", pi_sa, p_sas)
+
+
+def m_matrix(p_sas: np.ndarray, pi_sa: np.ndarray, gamma: float) -> np.ndarray:
+    """``M = I - gamma P_pi`` ([S, S]): the Jacobian of ``V - T(V)`` at the policy ``pi``,
+    the matrix of exact policy evaluation, of the implicit derivatives and of the adjoint
+    of (9). The one place the package forms it (the SA x SA twin is
+    :func:`bilevel_check.implicit.m_matrix_sa`)."""
+    return np.eye(p_sas.shape[0]) - gamma * state_chain(p_sas, pi_sa)
 
 
 def soft_bellman_v(mdp: TabularMDP, r_sa: np.ndarray, v_s: np.ndarray) -> np.ndarray:
@@ -232,7 +238,7 @@ def policy_evaluation(
 
 def _evaluate(mdp, r, pi, log_pi):
     c = np.sum(pi * (r - mdp.tau * log_pi), axis=1)
-    V = np.linalg.solve(np.eye(mdp.S) - mdp.gamma * state_chain(mdp.P, pi), c)
+    V = np.linalg.solve(m_matrix(mdp.P, pi, mdp.gamma), c)
     return V, q_from_v(mdp, r, V)
 
 
@@ -264,7 +270,7 @@ def soft_policy_iteration(
         # the exact evaluation of pi, but the solve only sees the residual, so the
         # new V is accurate to a few ulps of |V| (evaluating sum pi (r - tau log pi)
         # directly loses cond(I - gamma P_pi) * eps * |Q| to cancellation).
-        V = V + np.linalg.solve(np.eye(mdp.S) - mdp.gamma * state_chain(mdp.P, pi), TV - V)
+        V = V + np.linalg.solve(m_matrix(mdp.P, pi, mdp.gamma), TV - V)
         TV = soft_bellman_v(mdp, r, V)
         res = float(np.max(np.abs(TV - V)))
         history.append(res)
@@ -273,11 +279,8 @@ def soft_policy_iteration(
             # Polish: one more Newton step costs one S x S solve and, by quadratic
             # convergence, takes V from "residual <= tol" to the floating-point floor
             # (at gamma ~ 0.99 the tol-level residual alone leaves ~tol/(1-gamma) error).
-            V2 = V + np.linalg.solve(
-                np.eye(mdp.S)
-                - mdp.gamma * state_chain(mdp.P, softmax_policy(q_from_v(mdp, r, V), mdp.tau)),
-                TV - V,
-            )
+            pi2 = softmax_policy(q_from_v(mdp, r, V), mdp.tau)
+            V2 = V + np.linalg.solve(m_matrix(mdp.P, pi2, mdp.gamma), TV - V)
             res2 = float(np.max(np.abs(soft_bellman_v(mdp, r, V2) - V2)))
             if res2 < res:
                 V = V2

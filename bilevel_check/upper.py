@@ -26,7 +26,7 @@ from ._validation import (
     check_stochastic,
 )
 from .mdp import LinearReward, TabularReward
-from .soft import state_chain
+from .soft import m_matrix
 from .trajectories import (
     ENUMERATION_CAP,
     check_horizon,
@@ -159,7 +159,7 @@ class TargetOccupancyUpper:
         }
 
     def _solves(self, pi):
-        M = np.eye(self.S) - self.g * state_chain(self.P, np.asarray(pi, dtype=np.float64))
+        M = m_matrix(self.P, np.asarray(pi, dtype=np.float64), self.g)
         return np.linalg.solve(M.T, self.mu_u), np.linalg.solve(M, self.target)
 
     def occupancy(self, pi) -> float:

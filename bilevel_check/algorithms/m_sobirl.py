@@ -35,7 +35,7 @@ from .._progress import Progress
 from .._validation import InvalidInputError, as_float_array, check_shape
 from ..hypergrad import hypergradient, phi_value
 from ..mdp import TabularMDP, check_reward_model, check_x
-from ..soft import log_softmax_policy, soft_bellman_q, soft_values, state_chain
+from ..soft import log_softmax_policy, m_matrix, soft_bellman_q, soft_values
 from ..upper import check_upper
 
 __all__ = ["History", "m_sobirl", "m_sobirl_step"]
@@ -83,13 +83,12 @@ def m_sobirl_step(
     Returns ``(x_next [d], q_next [S, A], w_next [S], h [d], pi_k [S, A])``.
     """
     P, gamma, tau = mdp.P, mdp.gamma, mdp.tau
-    S = P.shape[0]
     pi = np.exp(log_softmax_policy(q_sa, tau))  # step 1
     v_s = soft_values(q_sa, tau)
     g_pi = upper.grad_pi(x_d, pi)  # step 2
     u = pi * g_pi
     b = u.sum(axis=1) - gamma * np.einsum("sa,sat->t", u, P)
-    A_k = np.eye(S) - gamma * state_chain(P, pi)
+    A_k = m_matrix(P, pi, gamma)
     w_next = w_s - zeta * (A_k @ (A_k.T @ w_s - b))
     r_sa = reward.value(x_d)  # step 3
     dr = reward.jacobian(x_d)
