@@ -1,13 +1,21 @@
-"""Input validation at the public boundary.
+"""Input validation at the public boundary, and the package's shared error types.
 
 Every check raises :class:`InvalidInputError` (a ``ValueError``) or
 :class:`InvalidInputTypeError` (a ``TypeError``) whose message names the
 argument as the caller wrote it, what was expected and what was received.
 Validate once at the boundary; code inside the package trusts its inputs.
+
+Also here: :class:`ConvergenceError`, the one base class of every "an iterative
+solver did not converge" error in the package (float64, mpmath, sympy, torch and
+conic routes raise subclasses of it), :func:`check_int` for integer arguments of the
+library, and :func:`int_arg`, the one integer parser of the command line.
+
+Imports numpy and the standard library only.
 """
 
 from __future__ import annotations
 
+import argparse
 import numbers
 
 import numpy as np
@@ -25,6 +33,9 @@ __all__ = [
     "check_distribution",
     "check_policy",
     "POLICY_ATOL",
+    "ConvergenceError",
+    "check_int",
+    "int_arg",
 ]
 
 #: Tolerance on the row sums of a transition tensor or distribution (the issue's 1e-12).
@@ -52,6 +63,59 @@ class InvalidInputTypeError(TypeError):
         self.expected = expected
         self.received = received
         super().__init__(f"{name}: expected {expected}; received {received}")
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative solver stopped at its iteration cap above its tolerance.
+
+    The base class of every non-convergence error of the package (``except
+    ConvergenceError`` catches all of them); the message names the solver, the
+    residual reached and what to change.
+    """
+
+
+def check_int(value, name: str, *, minimum: int = 1, expected: str | None = None) -> int:
+    """``value`` as an ``int`` ``>= minimum``; bools and non-integers are rejected.
+
+    Raises:
+        InvalidInputError: naming ``name``, ``expected`` (default ``"an integer >= minimum"``)
+            and the received value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidInputError(name, expected or f"an integer >= {minimum}", repr(value))
+    return int(value)
+
+
+def int_arg(minimum: int = 1, *, flag: str | None = None, why: str = ""):
+    """An ``argparse`` ``type=`` callable: a decimal integer ``>= minimum``.
+
+    Args:
+        minimum: smallest accepted value (1: a positive integer).
+        flag: the option name shown in the message (argparse adds its own prefix otherwise).
+        why: optional reason appended to the expectation, e.g. ``"30 certified + 10 margin"``.
+
+    The callable raises ``argparse.ArgumentTypeError`` with
+    ``"[flag: ]expected an integer >= minimum[ (why)]; received ..."`` (the text as
+    typed when it is not an integer, the number otherwise).
+    """
+    expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if why:
+        expected += f" ({why})"
+    prefix = f"{flag}: " if flag else ""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{prefix}expected {expected}; received {text!r}"
+            ) from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{prefix}expected {expected}; received {n}")
+        return n
+
+    parse.__name__ = f"int_at_least_{minimum}"
+    return parse
 
 
 def _describe(value) -> str:

@@ -20,14 +20,10 @@ from _families import make_problem
 import bilevel_check as bc
 from bilevel_check import InvalidInputError, InvalidInputTypeError
 from bilevel_check.case import case_from_models
+from bilevel_check.fast.ops import torch_reward, torch_upper
 from bilevel_check.routes.finite_diff import central_difference
 from bilevel_check.routes.precise import mp_hypergradient
-from bilevel_check.routes.unrolled import (
-    torch_reward,
-    torch_upper,
-    unrolled_error_rate,
-    unrolled_hypergradient,
-)
+from bilevel_check.routes.unrolled import unrolled_error_rate, unrolled_hypergradient
 from bilevel_check.soft import log_softmax_policy, q_from_v, soft_bellman_v, state_chain
 
 

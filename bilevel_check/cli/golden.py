@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
+from .._validation import int_arg
+
 __all__ = ["register", "show_case"]
 
 
-def _digits_arg(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--digits: expected an integer >= 40; received {text!r}"
-        ) from None
-    if n < 40:
-        raise argparse.ArgumentTypeError(
-            f"--digits: expected an integer >= 40 (30 certified + 10 margin); received {n}"
-        )
-    return n
+_digits_arg = int_arg(40, flag="--digits", why="30 certified + 10 margin")
 
 
 def _summary(values, digits: int = 12):

@@ -13,7 +13,6 @@ runs the numpy reference loop (one problem; any upper level, e.g. ``gridworld``)
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_bytes
-from .._validation import InvalidInputError, InvalidInputTypeError
+from .._validation import InvalidInputError, InvalidInputTypeError, int_arg
 
 __all__ = ["register", "run_algorithm", "plot_convergence"]
 
@@ -210,16 +209,7 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer; received {text!r}"
-        ) from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {v}")
-    return v
+_positive_int = int_arg(1)
 
 
 def register(subparsers) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .._validation import InvalidInputError
+from .._validation import InvalidInputError, int_arg
 from ..case import CaseError, load_case
 
 __all__ = ["register", "solve_case"]
@@ -78,18 +78,7 @@ def _solve_mpmath(case, digits: int) -> dict:
     return {key: precise.to_decimal_strings(getattr(res, name), digits) for key, name in _KEYS}
 
 
-def _digits_arg(text: str) -> int:
-    import argparse
-
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--digits: expected an integer >= 15; received {text!r}"
-        ) from None
-    if n < 15:
-        raise argparse.ArgumentTypeError(f"--digits: expected an integer >= 15; received {n}")
-    return n
+_digits_arg = int_arg(15, flag="--digits")
 
 
 def _cmd_solve(args) -> int:

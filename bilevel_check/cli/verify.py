@@ -25,6 +25,8 @@ import sys
 
 from .._loader import UsageError, load_target
 
+from .._validation import int_arg
+
 __all__ = ["register", "load_target", "run_verify", "UsageError"]
 
 KIND_CHECKS = {
@@ -94,18 +96,7 @@ def _cmd(args) -> int:
     return 0 if report.passed else 1
 
 
-def _positive(value: str) -> int:
-    import argparse
-
-    try:
-        n = int(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer; received {value!r}"
-        ) from exc
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value!r}")
-    return n
+_positive = int_arg(1)
 
 
 def register(subparsers) -> None:

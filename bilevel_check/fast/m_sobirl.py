@@ -40,9 +40,10 @@ from .ops import (
     apply_a,
     apply_a_t,
     expect_next,
+    hypergrad_policy_term,
     log_policy,
     lower_from_problems,
-    m_matrix,
+    quadratic_upper_value,
     soft_bellman_q,
     soft_values,
     solve_soft_newton,
@@ -65,11 +66,7 @@ class MSoBiRLBatch:
 
     def upper_value(self, x_bd, pi_bsa) -> torch.Tensor:
         """``f(x, pi)`` per problem ([B])."""
-        return (
-            0.5 * self.cx * (x_bd * x_bd).sum(-1)
-            + (self.G * pi_bsa).sum(dim=(1, 2))
-            + 0.5 * self.cpi * (pi_bsa * pi_bsa).sum(dim=(1, 2))
-        )
+        return quadratic_upper_value(x_bd, pi_bsa, self.cx, self.G, self.cpi)
 
     def grad_pi(self, pi_bsa) -> torch.Tensor:
         """``grad_pi f = G + cpi pi`` ([B, S, A])."""
@@ -175,9 +172,8 @@ def exact_diagnostics(bt: MSoBiRLBatch, x, *, tol: float):
     _, log_pi, _ = solve_soft_newton(lb.P, lb.gamma, lb.tau, lb.reward.value(x), tol=tol)
     pi = torch.exp(log_pi)
     u = pi * bt.grad_pi(pi)
-    b = u.sum(-1) - lb.gamma[:, None] * torch.einsum("bsa,bsat->bt", u, lb.P)
-    w = torch.linalg.solve(m_matrix(state_chain(lb.P, pi), lb.gamma).transpose(1, 2), b)
-    grad = bt.cx[:, None] * x + lb.reward.contract(u - pi * w[:, :, None], x) / lb.tau[:, None]
+    term = hypergrad_policy_term(lb.P, lb.gamma, lb.tau, lb.reward, pi, u, x)
+    grad = bt.cx[:, None] * x + term
     return bt.upper_value(x, pi), grad
 
 

@@ -19,12 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import InvalidInputError
+from .._validation import ConvergenceError, InvalidInputError, InvalidInputTypeError
 from ..mdp import CallableReward, LinearReward, QuadraticReward, TabularReward
+from ..upper import QuadraticUpper
 
 __all__ = [
+    "FastConvergenceError",
     "resolve_device",
     "resolve_dtype",
+    "torch_reward",
+    "torch_upper",
+    "quadratic_upper_value",
     "BatchedReward",
     "LowerBatch",
     "lower_from_problems",
@@ -36,7 +41,14 @@ __all__ = [
     "apply_a",
     "apply_a_t",
     "solve_soft_newton",
+    "hypergrad_policy_term",
 ]
+
+
+class FastConvergenceError(ConvergenceError, FloatingPointError):
+    """A batched torch solver stopped at its step cap (a :class:`ConvergenceError`; also a
+    ``FloatingPointError``, what the fast path raised before the common base existed)."""
+
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -44,11 +56,20 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 def resolve_device(device) -> torch.device:
     """``torch.device`` from ``None`` (CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device.
 
+    The one device resolver of the package (the fast path and the unrolled route).
+
     Raises:
+        InvalidInputTypeError: ``device`` is not ``None``, a string or a ``torch.device``.
         InvalidInputError: unknown device, or CUDA requested where it is unavailable.
     """
     if device is None:
         return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidInputTypeError(
+            "device",
+            "'cpu' or 'cuda' (a string or torch.device)",
+            f"{type(device).__name__} {device!r}",
+        )
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -184,6 +205,61 @@ def _affine_parts(reward, x0: np.ndarray, name: str):
     )
 
 
+def torch_reward(reward, *, device=None, dtype=None):
+    """A torch function ``x [d] -> r [S, A]`` equal to ``reward.value`` (the torch twin of
+    one reward model; :func:`lower_from_problems` stacks the same parts for a batch).
+
+    :class:`QuadraticReward`: ``c * x^T M x``; :class:`LinearReward` and
+    :class:`TabularReward`: ``r0 + F @ x`` from the affine parts (``F = I`` reshaped for
+    the tabular model, exact in floating point). A :class:`CallableReward` has no torch
+    expression: pass ``reward_torch`` to the caller instead.
+    """
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if isinstance(reward, QuadraticReward):
+        c = torch.as_tensor(np.array(reward.c), dtype=dt, device=dev)
+        M = torch.as_tensor(np.array(reward.M), dtype=dt, device=dev)
+        return lambda x: c * (x @ (M @ x))
+    if isinstance(reward, (LinearReward, TabularReward)):
+        r0, F = (
+            torch.as_tensor(np.array(a), dtype=dt, device=dev)
+            for a in _affine_parts(reward, None, "reward")
+        )
+        return lambda x: r0 + F @ x
+    raise InvalidInputError(
+        "reward",
+        "a TabularReward, LinearReward or QuadraticReward (or pass reward_torch=, a torch "
+        "function x -> r [S, A])",
+        f"{type(reward).__name__} without a torch expression",
+    )
+
+
+def quadratic_upper_value(x_bd, pi_bsa, cx_b, G_bsa, cpi_b) -> torch.Tensor:
+    """``f_b = cx_b/2 |x_b|^2 + <G_b, pi_b> + cpi_b/2 |pi_b|_F^2`` ([B]) of
+    :class:`~bilevel_check.upper.QuadraticUpper`, batched."""
+    return (
+        0.5 * cx_b * (x_bd * x_bd).sum(-1)
+        + (G_bsa * pi_bsa).sum(dim=(1, 2))
+        + 0.5 * cpi_b * (pi_bsa * pi_bsa).sum(dim=(1, 2))
+    )
+
+
+def torch_upper(upper, *, device=None, dtype=None):
+    """A torch function ``(x [d], pi [S, A]) -> f`` equal to ``upper.value`` for
+    :class:`QuadraticUpper` (:func:`quadratic_upper_value` with ``B = 1``). Other
+    objectives: pass ``upper_torch`` to the caller instead."""
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if isinstance(upper, QuadraticUpper):
+        G = torch.as_tensor(np.array(upper.G), dtype=dt, device=dev)[None]
+        cx = torch.tensor([upper.cx], dtype=dt, device=dev)
+        cpi = torch.tensor([upper.cpi], dtype=dt, device=dev)
+        return lambda x, pi: quadratic_upper_value(x[None], pi[None], cx, G, cpi)[0]
+    raise InvalidInputError(
+        "upper",
+        "a QuadraticUpper (or pass upper_torch=, a torch function (x, pi) -> scalar)",
+        f"{type(upper).__name__} without a torch expression",
+    )
+
+
 def lower_from_problems(problems, device=None, dtype=None) -> LowerBatch:
     """Stack the lower levels of a list of :class:`~bilevel_check.problems.Problem`.
 
@@ -303,7 +379,7 @@ def solve_soft_newton(p_bsas, gamma_b, tau_b, r_bsa, *, tol: float = 1e-12, max_
         ``(v_bs, log_pi_bsa, residual)``.
 
     Raises:
-        FloatingPointError: no convergence in ``max_iter`` steps (names the residual).
+        FastConvergenceError: no convergence in ``max_iter`` steps (names the residual).
     """
     v = torch.zeros(r_bsa.shape[:2], dtype=r_bsa.dtype, device=r_bsa.device)
     res = float("inf")
@@ -315,7 +391,21 @@ def solve_soft_newton(p_bsas, gamma_b, tau_b, r_bsa, *, tol: float = 1e-12, max_
             return v, log_policy(q, tau_b), res
         pi = torch.exp(log_policy(q, tau_b))
         v = v + torch.linalg.solve(m_matrix(state_chain(p_bsas, pi), gamma_b), tv - v)
-    raise FloatingPointError(
+    raise FastConvergenceError(
         f"batched soft Newton: residual {res:.3e} after {max_iter} steps (tol={tol:g}); "
         "the dtype cannot reach this tolerance at this conditioning: use float64 or a looser tol"
     )
+
+
+def hypergrad_policy_term(p_bsas, gamma_b, tau_b, reward, pi_bsa, u_bsa, x_bd) -> torch.Tensor:
+    """The policy term of (9) in torch, batched: ``(1/tau) [sum_{s,a} u dr - Phi^T w]`` ([B, d])
+    with ``b = sum_a u - gamma sum_{s,a} u P`` and ``w = (I - gamma P_pi)^{-T} b`` (one
+    batched S x S solve), contracted as ``sum_{s,a} (u - pi w[s]) dr`` without forming ``dr``.
+
+    The one torch home of formula (9): ``u = pi * grad_pi f`` gives the hyper-gradient's
+    policy term (:func:`bilevel_check.fast.m_sobirl.exact_diagnostics`); ``u = C`` (the
+    sampled losses) gives the exploration term of the estimator (15).
+    """
+    b = u_bsa.sum(-1) - gamma_b[:, None] * torch.einsum("bsa,bsat->bt", u_bsa, p_bsas)
+    w = torch.linalg.solve(m_matrix(state_chain(p_bsas, pi_bsa), gamma_b).transpose(1, 2), b)
+    return reward.contract(u_bsa - pi_bsa * w[:, :, None], x_bd) / tau_b[:, None]

@@ -39,8 +39,10 @@ from .._validation import InvalidInputError
 from ..upper import RLHFUpper, ShapingUpper
 from .m_sobirl import FastHistory, batch_hyperparameter
 from .ops import (
+    FastConvergenceError,
     LowerBatch,
     expect_next,
+    hypergrad_policy_term,
     lower_from_problems,
     m_matrix,
     solve_soft_newton,
@@ -215,9 +217,7 @@ def estimator_15(
         )
     if not drop_exploration_term:
         C = _scatter_sa(weights_bn * l_n, states, actions, ones, S, A)
-        y = C.sum(-1) - lb.gamma[:, None] * torch.einsum("bsa,bsat->bt", C, lb.P)
-        z = torch.linalg.solve(m_matrix(state_chain(lb.P, pi_bsa), lb.gamma).transpose(1, 2), y)
-        h = h + lb.reward.contract(C - pi_bsa * z[:, :, None], x_bd) / lb.tau[:, None]
+        h = h + hypergrad_policy_term(lb.P, lb.gamma, lb.tau, lb.reward, pi_bsa, C, x_bd)
     return h, (weights_bn * l_n).sum(-1)
 
 
@@ -332,7 +332,7 @@ def sobirl_fast(
             err = (log_pi - log_star).abs().amax(dim=(1, 2))
             while bool((err > delta).any()):
                 if int(steps.max()) >= max_pmd_steps:
-                    raise FloatingPointError(
+                    raise FastConvergenceError(
                         f"sobirl_fast: PMD reached max ||log pi - log pi*|| = "
                         f"{float(err.max()):.3e} > delta={delta:g} after {max_pmd_steps} steps"
                     )

@@ -33,11 +33,13 @@ import time
 
 import mpmath
 
-from .._validation import InvalidInputError
+from .._validation import ConvergenceError, InvalidInputError
+from ..agreement import digits_normwise
 
 __all__ = [
     "MIN_DIGITS",
     "CertificationError",
+    "MPNewtonConvergenceError",
     "mp_newton",
     "mp_bellman",
     "agreement",
@@ -51,6 +53,10 @@ MIN_DIGITS = 30
 
 class CertificationError(RuntimeError):
     """The two routes agree on fewer than :data:`MIN_DIGITS` digits for some output."""
+
+
+class MPNewtonConvergenceError(CertificationError, ConvergenceError):
+    """:func:`mp_newton` did not reach its residual target (a :class:`ConvergenceError`)."""
 
 
 def _mp(v):
@@ -105,27 +111,19 @@ def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
                 )
         step = mpmath.lu_solve(J, mpmath.matrix(res))
         V = [V[s] - step[s] for s in range(S)]
-    raise CertificationError(
+    raise MPNewtonConvergenceError(
         f"mp_newton: no convergence in {max_iter} steps (residual {mpmath.nstr(rn, 5)})"
     )
 
 
 def agreement(a, b, *, cap: float) -> float:
-    """Normwise digits of agreement ``-log10(max|a - b| / max|a|)`` of nested lists.
-
-    The result is at most ``cap``.
+    """Normwise digits of agreement ``-log10(max|a - b| / max|a|)`` of nested lists, at most
+    ``cap`` (:func:`bilevel_check.agreement.digits_normwise` with ``a`` as the reference).
 
     When ``a`` is exactly zero (e.g. ``grad phi(0) = 0`` for the quadratic family)
     the agreement is absolute: ``-log10(max|b|)``.
     """
-    fa, fb = list(_flat(a)), list(_flat(b))
-    diff = max(abs(_mp(u) - _mp(v)) for u, v in zip(fa, fb))
-    scale = max(abs(_mp(u)) for u in fa)
-    if diff == 0:
-        return float(cap)
-    if scale == 0:
-        return float(min(cap, -mpmath.log10(diff)))
-    return float(min(cap, -mpmath.log10(diff / scale)))
+    return digits_normwise(b, a, cap=cap)
 
 
 def _flat(v):

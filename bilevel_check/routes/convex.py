@@ -42,7 +42,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import InvalidInputError, as_float_array, check_distribution, check_shape
+from .._validation import (
+    ConvergenceError,
+    InvalidInputError,
+    as_float_array,
+    check_distribution,
+    check_shape,
+)
 from ..mdp import TabularMDP
 
 __all__ = ["ConvexSolution", "SolverFailure", "solve_occupancy", "SOLVERS"]
@@ -56,7 +62,7 @@ _DEFAULT_OPTIONS = {
 }
 
 
-class SolverFailure(RuntimeError):
+class SolverFailure(ConvergenceError):
     """The conic solver did not report an optimal solution."""
 
 

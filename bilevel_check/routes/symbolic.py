@@ -28,7 +28,12 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
+from .._validation import (
+    STOCHASTIC_ATOL,
+    ConvergenceError,
+    InvalidInputError,
+    InvalidInputTypeError,
+)
 
 __all__ = ["MAX_STATES", "MAX_ACTIONS", "symbolic_hypergradient", "symbolic_problem"]
 
@@ -188,7 +193,7 @@ def _newton_v(F, Vs, xs, xv, work):
             if mpmath.norm(res, mpmath.inf) <= mpmath.mpf(10) ** (-(work - 5)) * scale:
                 return [V[i] for i in range(len(Vs))]
             V = V - mpmath.lu_solve(mpmath.matrix(j_num(list(V))), res)
-    raise RuntimeError(
+    raise ConvergenceError(
         f"sympy route: Newton on F(V) = V - T(V) did not converge in {_MAX_NEWTON} iterations"
     )
 

@@ -31,22 +31,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import InvalidInputError, InvalidInputTypeError, as_float_array, check_shape
-from ..mdp import (
-    LinearReward,
-    QuadraticReward,
-    TabularMDP,
-    TabularReward,
-    check_reward_model,
-    check_x,
+from .._validation import (
+    InvalidInputError,
+    InvalidInputTypeError,
+    as_float_array,
+    check_int,
+    check_shape,
 )
-from ..upper import QuadraticUpper, check_upper
+from ..mdp import TabularMDP, check_reward_model, check_x
+from ..upper import check_upper
 
 __all__ = [
     "UnrolledResult",
     "UnrolledRate",
-    "torch_reward",
-    "torch_upper",
     "unrolled_hypergradient",
     "unrolled_error_rate",
 ]
@@ -95,74 +92,19 @@ def _torch():
     return torch
 
 
-def _device(device):
-    torch = _torch()
-    if not isinstance(device, str):
-        raise InvalidInputTypeError(
-            "device", "'cpu' or 'cuda' (a string)", f"{type(device).__name__} {device!r}"
-        )
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InvalidInputError(
-                "device",
-                "'cpu', or 'cuda' on a machine with a CUDA device",
-                f"{device!r} (torch.cuda.is_available() is False)",
-            )
-        return torch.device(device)
-    raise InvalidInputError("device", "'cpu' or 'cuda' (or 'cuda:N')", repr(device))
+def __getattr__(name: str):
+    """``torch_reward`` and ``torch_upper`` live in :mod:`bilevel_check.fast.ops` (the one
+    home of the torch twins); re-exported here lazily so that importing this module does
+    not import torch."""
+    if name in ("torch_reward", "torch_upper"):
+        from ..fast import ops
 
-
-def torch_reward(reward, *, device="cpu") -> Callable:
-    """A torch function ``x [d] -> r [S, A]`` equal to ``reward.value``.
-
-    Built from the attributes of :class:`TabularReward` (``x.reshape(S, A)``),
-    :class:`LinearReward` (``F @ x``) and :class:`QuadraticReward`
-    (``c * x^T M x``). Other reward models (e.g. :class:`CallableReward`) have no
-    torch expression: pass ``reward_torch`` to :func:`unrolled_hypergradient`.
-    """
-    torch = _torch()
-    dev = _device(device)
-    if isinstance(reward, TabularReward):
-        S, A = reward.S, reward.A
-        return lambda x: x.reshape(S, A)
-    if isinstance(reward, LinearReward):
-        F = torch.as_tensor(np.array(reward.F), dtype=torch.float64, device=dev)
-        return lambda x: F @ x
-    if isinstance(reward, QuadraticReward):
-        c = torch.as_tensor(np.array(reward.c), dtype=torch.float64, device=dev)
-        M = torch.as_tensor(np.array(reward.M), dtype=torch.float64, device=dev)
-        return lambda x: c * (x @ (M @ x))
-    raise InvalidInputError(
-        "reward",
-        "a TabularReward, LinearReward or QuadraticReward (or pass reward_torch=, a torch "
-        "function x -> r [S, A])",
-        f"{type(reward).__name__} without a torch expression",
-    )
-
-
-def torch_upper(upper, *, device="cpu") -> Callable:
-    """A torch function ``(x [d], pi [S, A]) -> f`` equal to ``upper.value`` for
-    :class:`QuadraticUpper`: ``cx/2 |x|^2 + <G, pi> + cpi/2 |pi|_F^2``. Other
-    objectives: pass ``upper_torch`` to :func:`unrolled_hypergradient`."""
-    torch = _torch()
-    dev = _device(device)
-    if isinstance(upper, QuadraticUpper):
-        G = torch.as_tensor(np.array(upper.G), dtype=torch.float64, device=dev)
-        cx, cpi = upper.cx, upper.cpi
-        return lambda x, pi: 0.5 * cx * (x @ x) + (G * pi).sum() + 0.5 * cpi * (pi * pi).sum()
-    raise InvalidInputError(
-        "upper",
-        "a QuadraticUpper (or pass upper_torch=, a torch function (x, pi) -> scalar)",
-        f"{type(upper).__name__} without a torch expression",
-    )
+        return getattr(ops, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_K(K, name="K") -> int:
-    if isinstance(K, bool) or not isinstance(K, numbers.Integral) or K < 0:
-        raise InvalidInputError(name, "an integer number of sweeps >= 0", repr(K))
-    return int(K)
+    return check_int(K, name, minimum=0, expected="an integer number of sweeps >= 0")
 
 
 def unrolled_hypergradient(
@@ -184,9 +126,11 @@ def unrolled_hypergradient(
 
     Args:
         mdp: lower MDP (``P [S, A, S]``, gamma, tau).
-        reward: reward model; its torch twin comes from :func:`torch_reward` unless
+        reward: reward model; its torch twin comes from
+            :func:`bilevel_check.fast.ops.torch_reward` unless
             ``reward_torch`` (``x [d] tensor -> r [S, A] tensor``) is given.
-        upper: upper objective; torch twin from :func:`torch_upper` unless ``upper_torch``
+        upper: upper objective; torch twin from :func:`bilevel_check.fast.ops.torch_upper`
+            unless ``upper_torch``
             (``(x, pi) -> scalar tensor``) is given.
         x: upper parameter ``[d]``.
         K: number of sweeps (>= 0; ``K = 0`` uses ``pi_0 = softmax((r + gamma P V_0)/tau)``).
@@ -194,13 +138,15 @@ def unrolled_hypergradient(
         V0: start ``[S]`` (default zeros; a constant, not differentiated).
     """
     torch = _torch()
+    from ..fast.ops import resolve_device, torch_reward, torch_upper
+
     if not isinstance(mdp, TabularMDP):
         raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)
     check_reward_model(reward, mdp)
     check_upper(upper, mdp.S, mdp.A)
     x = check_x(x, reward.d)
     K = _check_K(K)
-    dev = _device(device)
+    dev = resolve_device(device)
     if V0 is None:
         v0 = np.zeros(mdp.S)
     else:
