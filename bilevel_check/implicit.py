@@ -97,7 +97,8 @@ def sa_chain(p_sas, pi_sa) -> np.ndarray:
 
 
 def m_matrix_sa(p_sas, pi_sa, gamma: float) -> np.ndarray:
-    """``I_SA - gamma P^pi`` ([SA, SA]), the SA x SA twin of :func:`~bilevel_check.soft.m_matrix`."""
+    """``I_SA - gamma P^pi`` ([SA, SA]); the SA x SA twin of
+    :func:`~bilevel_check.soft.m_matrix`."""
     S, A, _ = p_sas.shape
     return np.eye(S * A) - gamma * sa_chain(p_sas, pi_sa)
 

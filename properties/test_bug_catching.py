@@ -1,6 +1,7 @@
 """Every property family catches a real bug (mutation tests of the property suites).
 
-Each row injects one deliberately broken implementation (``_broken.py``: missing
+Each row injects one deliberately broken implementation (``PROPERTY_BUGS`` of
+``tests/broken_impls.py``, the catalogue shared with the oracle's tests: missing
 max-shift, wrong axis, untransposed adjoint, entropy with the wrong sign, flipped
 label, dropped ``1/tau``) into a property body and asserts that hypothesis finds a
 generated input on which the property FAILS, for the stated reason (the failure
@@ -14,7 +15,8 @@ enough), at most 200 examples; the search stops at the first failure.
 from __future__ import annotations
 
 import pytest
-from _broken import BROKEN
+from _harness import REFERENCE
+from broken_impls import PROPERTY_BUGS
 from hypothesis import HealthCheck, Phase, given, settings
 from test_bradley_terry import (
     check_bce_matches_mpmath,
@@ -43,6 +45,9 @@ from test_invariances import (
 from test_m_matrix import chains, check_sa_chain_m_matrix, check_state_chain_m_matrix
 
 from bilevel_check.oracle.strategies import bilevel_problems
+
+#: the reference with one function replaced, per bug
+BROKEN = {name: REFERENCE.broken(name, **changes) for name, changes in PROPERTY_BUGS.items()}
 
 FALSIFY = settings(
     max_examples=200,

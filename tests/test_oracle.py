@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 
-import buggy_impls as bi
+import broken_impls as bi
 import numpy as np
 import pytest
 

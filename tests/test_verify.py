@@ -1,6 +1,6 @@
 """`bilevel-check verify`: fails every deliberately buggy implementation, passes correct ones.
 
-Each bug in ``tests/buggy_impls.py`` is a slip seen in real bilevel RL code; the
+Each bug in ``tests/broken_impls.py`` is a slip seen in real bilevel RL code; the
 assertions check the report points at the wrong entries, using a prediction made
 without the oracle (the bug's own algebra, or where exp overflows float64).
 """
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import buggy_impls as bi
+import broken_impls as bi
 import numpy as np
 import pytest
 from _mini_golden import LOWTAU, MINI, mini_reference
@@ -25,7 +25,7 @@ from bilevel_check.oracle.reference import generated_cases, hypothesis_cases
 from bilevel_check.soft import solve_soft
 
 HERE = Path(__file__).resolve().parent
-IMPLS = str(HERE / "buggy_impls.py")
+IMPLS = str(HERE / "broken_impls.py")
 SUITE = ["--suite", "hypothesis", "--n-cases", "12", "--seed", "0"]
 CORRECT = [
     "correct_closed_form",
@@ -145,7 +145,7 @@ def test_verify_other_kinds_and_formats(capsys, tmp_path):
     "target, fragment",
     [
         ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz'"),
-        ("buggy_impls", "expected 'module:function'"),
+        ("broken_impls", "expected 'module:function'"),
         (f"{IMPLS}:no_such_function", "has no attribute 'no_such_function'"),
         ("missing/file.py:fn", "does not exist"),
         (f"{IMPLS}:BUGS", "not a callable"),
@@ -160,10 +160,10 @@ def test_verify_console_exit_codes_in_a_subprocess():
     env = dict(os.environ, PYTHONPATH=str(HERE))
     cmd = [sys.executable, "-m", "bilevel_check.cli", "verify"]
     ok = subprocess.run(
-        cmd + ["buggy_impls:correct_numpy", *SUITE], capture_output=True, text=True, env=env
+        cmd + ["broken_impls:correct_numpy", *SUITE], capture_output=True, text=True, env=env
     )
     bad = subprocess.run(
-        cmd + ["buggy_impls:axes_swapped", *SUITE], capture_output=True, text=True, env=env
+        cmd + ["broken_impls:axes_swapped", *SUITE], capture_output=True, text=True, env=env
     )
     usage = subprocess.run(cmd + ["nope_mod:f", *SUITE], capture_output=True, text=True, env=env)
     assert (ok.returncode, bad.returncode, usage.returncode) == (0, 1, 2), (ok.stderr, bad.stderr)

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from .._validation import InvalidInputError, InvalidInputTypeError
+from ..agreement import digits_entrywise
 from .reference import REF_ROUTE, Resolved, generated_cases, resolve_cases
-from .report import CaseResult, Entry, OracleReport, digits_of_agreement
+from .report import CaseResult, Entry, OracleReport
 
 __all__ = [
     "TolerancePolicy",
@@ -268,7 +269,7 @@ def _compare(cid, name, actual, desired, rtol, atol, *, stderr=None, z=0.0) -> l
                 d,
                 err,
                 rel,
-                digits_of_agreement(a, d),
+                digits_entrywise(a, d),
                 allowed,
                 bool(err <= allowed),
                 se,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import InvalidInputError, InvalidInputTypeError
-from .report import digits_of_agreement
+from ..agreement import digits_normwise
 
 __all__ = ["REF_ROUTE", "Resolved", "resolve_cases", "generated_cases", "hypothesis_cases", "KINDS"]
 
@@ -49,14 +49,6 @@ class Resolved:
     grad_terms: float = 0.0  # max_d of the summed magnitudes of the terms of (9)
     golden: object = None
     notes: dict = field(default_factory=dict)
-
-
-def _norm_digits(a: np.ndarray, b: np.ndarray) -> float:
-    scale = float(np.max(np.abs(b), initial=0.0))
-    err = float(np.max(np.abs(a - b), initial=0.0))
-    if err == 0.0:
-        return 17.0
-    return digits_of_agreement(scale + err, scale) if scale > 0 else 0.0
 
 
 def _reference(cp, kind: str) -> tuple[dict, str, np.ndarray, np.ndarray]:
@@ -82,13 +74,18 @@ def _reference(cp, kind: str) -> tuple[dict, str, np.ndarray, np.ndarray]:
     if kind == "implicit":
         a = implicit_derivatives(m.P, m.gamma, m.tau, pi, dr)
         b = implicit_derivatives_sa(m.P, m.gamma, m.tau, pi, dr)
-        agree = min(_norm_digits(getattr(a, k), getattr(b, k)) for k in ("dV", "dQ", "dpi"))
+        agree = min(digits_normwise(getattr(a, k), getattr(b, k)) for k in ("dV", "dQ", "dpi"))
         out = {"dV": a.dV, "dQ": a.dQ, "dlog_pi": a.dlog_pi, "dpi": a.dpi}
         return out, f"{REF_ROUTE}: forms agree to {agree:.1f} digits", pi, sol.Q
     gx, gpi = np.asarray(up.grad_x(x, pi), float), np.asarray(up.grad_pi(x, pi), float)
     g1, _, _ = hypergradient_from_policy(m.P, m.gamma, m.tau, pi, dr, gx, gpi, form="adjoint")
     g2, _, _ = hypergradient_from_policy(m.P, m.gamma, m.tau, pi, dr, gx, gpi, form="sa")
-    return {"grad": g1}, f"{REF_ROUTE}: forms agree to {_norm_digits(g1, g2):.1f} digits", pi, sol.Q
+    return (
+        {"grad": g1},
+        f"{REF_ROUTE}: forms agree to {digits_normwise(g1, g2):.1f} digits",
+        pi,
+        sol.Q,
+    )
 
 
 def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float, float]:
@@ -96,10 +93,10 @@ def _cond(cp, pi: np.ndarray, q: np.ndarray) -> tuple[float, float, float]:
     ``max_d [ |grad_x f| + (sum_{s,a} |u dr| + sum_s |Phi| |w|) / tau ]`` (the sum in (9)
     cancels when ``pi`` is nearly deterministic; its rounding error scales with its terms)."""
     from ..hypergrad import adjoint
-    from ..soft import state_chain
+    from ..soft import m_matrix
 
     m = cp.mdp
-    M = np.eye(m.S) - m.gamma * state_chain(m.P, pi)
+    M = m_matrix(m.P, pi, m.gamma)
     cond = float(np.linalg.norm(M, np.inf) * np.linalg.norm(np.linalg.inv(M), np.inf))
     terms = 0.0
     try:

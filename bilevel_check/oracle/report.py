@@ -19,20 +19,6 @@ from dataclasses import asdict, dataclass, field
 
 __all__ = ["Entry", "CaseResult", "OracleReport"]
 
-#: Digits reported for an exact match (float64 carries ~15.95).
-EXACT_DIGITS = 17.0
-
-
-def digits_of_agreement(actual: float, desired: float) -> float:
-    """``-log10(|actual - desired| / |desired|)`` clipped to ``[0, 17]`` (17: exact match)."""
-    if not (math.isfinite(actual) and math.isfinite(desired)):
-        return 0.0
-    err = abs(actual - desired)
-    if err == 0.0:
-        return EXACT_DIGITS
-    scale = abs(desired) if desired != 0.0 else 1.0
-    return float(min(EXACT_DIGITS, max(0.0, -math.log10(err / scale))))
-
 
 @dataclass
 class Entry:

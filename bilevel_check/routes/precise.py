@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from .._validation import STOCHASTIC_ATOL, InvalidInputError, InvalidInputTypeError
+from .._validation import (
+    STOCHASTIC_ATOL,
+    ConvergenceError,
+    InvalidInputError,
+    InvalidInputTypeError,
+)
+from ..agreement import digits_normwise
 
 __all__ = [
     "GUARD_DIGITS",
@@ -49,7 +55,7 @@ GUARD_DIGITS = 15
 MAX_NEWTON = 200
 
 
-class MPConvergenceError(RuntimeError):
+class MPConvergenceError(ConvergenceError):
     """The mpmath Newton solver did not reach its residual target within the cap."""
 
 
@@ -633,18 +639,7 @@ def _flat(v, depth=None):
 
 
 def digits_of_agreement(a, b, *, cap: float = 60.0) -> float:
-    """``-log10(max|a - b| / max|b|)`` over all entries, capped at ``cap`` (float).
-
-    ``a``, ``b``: numbers, mpf, decimal strings, nested lists or arrays of the same
-    size. Computed in mpmath at ``cap + 10`` digits; a zero ``b`` uses scale 1.
-    """
-    fa, fb = _flat(a), _flat(b)
-    if len(fa) != len(fb) or not fa:
-        raise InvalidInputError(
-            "a, b", "the same non-zero number of entries", f"{len(fa)} and {len(fb)}"
-        )
-    with mpmath.workdps(int(cap) + 10):
-        xb = [_num(v, "b") for v in fb]
-        diff = max(abs(_num(u, "a") - v) for u, v in zip(fa, xb))
-        scale = max(abs(v) for v in xb) or mpmath.mpf(1)
-        return float(cap) if diff == 0 else float(min(mpmath.mpf(cap), -mpmath.log10(diff / scale)))
+    """:func:`bilevel_check.agreement.digits_normwise` with the mpmath routes' cap of 60:
+    ``-log10(max|a - b| / max|b|)`` over all entries (numbers, mpf, decimal strings, nested
+    lists or arrays of the same size), computed in mpmath at ``cap + 10`` digits."""
+    return digits_normwise(a, b, cap=cap)
