@@ -388,6 +388,8 @@ def _trajectory_upper(pb: _Problem, pi: list, dQ: arb_mat, dV: arb_mat):
     bern = spec["labels"] == "bernoulli"
     rtb = [_ball(spec["r_true"][s][a]) for s in range(S) for a in range(A)]
     Rtb = [sum((rtb[s * A + a] for s, a in p), arb(0)) for p in paths]
+    ridge = _ball(spec["ridge"]) if "ridge" in spec else arb(0)  # l += ridge/2 |x|^2
+    ridge_l = ridge / 2 * sum((v * v for v in pb.x), arb(0))
     El, Eg, ElW = arb(0), list(zero), list(zero)
     n = len(paths)
     for i in range(n):
@@ -398,12 +400,12 @@ def _trajectory_upper(pb: _Problem, pi: list, dQ: arb_mat, dV: arb_mat):
                 y = _sigmoid(Rtb[i] - Rtb[j])
             else:  # exact comparison of the stated true returns; ties score 1/2
                 y = arb(1) if Rt[i] > Rt[j] else arb(0) if Rt[i] < Rt[j] else arb(1) / 2
-            loss = _softplus(z) - y * z
+            loss = _softplus(z) - y * z + ridge_l
             c = q * (_sigmoid(z) - y)
             ql = q * loss
             El += ql
             for k in range(d):
-                Eg[k] += c * (dR[i][k] - dR[j][k])
+                Eg[k] += c * (dR[i][k] - dR[j][k]) + q * ridge * pb.x[k]
                 ElW[k] += ql * (W[i][k] + W[j][k])
     return El, Eg, [v / pb.tau for v in ElW]
 
@@ -440,8 +442,6 @@ def enclose(case, *, prec: int) -> Enclosure:
     cannot prove its matrix invertible at this precision (:func:`rigorous_solve` then raises
     the precision).
     """
-    from . import precise_traj  # noqa: F401  (registers the trajectory upper kinds)
-
     case = load_case(case)
     if isinstance(prec, bool) or not isinstance(prec, int) or prec < 30:
         raise InvalidInputError("prec", "an integer number of bits >= 30", repr(prec))
