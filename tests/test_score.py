@@ -124,6 +124,14 @@ BUILTIN_RUNS = {
     "m-sobirl": [("ranmdp_small", 30, {}), ("garnet", 30, {})],
     "sobirl": [("rlhf_tabular", 6, {"n_samples": 200}), ("shaping_chain", 3, {"n_samples": 50})],
     "reward-fitting": [("rlhf_tabular", 6, {}), ("shaping_chain", 3, {})],
+    "pbrl": [("ranmdp_small", 10, {}), ("garnet", 10, {})],
+    "hessian-free": [("garnet", 5, {}), ("gridworld", 5, {})],
+    "attenuating-ac": [("garnet", 10, {}), ("rlhf_tabular", 5, {})],
+    "parl": [("garnet", 5, {}), ("rlhf_tabular", 5, {})],
+    "a-parl": [("gridworld", 5, {}), ("rlhf_tabular", 5, {})],
+    "practical-sobirl": [("rlhf_tabular", 10, {}), ("garnet", 10, {})],
+    "hpgd": [("gridworld", 10, {}), ("garnet", 10, {})],
+    "zero-order": [("ranmdp_small", 5, {}), ("garnet", 5, {})],
 }
 
 

@@ -4,7 +4,11 @@
 ``reward_fitting_baseline``, the same loop without term (14)); their iterates are the
 yardstick the batched torch path in :mod:`bilevel_check.fast` is checked against.
 :mod:`.protocol` defines the algorithm protocol, the registry of built-in algorithms
-(:data:`~.protocol.ALGORITHMS`) and the scorecard (:func:`~.protocol.score`).
+(:data:`~.protocol.ALGORITHMS`) and the scorecard (:func:`~.protocol.score`). The seed
+papers' other methods: :mod:`.practical_sobirl` (Algorithm 3 / estimator (78)),
+:mod:`.parl` (PARL, A-PARL), :mod:`.penalty` (PBRL value penalty, the Hessian-free
+first-order estimator, the attenuating-entropy actor-critic), :mod:`.generic` (HPGD/AMD
+forward recursions, two-point zero-order); shared tabular pieces in :mod:`._tabular`.
 """
 
 from .m_sobirl import History, m_sobirl

@@ -100,6 +100,14 @@ ALGORITHMS: dict[str, str] = {
     "m-sobirl": "bilevel_check.algorithms.m_sobirl:m_sobirl_iterates",
     "sobirl": "bilevel_check.algorithms.sobirl:sobirl_iterates",
     "reward-fitting": "bilevel_check.algorithms.sobirl:reward_fitting_iterates",
+    "pbrl": "bilevel_check.algorithms.penalty:pbrl_iterates",
+    "parl": "bilevel_check.algorithms.parl:parl_iterates",
+    "a-parl": "bilevel_check.algorithms.parl:aparl_iterates",
+    "practical-sobirl": "bilevel_check.algorithms.practical_sobirl:practical_sobirl_iterates",
+    "hpgd": "bilevel_check.algorithms.generic:hpgd_iterates",
+    "zero-order": "bilevel_check.algorithms.generic:zero_order_iterates",
+    "hessian-free": "bilevel_check.algorithms.penalty:hessian_free_iterates",
+    "attenuating-ac": "bilevel_check.algorithms.penalty:attenuating_ac_iterates",
 }
 
 
