@@ -8,7 +8,19 @@ import numpy as np
 
 from ._io import atomic_write_json, json_series
 
-__all__ = ["IterateHistory"]
+__all__ = ["IterateHistory", "RunInterrupted"]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: carries the history of the finished iterations.
+
+    ``history.params["interrupted"]`` is True. A ``KeyboardInterrupt``, so code that
+    does not look for it stops as on any Ctrl-C; ``bilevel-check run`` saves it.
+    """
+
+    def __init__(self, history):
+        super().__init__("run interrupted")
+        self.history = history
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, rename.
 
 A reader never sees a half-written file, and a crash leaves the old file intact.
+The file gets the mode an ordinary ``open(path, "w")`` would give it (``0666`` less
+the umask: ``0644`` under the usual umask 022), not the ``0600`` of a temporary file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,50 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "json_series"]
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "json_series",
+    "writable_folder",
+]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system shows it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)  # no /proc: read it by setting it, and set it straight back
+    os.umask(old)
+    return old
+
+
+def writable_folder(path, name: str) -> Path:
+    """Create the folder ``path`` if needed and check a file can be written in it.
+
+    For commands that compute first and write last: call it before computing.
+
+    Raises:
+        InvalidInputError: naming ``name`` when ``path`` is a file or not writable.
+    """
+    from ._validation import InvalidInputError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(name, "a folder (new or existing)", f"{path} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidInputError(name, "a writable folder", f"{path}: {exc}") from exc
+    return path
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -19,6 +64,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -11,13 +11,25 @@ __all__ = ["Progress"]
 class Progress:
     """``with Progress(total, desc="certify") as bar: bar.update(1, info="case 3")``.
 
-    Redraws at most ten times a second; shows count, percent, rate and ETA.
+    Redraws at most ten times a second; shows count, percent, rate and ETA. With
+    ``interruptible=True`` a ``KeyboardInterrupt`` inside the block ends the block
+    instead of propagating: ``bar.interrupted`` is then True and ``bar.n`` counts the
+    finished steps, so the caller can keep them (and re-raise, e.g. as
+    :class:`bilevel_check._history.RunInterrupted`).
     """
 
     def __init__(
-        self, total: int, *, desc: str = "", enabled: bool = True, stream=None, width: int = 28
+        self,
+        total: int,
+        *,
+        desc: str = "",
+        enabled: bool = True,
+        stream=None,
+        width: int = 28,
+        interruptible: bool = False,
     ):
         self.total, self.desc, self.enabled = max(int(total), 0), desc, enabled
+        self.interruptible, self.interrupted = interruptible, False
         self.stream = stream if stream is not None else sys.stderr
         self.width, self.n, self.info = width, 0, ""
         self._t0 = self._last = time.perf_counter()
@@ -26,11 +38,14 @@ class Progress:
         self._draw(force=True)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         self._draw(force=True)
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+        if self.interruptible and exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.interrupted = True
+            return True
         return False
 
     def update(self, k: int = 1, *, info: str = "") -> None:

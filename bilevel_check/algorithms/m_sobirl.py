@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._history import IterateHistory
+from .._history import IterateHistory, RunInterrupted
 from .._progress import Progress
 from .._validation import InvalidInputError, as_float_array, check_shape
 from ..hypergrad import hypergradient, phi_value
@@ -198,7 +198,7 @@ def m_sobirl(
     xs, hs = [x.copy()], []
     phis, gnorms, errs = (np.full(K, np.nan) for _ in range(3))
     stopped = False
-    with Progress(K, desc="m_sobirl", enabled=bool(progress)) as bar:
+    with Progress(K, desc="m_sobirl", enabled=bool(progress), interruptible=True) as bar:
         for k in range(K):
             if track_true_grad:
                 hg = hypergradient(mdp, reward, upper, x)
@@ -236,8 +236,10 @@ def m_sobirl(
     n = len(hs)
     h_arr = np.array(hs).reshape(n, reward.d)
     params = {"K": K, "beta": beta, "zeta": zeta, "N": N, **meta}
-    return History(
-        x=np.array(xs),
+    if bar.interrupted:
+        params["interrupted"] = True
+    hist = History(
+        x=np.array(xs[: n + 1]),
         h=h_arr,
         h_norm=np.linalg.norm(h_arr, axis=1),
         phi=phis[:n],
@@ -248,6 +250,9 @@ def m_sobirl(
         params=params,
         stopped=stopped,
     )
+    if bar.interrupted:
+        raise RunInterrupted(hist)
+    return hist
 
 
 def m_sobirl_iterates(

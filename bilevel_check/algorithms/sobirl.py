@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._history import IterateHistory
+from .._history import IterateHistory, RunInterrupted
 from .._progress import Progress
 from .._validation import InvalidInputError
 from ..hypergrad import hypergradient
@@ -210,7 +210,7 @@ def sobirl(
     pi = np.full((mdp.S, mdp.A), 1.0 / mdp.A)
     xs, hs, rec = [x.copy()], [], {k: [] for k in ("phi", "grad_norm", "err", "steps", "lpe")}
     stopped = False
-    with Progress(K, desc="sobirl", enabled=bool(progress)) as bar:
+    with Progress(K, desc="sobirl", enabled=bool(progress), interruptible=True) as bar:
         for k in range(K):
             r = reward.value(x)
             star = solve_soft(mdp, r, tol=1e-12)
@@ -260,6 +260,8 @@ def sobirl(
                 break
     n = len(hs)
     h_arr = np.array(hs).reshape(n, reward.d)
+    if bar.interrupted:  # an interrupt can fall between two appends
+        rec = {key: v[:n] for key, v in rec.items()}
     params = {
         "K": K,
         "beta": beta,
@@ -272,8 +274,10 @@ def sobirl(
         "drop_exploration_term": bool(drop_exploration_term),
         **meta,
     }
-    return SoBiRLHistory(
-        x=np.array(xs),
+    if bar.interrupted:
+        params["interrupted"] = True
+    hist = SoBiRLHistory(
+        x=np.array(xs[: n + 1]),
         h=h_arr,
         h_norm=np.linalg.norm(h_arr, axis=1),
         phi=np.array(rec["phi"]),
@@ -285,6 +289,9 @@ def sobirl(
         params=params,
         stopped=stopped,
     )
+    if bar.interrupted:
+        raise RunInterrupted(hist)
+    return hist
 
 
 @dataclass

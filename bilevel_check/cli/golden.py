@@ -67,29 +67,42 @@ def show_case(case_id: str, *, root=None, full: bool = False) -> dict:
 
 
 def _cmd_certify(args) -> int:
-    from ..golden.certify import CertificationError, certify_groups
+    from ..golden.certify import CertificationError, certify_groups, prepare_out
     from ..golden.store import GoldenError, format_table, load_golden
 
     try:
         if args.table:
             print(format_table(load_golden(args.groups, root=args.out)))
             return 0
-        t0 = time.perf_counter()
+        base = prepare_out(args.out, in_place=args.in_place)  # before any computing
+    except (GoldenError, ValueError) as exc:
+        print(f"bilevel-check certify: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
         man = certify_groups(
             args.groups,
             digits=args.digits,
             check_digits=args.check_digits,
-            out=args.out,
+            out=base,
+            in_place=args.in_place,
             resume=args.resume,
             progress=not args.quiet,
         )
-        cases = load_golden(args.groups, root=args.out)  # validate what was written
+        cases = load_golden(args.groups, root=base)  # validate what was written
+    except KeyboardInterrupt:
+        print(
+            f"bilevel-check certify: interrupted after {time.perf_counter() - t0:.1f} s; "
+            f"finished groups and cases are kept in {base} (rerun with --resume)",
+            file=sys.stderr,
+        )
+        return 130
     except (GoldenError, CertificationError, ValueError) as exc:
         print(f"bilevel-check certify: {exc}", file=sys.stderr)
         return 2
     print(
         f"certified {len(cases)} cases ({man['total_cases']} in the manifest) "
-        f"in {time.perf_counter() - t0:.1f} s"
+        f"in {time.perf_counter() - t0:.1f} s into {base}"
     )
     print(format_table(cases))
     return 0
@@ -163,9 +176,21 @@ def register(sub) -> None:
         help="route B precision (default digits + 40)",
     )
     p.add_argument(
-        "--out", default=None, help="reference folder to write (default: the package's reference/)"
+        "--out",
+        default=None,
+        help="folder to write the suite into (a new folder gets schema/; required unless "
+        "--in-place)",
     )
-    p.add_argument("--resume", action="store_true", help="reuse finished cases from OUT/.partial/")
+    p.add_argument(
+        "--in-place",
+        action="store_true",
+        help="rewrite the shipped suite (the package's reference/) instead of --out",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip groups already certified in OUT with the same digits; reuse OUT/.partial/",
+    )
     p.add_argument(
         "--table", action="store_true", help="only print the certified-digits table of OUT"
     )

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import io
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes
+from .._history import RunInterrupted
+from .._io import atomic_write_bytes, writable_folder
 from .._validation import InvalidInputError, InvalidInputTypeError, int_arg
 
 __all__ = ["register", "run_algorithm", "plot_convergence"]
@@ -31,17 +31,22 @@ def _reference_history(algorithm: str, problem, *, K, seed, estimator, n_samples
     """Run the numpy reference loop and lay its history out like the fast path's (``B = 1``)."""
     from ..fast.m_sobirl import FastHistory
 
-    if algorithm == "m-sobirl":
-        from ..algorithms.m_sobirl import m_sobirl
+    interrupted = False
+    try:
+        if algorithm == "m-sobirl":
+            from ..algorithms.m_sobirl import m_sobirl
 
-        ref = m_sobirl(problem, K=K, track_true_grad=True, progress=progress)
-        extra = {}
-    else:
-        from ..algorithms.sobirl import sobirl
+            ref = m_sobirl(problem, K=K, track_true_grad=True, progress=progress)
+        else:
+            from ..algorithms.sobirl import sobirl
 
-        ref = sobirl(
-            problem, K=K, estimator=estimator, n_samples=n_samples, seed=seed, progress=progress
-        )
+            ref = sobirl(
+                problem, K=K, estimator=estimator, n_samples=n_samples, seed=seed, progress=progress
+            )
+    except RunInterrupted as exc:
+        ref, interrupted = exc.history, True
+    extra = {}
+    if algorithm != "m-sobirl":
         extra = {
             "pmd_steps": ref.pmd_steps[:, None].astype(np.float64),
             "log_pi_err": ref.log_pi_err[:, None],
@@ -56,7 +61,7 @@ def _reference_history(algorithm: str, problem, *, K, seed, estimator, n_samples
         dtype="float64",
         engine="reference",
     )
-    return FastHistory(
+    hist = FastHistory(
         x=ref.x[:, None],
         h=ref.h[:, None],
         h_norm=ref.h_norm[:, None],
@@ -68,6 +73,9 @@ def _reference_history(algorithm: str, problem, *, K, seed, estimator, n_samples
         params=params,
         extra=extra,
     )
+    if interrupted:
+        raise RunInterrupted(hist)
+    return hist
 
 
 def run_algorithm(
@@ -142,10 +150,10 @@ def run_algorithm(
 def plot_convergence(hist, path, *, title: str = "", max_lines: int = 16) -> None:
     """``||h_k||`` (log scale) and ``phi(x_k)`` against ``k`` for up to ``max_lines``
     problems of the batch, written atomically as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
+    from .._extras import import_extra
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import_extra("matplotlib", "the convergence plot").use("Agg")
+    plt = import_extra("matplotlib.pyplot", "the convergence plot")
 
     k = np.arange(hist.iterations)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -165,8 +173,8 @@ def plot_convergence(hist, path, *, title: str = "", max_lines: int = 16) -> Non
 
 
 def _cmd_run(args) -> int:
-    out = Path(args.out)
     try:
+        out = writable_folder(args.out, "--out")  # before computing: no results lost
         hist = run_algorithm(
             args.algorithm,
             args.problem,
@@ -183,6 +191,22 @@ def _cmd_run(args) -> int:
     except (InvalidInputError, InvalidInputTypeError, FloatingPointError) as exc:
         print(f"bilevel-check run: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        hist = exc.history
+        hist.params["interrupted"] = True
+        hist.save(out / "history.json")
+        print(
+            f"bilevel-check run: interrupted after {hist.iterations} iterations; "
+            f"partial history saved to {out / 'history.json'} (params.interrupted = true)",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:
+        print(
+            "bilevel-check run: interrupted before the first iteration; nothing saved",
+            file=sys.stderr,
+        )
+        return 130
     hist.save(out / "history.json")
     plot_convergence(hist, out / "convergence.png", title=f"{args.algorithm} on {args.problem}")
     n, B = hist.iterations, hist.h_norm.shape[1]

@@ -5,9 +5,13 @@
 :mod:`bilevel_check.algorithms` (MATH.md sections 4 and 5).
 """
 
-from .m_sobirl import FastHistory, MSoBiRLBatch, from_problems, m_sobirl_fast
-from .ops import resolve_device, resolve_dtype
-from .sobirl import SoBiRLBatch, sobirl_batch_from_problems, sobirl_fast
+from .._extras import import_extra
+
+import_extra("torch", "the batched torch path (bilevel_check.fast)")
+
+from .m_sobirl import FastHistory, MSoBiRLBatch, from_problems, m_sobirl_fast  # noqa: E402
+from .ops import resolve_device, resolve_dtype  # noqa: E402
+from .sobirl import SoBiRLBatch, sobirl_batch_from_problems, sobirl_fast  # noqa: E402
 
 __all__ = [
     "FastHistory",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._history import IterateHistory
+from .._history import IterateHistory, RunInterrupted
 from .._io import json_series
 from .._progress import Progress
 from .._validation import InvalidInputError
@@ -240,7 +240,7 @@ def m_sobirl_fast(
     if keep:
         xs[0] = x
     t0 = time.perf_counter()
-    with Progress(K, desc="m_sobirl[fast]", enabled=bool(progress)) as bar:
+    with Progress(K, desc="m_sobirl[fast]", enabled=bool(progress), interruptible=True) as bar:
         for k in range(K):
             if track_phi or track_true_grad:
                 phis[k], grad = exact_diagnostics(batch, x, tol=tol)
@@ -257,6 +257,11 @@ def m_sobirl_fast(
     if lb.P.device.type == "cuda":
         torch.cuda.synchronize(lb.P.device)
     seconds = time.perf_counter() - t0
+    if bar.interrupted:  # keep the bar.n finished iterations
+        n = bar.n
+        xs, hs = (xs[: n + 1], hs[:n]) if keep else (xs, hs)
+        hn, diag, phis, gerr = hn[:n], diag[:n], phis[:n], gerr[:n]
+        x = xs[n] if keep else x
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x).all(dim=-1)).nonzero()[0, 0])
         raise FloatingPointError(
@@ -278,7 +283,9 @@ def m_sobirl_fast(
         "device": str(lb.P.device),
         "dtype": str(lb.P.dtype).replace("torch.", ""),
     }
-    return FastHistory(
+    if bar.interrupted:
+        params["interrupted"] = True
+    hist = FastHistory(
         x=npy(xs),
         h=npy(hs),
         h_norm=npy(hn),
@@ -290,3 +297,6 @@ def m_sobirl_fast(
         params=params,
         seconds=seconds,
     )
+    if bar.interrupted:
+        raise RunInterrupted(hist)
+    return hist

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._history import RunInterrupted
 from .._progress import Progress
 from .._validation import InvalidInputError
 from ..upper import RLHFUpper, ShapingUpper
@@ -324,7 +325,7 @@ def sobirl_fast(
         {k: [] for k in ("hn", "phi", "gn", "err", "steps", "lpe")},
     )
     t0 = time.perf_counter()
-    with Progress(K, desc="sobirl[fast]", enabled=bool(progress)) as bar:
+    with Progress(K, desc="sobirl[fast]", enabled=bool(progress), interruptible=True) as bar:
         for k in range(K):
             r = lb.reward.value(x)
             _, log_star, _ = solve_soft_newton(lb.P, lb.gamma, lb.tau, r, tol=tol)
@@ -373,6 +374,12 @@ def sobirl_fast(
             if progress:
                 bar.update(1, info=f"max|h|={float(rec['hn'][-1].max()):.2e}")
     seconds = time.perf_counter() - t0
+    if bar.interrupted:  # keep the bar.n finished iterations
+        n = bar.n
+        xs, hs = (xs[: n + 1], hs[:n]) if keep else (xs, hs)
+        rec = {key: v[:n] for key, v in rec.items()}
+        x = xs[n] if keep else x
+        K = n
     if not torch.isfinite(x).all():
         raise FloatingPointError("sobirl_fast diverged (non-finite x); decrease beta")
 
@@ -400,7 +407,9 @@ def sobirl_fast(
         "device": str(dev),
         "dtype": str(dt).replace("torch.", ""),
     }
-    return FastHistory(
+    if bar.interrupted:
+        params["interrupted"] = True
+    hist = FastHistory(
         x=npy(xs, (0,)) if keep else np.empty(0),
         h=npy(hs, (0,)) if keep else np.empty(0),
         h_norm=npy(rec["hn"], nan),
@@ -414,3 +423,6 @@ def sobirl_fast(
         seconds=seconds,
         extra={"pmd_steps": npy(rec["steps"], nan), "log_pi_err": npy(rec["lpe"], nan)},
     )
+    if bar.interrupted:
+        raise RunInterrupted(hist)
+    return hist

@@ -45,6 +45,7 @@ __all__ = [
     "agreement",
     "certify_case",
     "certify_groups",
+    "prepare_out",
 ]
 
 #: Every certified output must reach this many digits.
@@ -329,29 +330,104 @@ def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> d
     }
 
 
+#: files of the shipped suite copied into a new ``--out`` folder before any computing
+SUITE_FILES = ("README.md", "schema")
+
+
+def prepare_out(out, *, in_place: bool = False):
+    """Resolve and prepare the folder certification writes into; return its path.
+
+    Refuses to write into the shipped suite (the package's ``reference/``) unless
+    ``in_place`` is set, and refuses ``in_place`` together with another folder. A new
+    or empty folder receives the shipped ``schema/`` and ``README.md`` (a complete,
+    loadable suite once a group is written). Called before anything is computed, so a
+    bad or unwritable folder fails at once.
+
+    Raises:
+        InvalidInputError: naming ``out`` (or ``in_place``), the expected and the received value.
+    """
+    import shutil
+    from pathlib import Path
+
+    from .._io import writable_folder
+    from .store import reference_root
+
+    shipped = reference_root().resolve()
+    if out is None:
+        if not in_place:
+            raise InvalidInputError(
+                "out",
+                f"a folder for the new suite (--out DIR), or --in-place to rewrite the shipped "
+                f"suite {shipped}",
+                "neither",
+            )
+        return shipped
+    base = Path(out).expanduser().resolve()
+    if base == shipped and not in_place:
+        raise InvalidInputError(
+            "out",
+            "a folder other than the shipped suite (or --in-place to rewrite it)",
+            str(base),
+        )
+    if in_place and base != shipped:
+        raise InvalidInputError(
+            "in_place", f"no --out, or --out {shipped} (the shipped suite)", f"--out {base}"
+        )
+    writable_folder(base, "out")
+    if base != shipped:
+        for name in SUITE_FILES:
+            src, dst = shipped / name, base / name
+            if dst.exists() or not src.exists():
+                continue
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copyfile(src, dst)
+    return base
+
+
+def _group_done(base, g: str, entry: dict, old_entry, digits: int, check_digits: int) -> bool:
+    """Whether group ``g`` is already certified in ``base`` with these cases and digits."""
+    from .store import GoldenError, load_group_file
+
+    if not old_entry or old_entry.get("cases") != entry["cases"]:
+        return False
+    if [old_entry.get("digits"), old_entry.get("check_digits")] != [digits, check_digits]:
+        return False
+    try:
+        rows = load_group_file(base / entry["file"], root=base)
+    except GoldenError:
+        return False
+    return [c.id for c in rows] == [c["id"] for c in entry["cases"]]
+
+
 def certify_groups(
     groups=None,
     *,
     digits: int = 60,
     check_digits: int | None = None,
     out=None,
+    in_place: bool = False,
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Regenerate the golden files of ``groups`` into the reference folder ``out``.
+    """Certify the golden groups ``groups`` (default: all) into the reference folder ``out``.
 
-    Each finished case is kept in ``out/.partial/<group>/<id>.json`` (written
-    atomically); with ``resume=True`` a case whose partial file has the same spec
-    and digits is not recomputed. A group file is written (atomically) once all
-    its cases are done, then ``out/manifest.json`` is updated. Returns the manifest.
+    ``out`` is checked first (:func:`prepare_out`: the shipped suite only with
+    ``in_place=True``; a new folder gets ``schema/``). Each finished case is kept in
+    ``out/.partial/<group>/<id>.json``; a group file is written once all its cases are
+    done, then ``out/manifest.json``, which records the digits of every group. With
+    ``resume=True`` a group already certified in ``out`` with the same cases and digits
+    is not recomputed, nor is a case whose partial file has the same spec and digits.
+    Every file is written atomically: an interrupt (``KeyboardInterrupt``) leaves the
+    finished files whole and nothing half written. Returns the manifest.
     """
     import json
-    from pathlib import Path
 
     from .._io import atomic_write_json
     from .._progress import Progress
     from .generators import default_specs
-    from .store import GOLDEN_SCHEMA, MANIFEST_SCHEMA, reference_root
+    from .store import GOLDEN_SCHEMA, MANIFEST_SCHEMA
 
     check_digits = digits + 40 if check_digits is None else int(check_digits)
     specs = default_specs(groups)
@@ -361,12 +437,37 @@ def certify_groups(
             raise InvalidInputError(
                 "groups", f"group names among {sorted(default_specs())}", repr(missing)
             )
-    base = Path(out) if out is not None else reference_root()
+    base = prepare_out(out, in_place=in_place)
     total = sum(len(e["cases"]) for e in specs.values())
     man_path = base / "manifest.json"
     manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"groups": {}}
+    old_groups = manifest.get("groups", {})
+
+    def write_manifest():
+        entries = manifest["groups"]
+        manifest.update(
+            {
+                "schema": MANIFEST_SCHEMA,
+                "suite_version": "1",
+                "recipe": (
+                    "bilevel-check certify --digits D --check-digits C --in-place "
+                    "(D, C: each group's digits and check_digits)"
+                ),
+                "digits": min(e.get("digits", digits) for e in entries.values()),
+                "check_digits": min(e.get("check_digits", check_digits) for e in entries.values()),
+                "total_cases": sum(len(e["cases"]) for e in entries.values()),
+            }
+        )
+        keys = ("schema", "suite_version", "recipe", "digits", "check_digits", "total_cases")
+        ordered = {k: manifest[k] for k in keys}
+        ordered["groups"] = entries
+        atomic_write_json(man_path, ordered)
+
     with Progress(total, desc="certify", enabled=progress) as bar:
         for g, entry in specs.items():
+            if resume and _group_done(base, g, entry, old_groups.get(g), digits, check_digits):
+                bar.update(len(entry["cases"]), info=f"{g} (done before)")
+                continue
             t0, rows = time.perf_counter(), []
             for spec in entry["cases"]:
                 part = base / ".partial" / g / f"{spec['id']}.json"
@@ -385,48 +486,28 @@ def certify_groups(
                     )
                 rows.append(row)
                 bar.update(1, info=f"{g}/{spec['id']}")
+            seconds = time.perf_counter() - t0
             doc = {
                 "schema": GOLDEN_SCHEMA,
                 "group": g,
                 "description": entry["description"],
-                "provenance": _provenance(g, digits, check_digits, time.perf_counter() - t0),
+                "provenance": _provenance(g, digits, check_digits, seconds),
                 "cases": rows,
             }
             atomic_write_json(base / entry["file"], doc)
+            manifest["groups"][g] = {
+                "file": entry["file"],
+                "description": entry["description"],
+                "digits": digits,
+                "check_digits": check_digits,
+                "cases": entry["cases"],
+            }
+            write_manifest()
             for spec in entry["cases"]:  # the group file now holds every row
                 (base / ".partial" / g / f"{spec['id']}.json").unlink(missing_ok=True)
             for d in (base / ".partial" / g, base / ".partial"):
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()
-            manifest["groups"][g] = {
-                "file": entry["file"],
-                "description": entry["description"],
-                "cases": entry["cases"],
-            }
-    manifest.update(
-        {
-            "schema": MANIFEST_SCHEMA,
-            "suite_version": "1",
-            "digits": digits,
-            "check_digits": check_digits,
-            "recipe": (
-                f"bilevel-check certify --digits {digits} --check-digits {check_digits} "
-                "--out reference"
-            ),
-            "total_cases": sum(len(e["cases"]) for e in manifest["groups"].values()),
-        }
-    )
-    manifest = {
-        k: manifest[k]
-        for k in (
-            "schema",
-            "suite_version",
-            "recipe",
-            "digits",
-            "check_digits",
-            "total_cases",
-            "groups",
-        )
-    }
-    atomic_write_json(man_path, manifest)
-    return manifest
+    if manifest["groups"]:
+        write_manifest()
+    return json.loads(man_path.read_text())

@@ -140,9 +140,10 @@ def solve_occupancy(
         SolverFailure: the solver status is not ``'optimal'`` (or ``'optimal_inaccurate'``
             with ``accept_inaccurate=True``); the message names the status and the remedy.
     """
-    import cvxpy as cp
-
+    from .._extras import import_extra
     from ..soft import policy_evaluation
+
+    cp = import_extra("cvxpy", "the occupancy-measure route (routes.convex)")
 
     if not isinstance(mdp, TabularMDP):
         raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)

@@ -26,8 +26,8 @@ import numbers
 
 import mpmath
 import numpy as np
-import sympy as sp
 
+from .._extras import import_extra
 from .._validation import (
     STOCHASTIC_ATOL,
     ConvergenceError,
@@ -36,6 +36,16 @@ from .._validation import (
 )
 
 __all__ = ["MAX_STATES", "MAX_ACTIONS", "symbolic_hypergradient", "symbolic_problem"]
+
+
+class _LazySympy:
+    """``sympy``, imported on first attribute access (the ``[symbolic]`` extra)."""
+
+    def __getattr__(self, name):
+        return getattr(import_extra("sympy", "the sympy route (routes.symbolic)"), name)
+
+
+sp = _LazySympy()
 
 #: size limits: beyond them the expressions (and the evalf time) grow quickly.
 MAX_STATES = 3

@@ -87,9 +87,9 @@ class UnrolledRate:
 
 
 def _torch():
-    import torch
+    from .._extras import import_extra
 
-    return torch
+    return import_extra("torch", "the unrolled-autodiff route (routes.unrolled)")
 
 
 def __getattr__(name: str):
