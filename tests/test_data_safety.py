@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -202,13 +204,23 @@ def test_run_sigint_saves_the_partial_history(tmp_path, engine):
         text=True,
         env=_child_env(),
     )
-    time.sleep(4.0)  # imports and some iterations
+    seen = []
+
+    def read_progress():  # the progress bar on stderr shows the finished iterations
+        while ch := proc.stderr.read(1):
+            seen.append(ch)
+
+    reader = threading.Thread(target=read_progress, daemon=True)
+    reader.start()
+    _wait_for(lambda: re.search(r"\] [1-9]\d*/10000000", "".join(seen)) is not None, proc)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (stdout, stderr[-2000:])
-    assert "Traceback" not in stderr and "interrupted" in stderr
+    stdout = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130, (stdout, "".join(seen)[-2000:])
+    reader.join(timeout=10)
+    lines = [ln for ln in "".join(seen).replace("\r", "\n").splitlines() if ln.strip()]
+    assert "Traceback" not in "".join(seen) and "interrupted after" in lines[-1]
     hist = json.loads((out / "history.json").read_text())
     assert hist["params"]["interrupted"] is True
     n = len(hist["h_norm"][0])
-    assert 0 < n < 10_000_000 and len(hist["x"][0]) == n + 1
+    assert 0 < n < 10_000_000 and len(hist["x"][0]) == n + 1 == hist["iterations"] + 1
     assert not list(out.rglob("*.tmp"))
