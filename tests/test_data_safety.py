@@ -138,7 +138,8 @@ def test_certify_sigint_gives_one_line_and_no_half_file(tmp_path):
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env()
     )
     # single_state is written in well under a second; problems takes ~10 s more
-    _wait_for(lambda: (out / "golden" / "single_state.json").is_file(), proc)
+    man = out / "manifest.json"
+    _wait_for(lambda: man.is_file() and "single_state" in man.read_text(), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
