@@ -167,6 +167,13 @@ def mini_reference(root: Path, specs=MINI) -> None:
         "digits": 50,
         "check_digits": 50,
         "total_cases": len(specs),
-        "groups": {"mini": {"file": "golden/mini.json", "cases": entries}},
+        "groups": {
+            "mini": {
+                "file": "golden/mini.json",
+                "digits": 50,
+                "check_digits": 50,
+                "cases": entries,
+            }
+        },
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
