@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLS = ROOT / "tests" / "buggy_impls.py"
+IMPLS = ROOT / "tests" / "broken_impls.py"
 EXTRA_MODULES = (
     "torch",
     "cvxpy",
@@ -60,12 +60,12 @@ from bilevel_check.cli import main
 from bilevel_check.golden import load_golden
 
 sys.path.insert(0, {str(IMPLS.parent)!r})
-import buggy_impls
+import broken_impls
 
 cases = load_golden()
-rep = oracle.check_hypergradient(buggy_impls.correct_numpy, cases)
+rep = oracle.check_hypergradient(broken_impls.correct_numpy, cases)
 assert rep.passed, "correct implementation failed"
-bad = oracle.check_hypergradient(buggy_impls.missing_inv_tau, cases)
+bad = oracle.check_hypergradient(broken_impls.missing_inv_tau, cases)
 assert not bad.passed, "a wrong implementation passed"
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
@@ -102,9 +102,9 @@ print("ORACLE-OK", len(cases), rep.n_cases if hasattr(rep, "n_cases") else "")
 
 PLUGIN_TEST = """
 def test_golden(golden_case, bilevel_oracle):
-    import buggy_impls
+    import broken_impls
 
-    rep = bilevel_oracle.check_hypergradient(buggy_impls.correct_numpy, [golden_case])
+    rep = bilevel_oracle.check_hypergradient(broken_impls.correct_numpy, [golden_case])
     rep.raise_on_fail()
 """
 

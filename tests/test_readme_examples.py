@@ -4,7 +4,7 @@ The fenced ``python`` blocks are executed in order in one namespace (a reader's
 session). Comment lines right after a ``print(...)`` hold the printed output the
 README promises; they are compared with what the block prints. ``mypackage`` (the
 reader's own code in the examples) is a stand-in module whose ``my_hypergradient`` is
-a correct numpy implementation from ``tests/buggy_impls.py``; functions named
+a correct numpy implementation from ``tests/broken_impls.py``; functions named
 ``test_*`` that a block defines are called with the plugin's fixtures.
 """
 
@@ -18,7 +18,7 @@ import sys
 import types
 from pathlib import Path
 
-import buggy_impls
+import broken_impls
 import pytest
 
 from bilevel_check.golden import load_golden
@@ -82,7 +82,7 @@ def test_readme_has_python_examples():
 
 def test_readme_python_examples_run(monkeypatch):
     mypackage = types.ModuleType("mypackage")
-    mypackage.my_hypergradient = buggy_impls.correct_numpy
+    mypackage.my_hypergradient = broken_impls.correct_numpy
     monkeypatch.setitem(sys.modules, "mypackage", mypackage)
     namespace: dict = {"__name__": "readme"}
     fixtures = _fixtures()
