@@ -1,14 +1,14 @@
 """BASELINE, for benchmarking only: a re-implementation of the approach of the authors'
 public M-SoBiRL script (Yang, Gao & Yuan, arXiv 2405.19697), not their code.
 
-What it reproduces (MATH.md sections 1 and 4, DESIGN.md): the iteration of
+What it reproduces (docs/math.md sections 1 and 4): the iteration of
 Algorithm 1 on the quadratic synthetic problem with
 
 * the state-feature Jacobian ``Phi_k[s, :] = d/dx sum_a pit_k[s, a] r_x[s, a]`` obtained
   by ONE torch autograd call PER STATE (``S`` backward passes per iteration), and
   ``sum_{s,a} u_k dr`` by one more;
 * soft values and policies from ``log(sum(exp(Q / tau)))`` WITHOUT the max shift
-  (the form MATH.md section 1 warns overflows at small ``tau``);
+  (the form docs/math.md section 1 warns overflows at small ``tau``);
 * a dense ``I - gamma P_pi`` matrix for the ``w`` step.
 
 Its iterates equal those of the reference loop wherever ``exp`` does not overflow;

@@ -1,4 +1,4 @@
-"""The closed-form hyper-gradient (9) of ``phi(x) = f(x, pi*_x)`` (MATH.md section 3).
+"""The closed-form hyper-gradient (9) of ``phi(x) = f(x, pi*_x)`` (docs/math.md section 3).
 
 With ``g = grad_pi f(x, pi*)`` and ``u = pi* * g``::
 

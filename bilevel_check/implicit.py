@@ -1,4 +1,4 @@
-"""Implicit derivatives of the soft-optimal solution (MATH.md section 2, Prop. 4.1).
+"""Implicit derivatives of the soft-optimal solution (docs/math.md section 2, Prop. 4.1).
 
 Differentiating the fixed point ``V* = T(V*, x)``:
 

@@ -1,4 +1,4 @@
-"""Entropy-regularized tabular MDPs and reward models (MATH.md section 1).
+"""Entropy-regularized tabular MDPs and reward models (docs/math.md section 1).
 
 Axis names follow rlax: ``p_sas`` is ``P[s, a, s']``, ``r_sa`` a reward table,
 ``dr_sad`` its Jacobian in ``x`` (``[S, A, d]``).
@@ -170,7 +170,7 @@ class LinearReward:
 
 
 class QuadraticReward:
-    """The authors' reward family ``r[s, a] = c[s, a] * x^T M x`` (MATH.md section 6).
+    """The authors' reward family ``r[s, a] = c[s, a] * x^T M x`` (docs/math.md section 6).
 
     Jacobian ``dr[s, a, :] = c[s, a] (M + M^T) x``.
     """

@@ -1,6 +1,6 @@
 """Model-free hyper-gradient (Prop. 5.2, eqs. (13)+(14)) and the SoBiRL estimator (15).
 
-MATH.md section 5. For ``f(x, pi) = E_{d ~ rho_pi}[ l(d; x) ]`` over ``m``-tuples of
+docs/math.md section 5. For ``f(x, pi) = E_{d ~ rho_pi}[ l(d; x) ]`` over ``m``-tuples of
 trajectories of horizon ``H`` drawn with ``pi`` in the upper MDP,
 
     grad phi(x) = E[ grad_x l(d; x) ]                                                (13)

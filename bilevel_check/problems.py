@@ -1,4 +1,4 @@
-"""Named, seeded benchmark problems for the bilevel algorithms (MATH.md sections 4 and 6).
+"""Named, seeded benchmark problems for the bilevel algorithms (docs/math.md sections 4 and 6).
 
 Every constructor seeds ``rng = numpy.random.default_rng(seed)`` first and then
 draws the whole instance from ``rng`` in a fixed, documented order, so a
@@ -101,7 +101,7 @@ def _prob(value, name: str) -> float:
 
 
 def _ranmdp_parts(rng, S: int, A: int, d: int):
-    """Draw ``(c [S,A], M [d,d], P [S,A,S], x0 [d])`` in this order (MATH.md section 6).
+    """Draw ``(c [S,A], M [d,d], P [S,A,S], x0 [d])`` in this order (docs/math.md section 6).
 
     * ``c = U1 * U2``: two ``rng.uniform(size=(S, A))`` arrays, multiplied.
     * ``M = rng.standard_normal((d, d))``.
@@ -127,7 +127,7 @@ def _ranmdp_parts(rng, S: int, A: int, d: int):
 def ranmdp(
     *, S: int = 10, A: int = 5, d: int = 100, gamma: float = 0.5, tau: float = 1.0, seed: int = 0
 ) -> Problem:
-    """The authors' synthetic problem (MATH.md section 6).
+    """The authors' synthetic problem (docs/math.md section 6).
 
     ``r_x[s, a] = c[s, a] x^T M x`` (:class:`QuadraticReward`), upper
     ``f(x, pi) = 0.5 |x|^2 + 0.5 |pi|_F^2`` (``QuadraticUpper(cx=1, G=0, cpi=1)``).
@@ -334,7 +334,7 @@ def rlhf_tabular(
     reward_scale: float = 2.0,
     seed: int = 0,
 ) -> Problem:
-    """RLHF reward learning with a hidden true reward (MATH.md sections 5-6), enumerable.
+    """RLHF reward learning with a hidden true reward (docs/math.md sections 5-6), enumerable.
 
     Lower: tabular reward ``r_x = x.reshape(S, A)`` (:class:`TabularReward`, ``d = S A``)
     on ``P``; upper: :class:`~bilevel_check.upper.RLHFUpper` on the same ``(P, mu)``
@@ -385,7 +385,7 @@ def shaping_chain(
     slip: float = 0.1,
     seed: int = 0,
 ) -> Problem:
-    """Reward shaping on a chain with a sparse true reward at the end (MATH.md section 6).
+    """Reward shaping on a chain with a sparse true reward at the end (docs/math.md section 6).
 
     States ``0 .. S-1``, actions left (0) / right (1); the chosen move is made with
     probability ``1 - slip``, the opposite one with ``slip`` (walls keep the agent in

@@ -1,4 +1,4 @@
-"""Soft Bellman operators and lower-level solvers in float64 (MATH.md section 1).
+"""Soft Bellman operators and lower-level solvers in float64 (docs/math.md section 1).
 
 Every log-sum-exp subtracts the row maximum, so the solvers are stable at
 ``tau = 1e-3`` with ``|r| ~ 1e3`` (the authors' script overflows there).
@@ -303,7 +303,7 @@ def policy_mirror_descent(
     pi0=None,
     throw: bool = True,
 ) -> SoftSolution:
-    """Policy mirror descent with a KL proximal term (MATH.md section 1).
+    """Policy mirror descent with a KL proximal term (docs/math.md section 1).
 
     ``log pi_{t+1} = (log pi_t + eta Q^{pi_t}) / (1 + eta tau)`` normalized per state,
     with ``Q^{pi_t}`` from exact evaluation. Stops when

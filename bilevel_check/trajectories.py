@@ -1,4 +1,4 @@
-"""Finite-horizon trajectories of a policy in an upper-level MDP (MATH.md section 5).
+"""Finite-horizon trajectories of a policy in an upper-level MDP (docs/math.md section 5).
 
 A trajectory of horizon ``H`` is ``(s_0, a_0, ..., s_{H-1}, a_{H-1})`` with law
 

@@ -1,4 +1,4 @@
-"""Upper-level objectives ``f(x, pi)`` (MATH.md section 6).
+"""Upper-level objectives ``f(x, pi)`` (docs/math.md section 6).
 
 An upper objective is any object with
 
@@ -193,7 +193,7 @@ def check_upper(upper, S: int, A: int, name: str = "upper") -> None:
 
 
 # ----------------------------------------------------------------------------- Bradley-Terry / BCE
-# MATH.md section 6. Everything goes through the logit z = R1 - R2 so that no
+# docs/math.md section 6. Everything goes through the logit z = R1 - R2 so that no
 # probability is ever formed and logged: log sigma(z) = -softplus(-z).
 
 
@@ -216,7 +216,7 @@ def softplus(z):
 def bt_prob(R1, R2):
     """Bradley-Terry ``P(t1 > t2) = e^{R1} / (e^{R1} + e^{R2}) = sigma(R1 - R2)``.
 
-    MATH.md section 6.
+    docs/math.md section 6.
 
     Stable for any finite returns (only ``exp`` of non-positive numbers is taken).
     Broadcasts over arrays.
@@ -377,7 +377,7 @@ class TrajectoryUpper:
 
 
 class RLHFUpper(TrajectoryUpper):
-    """RLHF reward learning with Bradley-Terry preferences (MATH.md sections 5-6), ``m = 2``.
+    """RLHF reward learning with Bradley-Terry preferences (docs/math.md sections 5-6), ``m = 2``.
 
     ``R_x(t) = sum_{h<H} r_x(s_h, a_h)`` (undiscounted, ``r_x = reward_model.value(x)``),
     ``z = R_x(t1) - R_x(t2)``,
@@ -501,7 +501,7 @@ class RLHFUpper(TrajectoryUpper):
 
 
 class ShapingUpper(TrajectoryUpper):
-    """Reward-shaping upper level (MATH.md section 6), ``m = 1``:
+    """Reward-shaping upper level (docs/math.md section 6), ``m = 1``:
     ``l(t; x) = -sum_{h<H} gamma_u^h r_true(s_h, a_h)`` (no ``x`` dependence), so
     ``f(x, pi) = -E_{rho_pi}[discounted true return]`` and ``grad_x f = 0``.
 

@@ -1,4 +1,4 @@
-"""Bradley-Terry preference probability and the logit BCE (MATH.md section 6, RLHF).
+"""Bradley-Terry preference probability and the logit BCE (docs/math.md section 6, RLHF).
 
 ``P(t1 > t2) = e^{R1}/(e^{R1} + e^{R2}) = sigma(R1 - R2)``, ``l = BCE(y, P) =
 softplus(z) - y z`` with logit ``z = R1 - R2``. Independent routes: mpmath at 50
@@ -28,7 +28,7 @@ def _signed_magnitudes(lo_exp: float, hi_exp: float):
     )
 
 
-returns = _signed_magnitudes(-3.0, 3.0)  # |R| from 1e-3 to 1e3 (MATH.md section 6 instances)
+returns = _signed_magnitudes(-3.0, 3.0)  # |R| from 1e-3 to 1e3 (docs/math.md section 6 instances)
 logits = st.one_of(
     _signed_magnitudes(-3.0, 4.0), st.floats(min_value=-1e4, max_value=1e4)
 )  # |z| up to 1e4

@@ -1,4 +1,4 @@
-"""Soft-optimality consistency of a lower-level solution (MATH.md section 1, equations (5)-(7)).
+"""Soft-optimality consistency of a lower-level solution (docs/math.md section 1, (5)-(7)).
 
 For the solver's ``(V*, Q*, pi*, log pi*)``:
 

@@ -1,4 +1,4 @@
-"""Contraction properties of the soft Bellman operators (MATH.md section 1, section 2).
+"""Contraction properties of the soft Bellman operators (docs/math.md section 1, section 2).
 
 ``T_V(V)(s) = tau logsumexp((r + gamma P V)(s, .)/tau)`` and
 ``T_Q(Q) = r + gamma P tau logsumexp(Q/tau)``: gamma-contractions in the sup norm,
@@ -42,7 +42,7 @@ def _scale(case, *tables) -> float:
 
 
 def check_contraction(impl, cab) -> None:
-    """MATH.md section 1: ``||T a - T b||_inf <= gamma ||a - b||_inf`` for ``T_V`` and ``T_Q``."""
+    """docs/math.md [1.1]: ``||T a - T b||_inf <= gamma ||a - b||_inf`` for ``T_V`` and ``T_Q``."""
     case, a, b = cab
     mdp, r = case.mdp, case.r_sa
     slack = RTOL * _scale(case, a, b)
@@ -59,7 +59,7 @@ def check_contraction(impl, cab) -> None:
 
 
 def check_monotone(impl, cab) -> None:
-    """MATH.md section 1: ``a <= b`` entrywise implies ``T a <= T b`` (``T_V`` and ``T_Q``)."""
+    """docs/math.md section 1: ``a <= b`` entrywise implies ``T a <= T b`` (``T_V`` and ``T_Q``)."""
     case, a, b = cab
     mdp, r = case.mdp, case.r_sa
     hi = np.maximum(a, b)
@@ -76,7 +76,7 @@ def check_monotone(impl, cab) -> None:
 
 
 def check_shift(impl, cab) -> None:
-    """MATH.md section 1: ``T(Q + c) = T(Q) + gamma c`` for a constant ``c``.
+    """docs/math.md section 1: ``T(Q + c) = T(Q) + gamma c`` for a constant ``c``.
 
     Checked for ``T_V`` and ``T_Q``.
     """
@@ -101,7 +101,7 @@ def check_shift(impl, cab) -> None:
 
 
 def check_value_iteration_rate(impl, cab) -> None:
-    """MATH.md section 1: ``||T^k Q0 - Q*||_inf <= gamma^k ||Q0 - Q*||_inf`` (k = 1..8).
+    """docs/math.md section 1: ``||T^k Q0 - Q*||_inf <= gamma^k ||Q0 - Q*||_inf`` (k = 1..8).
 
     ``Q*`` from Newton.
     """
@@ -124,7 +124,7 @@ def check_value_iteration_rate(impl, cab) -> None:
 
 
 def check_jacobian_at_fixed_point(impl, cab) -> None:
-    """MATH.md section 2: ``dT_V/dV`` at ``V*`` equals ``gamma P_{pi*}`` (complex step).
+    """docs/math.md section 2: ``dT_V/dV`` at ``V*`` equals ``gamma P_{pi*}`` (complex step).
 
     The complex step ``Im T(V* + i h e_j) / h`` (h = 1e-20 |V*|-relative) differentiates the
     operator code without subtractive cancellation, so it matches to a few ulps of

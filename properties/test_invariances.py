@@ -1,4 +1,4 @@
-"""Invariances and equivalent forms of the hyper-gradient (MATH.md sections 2 and 3).
+"""Invariances and equivalent forms of the hyper-gradient (docs/math.md sections 2 and 3).
 
 Scales (stated once, used below). With ``u = pi g``:
 

@@ -1,6 +1,6 @@
 """M-matrix properties of ``I - gamma P_pi`` ([S, S]) and ``I - gamma P^pi`` ([SA, SA]).
 
-MATH.md section 2: for every policy both matrices are Z-matrices with row sums
+docs/math.md section 2: for every policy both matrices are Z-matrices with row sums
 ``1 - gamma``; the inverse ``sum_k (gamma P_pi)^k`` is entrywise >= 0 with
 diagonal >= 1 and maps ``1`` to ``1/(1 - gamma)``; every eigenvalue lies within
 distance ``gamma`` of 1. Each of these is a closed form independent of the
@@ -65,7 +65,7 @@ def _check_m_matrix(M: np.ndarray, gamma: float, what: str) -> None:
 
 
 def check_state_chain_m_matrix(impl, chain) -> None:
-    """MATH.md section 2: ``I - gamma P_pi`` ([S, S]) is a nonsingular M-matrix.
+    """docs/math.md section 2: ``I - gamma P_pi`` ([S, S]) is a nonsingular M-matrix.
 
     With the stated closed forms.
     """
@@ -75,7 +75,7 @@ def check_state_chain_m_matrix(impl, chain) -> None:
 
 
 def check_sa_chain_m_matrix(impl, chain) -> None:
-    """MATH.md section 2: ``I - gamma P^pi`` ([SA, SA]) is a nonsingular M-matrix.
+    """docs/math.md section 2: ``I - gamma P^pi`` ([SA, SA]) is a nonsingular M-matrix.
 
     With the stated closed forms.
     """
@@ -85,7 +85,7 @@ def check_sa_chain_m_matrix(impl, chain) -> None:
 
 
 def check_neumann_series(impl, chain) -> None:
-    """MATH.md section 2: ``(I - gamma P_pi)^{-1} = sum_k (gamma P_pi)^k``.
+    """docs/math.md section 2: ``(I - gamma P_pi)^{-1} = sum_k (gamma P_pi)^k``.
 
     Truncated at ``K`` terms, with tail ``<= gamma^K / (1 - gamma)``.
     """

@@ -2,7 +2,7 @@
 
 Three families (issue: "at least three problem families"): random dense P,
 sparse P with absorbing states, and the authors' quadratic family
-``r = c x^T M x`` (MATH.md section 6).
+``r = c x^T M x`` (docs/math.md section 6).
 """
 
 from __future__ import annotations

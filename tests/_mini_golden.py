@@ -31,7 +31,7 @@ LOWTAU = [("mini-lowtau", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=10
 def mp_certify(case: dict, dps: int = 50) -> dict:
     """V, Q, pi, phi, grad of a linear-reward, quadratic-upper case in mpmath.
 
-    MATH.md (5)-(7), (9).
+    docs/math.md (5)-(7), (9).
     """
     with mpmath.workdps(dps):
         f = mpmath.mpf

@@ -17,7 +17,7 @@ upper_grad_pi``), except the ``soft_*`` (``fn(P, gamma, tau, r) -> (V, Q, pi)``)
 
 Every bug below is one seen in real bilevel RL code or a classic slip; each is
 one edit away from :func:`_closed_form`, a self-contained numpy version of (9)
-(MATH.md section 3) written without the package.
+(docs/math.md section 3) written without the package.
 """
 
 from __future__ import annotations

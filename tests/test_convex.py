@@ -1,4 +1,4 @@
-"""cvxpy occupancy-measure program (MATH.md section 7) vs soft value iteration.
+"""cvxpy occupancy-measure program (docs/math.md section 7) vs soft value iteration.
 
 The convex route shares no code with the Bellman solvers: pi* = mu / nu from the
 exponential-cone program, compared with ``solve_soft(method='vi')`` (plain soft VI).
@@ -111,7 +111,7 @@ def test_rho_does_not_change_pi():
     rho = np.random.default_rng(0).dirichlet(np.ones(mdp.S))
     a = solve_occupancy(mdp, r, accept_inaccurate=True)
     b = solve_occupancy(mdp, r, rho=rho, accept_inaccurate=True)
-    # pi* is independent of rho (MATH.md section 1); both within the solver tolerance
+    # pi* is independent of rho (docs/math.md section 1); both within the solver tolerance
     assert np.max(np.abs(a.pi - b.pi)) <= 2 * PI_ATOL
     ref = _reference(mdp, r)
     # the objective bound of _check (measured <= 9.7e-11 relative there); here 7.4e-14

@@ -1,8 +1,8 @@
 """Float64 core against independent routes and known closed forms.
 
-* S x S adjoint form vs SA x SA form (push-through identity, MATH.md section 2)
+* S x S adjoint form vs SA x SA form (push-through identity, docs/math.md section 2)
 * single-state MDP: V* = tau/(1-gamma) log sum_a exp(r_a/tau), pi* = softmax(r/tau)
-* quadratic family at x = 0: grad phi = 0, phi = S/(2A) (MATH.md section 6)
+* quadratic family at x = 0: grad phi = 0, phi = S/(2A) (docs/math.md section 6)
 * the three lower solvers (VI, Newton, PMD) and exact evaluation agree
 * stability at tau = 1e-3, |r| = 1e3
 """
@@ -32,7 +32,7 @@ def test_adjoint_form_equals_sa_form(family, gamma, tau):
     adj = bc.hypergradient(mdp, reward, upper, x, form="adjoint")
     sa = bc.hypergradient(mdp, reward, upper, x, form="sa", solution=adj.solution)
     # Same pi*, two linear systems: [S,S] vs [SA,SA], both with condition number
-    # <= (1+gamma)/(1-gamma) <= 200 in the inf-norm (M-matrix, MATH.md section 2),
+    # <= (1+gamma)/(1-gamma) <= 200 in the inf-norm (M-matrix, docs/math.md section 2),
     # so each carries ~200 * 1e-16 relative error; 1e-12 is the issue's bound.
     assert _rel(adj.grad, sa.grad) <= 1e-12
 
@@ -166,7 +166,7 @@ def test_not_converged_raises_with_remedy():
 
 def test_hypergradient_equals_grad_x_plus_g_dot_dpi():
     """(9) equals grad_x f + sum g dpi* with dpi* from the S x S implicit derivatives
-    (MATH.md section 3, last paragraph)."""
+    (docs/math.md section 3, last paragraph)."""
     mdp, reward, upper, x = make_problem("dense", 0.9, 0.7, seed=9)
     sol, der = bc.implicit_derivatives_at(mdp, reward, x)
     other = upper.grad_x(x, sol.pi) + np.einsum("sa,sad->d", upper.grad_pi(x, sol.pi), der.dpi)

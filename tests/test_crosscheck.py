@@ -1,4 +1,4 @@
-"""``bilevel-check crosscheck``: every route of MATH.md section 7 against the mpmath reference.
+"""``bilevel-check crosscheck``: every route of docs/math.md section 7 against the mpmath reference.
 
 Each route is computed by code that shares nothing with the 50-digit mpmath closed
 form it is compared with (:mod:`bilevel_check.routes.precise`), so every row is an

@@ -1,4 +1,4 @@
-"""Finite-difference routes (MATH.md section 7) against closed forms.
+"""Finite-difference routes (docs/math.md section 7) against closed forms.
 
 * float64 central / Richardson on an analytic function with a hand-derived gradient
 * float64 central / Richardson of ``phi`` vs the closed-form hyper-gradient (9)
@@ -102,7 +102,7 @@ def test_phi_central_vs_closed_form(family, gamma):
     ref = bc.hypergradient(mdp, reward, upper, x).grad
     fd = phi_fd_gradient(mdp, reward, upper, x, method="central")
     assert fd.error_estimate is None
-    # MATH.md section 7: central differences of phi ~1e-8 (eps^(2/3) times the
+    # docs/math.md section 7: central differences of phi ~1e-8 (eps^(2/3) times the
     # third-derivative scale, plus phi's evaluation noise cond * eps / h at gamma 0.99)
     assert _rel(fd.grad, ref) <= 1e-8
 
@@ -113,7 +113,7 @@ def test_phi_richardson_vs_closed_form_and_estimate(family, gamma):
     mdp, reward, upper, x = make_problem(family, gamma, 0.5, seed=11)
     ref = bc.hypergradient(mdp, reward, upper, x).grad
     fd = phi_fd_gradient(mdp, reward, upper, x, method="richardson")
-    # MATH.md section 7: Richardson ~1e-11; measured 1e-13 .. 1e-11 relative on these
+    # docs/math.md section 7: Richardson ~1e-11; measured 1e-13 .. 1e-11 relative on these
     # problems (the Newton floor cond * eps of each phi evaluation dominates at 0.99)
     assert _rel(fd.grad, ref) <= 1e-10
     assert np.all(np.abs(fd.grad - ref) <= fd.error_estimate)

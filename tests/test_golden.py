@@ -237,7 +237,7 @@ def test_bandit_and_markov_reward_process_closed_forms():
 def test_quadratic_family_known_optimum_at_x_zero():
     """r = c x^T M x vanishes at x = 0: pi* uniform, phi(0) = S/(2A), grad phi(0) = 0.
 
-    MATH.md section 6.
+    docs/math.md section 6.
     """
     gc = BY_ID["quad-S3A2-x0"]
     S, A = 3, 2

@@ -1,4 +1,4 @@
-"""M-SoBiRL (Algorithm 1, MATH.md section 4): one iteration rebuilt by hand with explicit
+"""M-SoBiRL (Algorithm 1, docs/math.md section 4): one iteration rebuilt by hand with explicit
 matrices, convergence to known optima, estimator error against the closed form (9)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model-free hyper-gradient (13)+(14) and the SoBiRL estimator (15) (MATH.md section 5).
+"""Model-free hyper-gradient (13)+(14) and the SoBiRL estimator (15) (docs/math.md section 5).
 
 Yardsticks: the closed form (9) (`hypergradient`, adjoint S x S solve), the SA x SA
 implicit derivatives at a non-optimal policy, and, for the estimators, the exact

@@ -200,7 +200,7 @@ def test_single_state_closed_form(gamma, tau):
 @pytest.mark.parametrize("gamma", GAMMAS)
 def test_quadratic_family_at_zero(gamma):
     """r = c x^T M x, f = |x|^2/2 + |pi|^2/2: at x = 0, dr = 0 and grad_x f = 0, so the
-    hyper-gradient is exactly 0; r = 0 gives pi* uniform and phi = S/(2A) (MATH.md section 6)."""
+    hyper-gradient is exactly 0; r = 0 gives pi* uniform and phi = S/(2A) (docs/math.md [6.1])."""
     S, A, d = 5, 3, 4
     rng = np.random.default_rng(7)
     P = rng.random((S, A, S))

@@ -1,4 +1,4 @@
-"""SoBiRL reference loop (Algorithm 2, MATH.md section 5) on the trajectory-level problems.
+"""SoBiRL reference loop (Algorithm 2, docs/math.md section 5) on the trajectory-level problems.
 
 Yardsticks: the closed-form hyper-gradient (9) at the exact lower solution, central
 finite differences of phi (which share only the lower solver with (9)), and the

@@ -1,4 +1,4 @@
-"""Torch autodiff through K unrolled soft VI sweeps (MATH.md section 7) vs independent routes.
+"""Torch autodiff through K unrolled soft VI sweeps (docs/math.md section 7) vs independent routes.
 
 What is fitted: ``error(K) = max|grad_K - grad*| / max|grad*|`` against the closed form
 (9), least squares of ``log error = log C + K log rho`` over the K whose error is above

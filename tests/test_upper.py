@@ -1,4 +1,4 @@
-"""Trajectory-level upper objectives (MATH.md sections 5-6): Bradley-Terry / BCE against
+"""Trajectory-level upper objectives (docs/math.md sections 5-6): Bradley-Terry / BCE against
 mpmath, exact enumerated f, grad_x f, grad_pi f against finite differences and against
 independent closed forms (plain loops, forward state-distribution recursion)."""
 
@@ -175,7 +175,7 @@ def test_shaping_value_and_grad_pi_vs_forward_recursion():
     # the two polynomials agree on the simplex only (the enumeration keeps the factors
     # pi(a_h'|s_h') of later steps, which sum to 1 there), so grad_pi agrees up to a
     # per-state constant: compare along the simplex (tangent directions), which is all
-    # that (9) uses (MATH.md section 3 invariance)
+    # that (9) uses (docs/math.md section 3 invariance)
     h = 1e-6  # polynomial of degree 2H = 8 in pi: truncation ~1e-11, rounding ~1e-10
     fd = _tangent_fd(lambda p: _shaping_dp(P, mu, p, r_true, 0.9, 4), pi, h)
     np.testing.assert_allclose(gpi[:, 1:] - gpi[:, :1], fd, rtol=0, atol=1e-9)
@@ -260,6 +260,6 @@ def test_deterministic_labels_higher_true_return_wins_and_ties_give_half():
     up = RLHFUpper(P, mu, 1, TabularReward(3, 2), r_true, labels="deterministic")
     st = np.array([[[0], [0]], [[0], [1]], [[2], [2]], [[1], [0]]])
     ac = np.array([[[0], [1]], [[0], [1]], [[0], [1]], [[0], [1]]])
-    # returns (1 vs 0), (1 vs 1), (0.5 vs 0.5), (0 vs 0): by the definition in MATH.md section 6
+    # returns (1 vs 0), (1 vs 1), (0.5 vs 0.5), (0 vs 0): by the definition in docs/math.md [6.2]
     np.testing.assert_array_equal(up.label(st, ac), [1.0, 0.5, 0.5, 0.5])
     np.testing.assert_array_equal(up.label(st[:, ::-1], ac[:, ::-1]), [0.0, 0.5, 0.5, 0.5])

@@ -152,7 +152,7 @@ def test_callable_reward_checks_foreign_output():
 
 
 def test_mdptoolbox_layout_roundtrip():
-    """[A, S, S] -> [S, A, S] by the transpose of MATH.md section 1."""
+    """[A, S, S] -> [S, A, S] by the transpose of docs/math.md section 1."""
     P = _P(S=4, A=3)
     mdp = bc.from_mdptoolbox(P.transpose(1, 0, 2), 0.5, 1.0)
     assert np.array_equal(mdp.P, P / P.sum(-1, keepdims=True))

@@ -1,4 +1,4 @@
-"""Bilevel algorithms in float64 numpy under one protocol (MATH.md sections 4, 5, 9, 10).
+"""Bilevel algorithms in float64 numpy under one protocol (docs/math.md sections 4, 5, 9, 10).
 
 ``m_sobirl`` is Algorithm 1 (model-based), ``sobirl`` Algorithm 2 (model-free, with
 ``reward_fitting_baseline``, the same loop without term (14)); their iterates are the

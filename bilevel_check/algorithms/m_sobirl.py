@@ -1,4 +1,6 @@
-"""M-SoBiRL, Algorithm 1 of Yang, Gao & Yuan (arXiv 2405.19697), model-based (MATH.md section 4).
+"""M-SoBiRL, Algorithm 1 of Yang, Gao & Yuan (arXiv 2405.19697), model-based.
+
+docs/math.md section 4.
 
 Exact iterate definitions (float64, the torch path reproduces them to 1e-10).
 For ``k = 0, ..., K-1``, with ``r_k = r_{x_k}``, ``dr_k = dr(x_k)`` ([S, A, d]),
@@ -149,7 +151,7 @@ def m_sobirl(
     track_phi: bool = True,
     progress: bool = False,
 ) -> History:
-    """Run M-SoBiRL (Algorithm 1, MATH.md section 4) for ``K`` iterations.
+    """Run M-SoBiRL (Algorithm 1, docs/math.md section 4) for ``K`` iterations.
 
     Args:
         problem_or_parts: a :class:`~bilevel_check.problems.Problem` or ``(mdp, reward, upper)``.

@@ -1,4 +1,4 @@
-"""SoBiRL (Algorithm 2, model-free), reference loop in numpy float64 (MATH.md section 5).
+"""SoBiRL (Algorithm 2, model-free), reference loop in numpy float64 (docs/math.md section 5).
 
 Iteration ``k``:
 
@@ -161,7 +161,7 @@ def sobirl(
     track_true_grad: bool = True,
     progress: bool = False,
 ) -> SoBiRLHistory:
-    """Run ``K`` iterations of SoBiRL (Algorithm 2, MATH.md section 5).
+    """Run ``K`` iterations of SoBiRL (Algorithm 2, docs/math.md section 5).
 
     Args:
         problem_or_parts: a :class:`~bilevel_check.problems.Problem` or ``(mdp, reward, upper)``

@@ -2,7 +2,7 @@
 
 ``from_problems`` stacks ``B`` problems of equal sizes; ``m_sobirl_fast`` and
 ``sobirl_fast`` run them at once with the iterates of the numpy reference loops in
-:mod:`bilevel_check.algorithms` (MATH.md sections 4 and 5).
+:mod:`bilevel_check.algorithms` (docs/math.md sections 4 and 5).
 """
 
 from .._extras import import_extra

@@ -1,4 +1,4 @@
-"""M-SoBiRL (Algorithm 1, MATH.md section 4) on a batch of ``B`` problems in torch.
+"""M-SoBiRL (Algorithm 1, docs/math.md section 4) on a batch of ``B`` problems in torch.
 
 The iterates are exactly those of :mod:`bilevel_check.algorithms.m_sobirl` (same
 steps 1-5, same defaults ``Q_0 = 0``, ``w_0 = 0``), computed for all problems at once:

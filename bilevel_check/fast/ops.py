@@ -1,4 +1,4 @@
-"""Batched torch building blocks for the fast path (MATH.md sections 1-3).
+"""Batched torch building blocks for the fast path (docs/math.md sections 1-3).
 
 Every tensor carries a leading batch axis ``B`` of independent problems with the
 same sizes ``S, A, d``: ``p_bsas [B, S, A, S]``, ``q_bsa [B, S, A]``, ``v_bs [B, S]``,

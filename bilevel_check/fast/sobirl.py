@@ -1,4 +1,4 @@
-"""SoBiRL (Algorithm 2, MATH.md section 5) on a batch of ``B`` problems in torch.
+"""SoBiRL (Algorithm 2, docs/math.md section 5) on a batch of ``B`` problems in torch.
 
 Iteration ``k`` for all problems at once (the iterates of
 :mod:`bilevel_check.algorithms.sobirl`):

@@ -1,4 +1,4 @@
-"""Certify golden cases: two independent mpmath routes per output (MATH.md section 7).
+"""Certify golden cases: two independent mpmath routes per output (docs/math.md section 7).
 
 Route A (``digits`` significant digits) is the project's arbitrary-precision route,
 :func:`bilevel_check.routes.precise.mp_hypergradient` (Newton lower level, implicit
@@ -89,7 +89,7 @@ def mp_bellman(P, gamma, tau, r, V):
 
 
 def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
-    """Newton on ``F(V) = V - T(V)`` (MATH.md section 1).
+    """Newton on ``F(V) = V - T(V)`` (docs/math.md section 1).
 
     The step is ``V <- V - (I - gamma P_pi)^{-1} (V - T(V))``. Stops when the residual
     ``|T(V) - V|_inf`` stops decreasing below ``10^(5 - dps) max(1, |V|_inf)``.

@@ -9,14 +9,15 @@ Groups (file ``reference/golden/<group>.json``):
 
 * ``random_dense``      dense random ``P``, linear rewards (easy)
 * ``sparse_absorbing``  1-2 successors per (s, a), an absorbing state (medium)
-* ``quadratic_family``  the authors' ``r = c x^T M x`` (MATH.md section 6)
+* ``quadratic_family``  the authors' ``r = c x^T M x`` (docs/math.md section 6)
 * ``single_state``      ``S = 1`` (a bandit) and ``A = 1`` (a Markov reward process)
 * ``near_deterministic`` reward gaps >> tau, ``pi*`` entries down to ~1e-30
 * ``gamma_near_one``    gamma in {0.99, 0.995, 0.999}
 * ``low_temperature``   tau = 0.01 with ``|r| ~ 100+`` (``exp(r / tau)`` overflows float64
                         without max-shift)
 * ``problems``          named problems of :mod:`bilevel_check.problems`
-* ``model_free``        trajectory-level upper objectives (RLHF, reward shaping), MATH.md section 5
+* ``model_free``        trajectory-level upper objectives (RLHF, reward shaping),
+                        docs/math.md section 5
 """
 
 from __future__ import annotations

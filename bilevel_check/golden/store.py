@@ -10,7 +10,7 @@ Layout of the reference folder::
 Each case holds its inputs (a case file, schema ``bilevel-check/case/v1``), the
 certified outputs as decimal strings (``V [S]``, ``Q [S][A]``, ``pi [S][A]``,
 ``phi``, ``grad [d]``; trajectory-level groups add ``grad_13``/``grad_14``, the
-two terms of Prop. 5.2, MATH.md section 5), the number of certified digits per
+two terms of Prop. 5.2, docs/math.md section 5), the number of certified digits per
 output, the two independent routes that agreed and how far, flags and a tier.
 
 Certified digits are normwise: ``max_i |value_i - exact_i| <= 10^-k max_i |exact_i|``

@@ -5,16 +5,16 @@ also be torch tensors, lists or dicts). Protocols, one per check:
 
 * :func:`check_soft_solution`: ``fn(P, gamma, tau, r) -> (V, Q, pi)`` or a dict with
   any of the keys ``"V"`` ``[S]``, ``"Q"`` ``[S, A]``, ``"pi"`` ``[S, A]``; ``P`` is
-  ``[S, A, S]`` (``P[s, a, s']``), ``r`` is ``[S, A]``. Soft optimality, MATH.md section 1,
+  ``[S, A, S]`` (``P[s, a, s']``), ``r`` is ``[S, A]``. Soft optimality, docs/math.md section 1,
   equations (5)-(7).
 * :func:`check_hypergradient`: ``fn(problem) -> grad`` (``[d]``, or a dict with key
   ``"grad"``), ``problem`` a :class:`Problem` (arrays ``P, mu, x``, floats ``gamma, tau``,
   callables ``reward(x) -> [S, A]``, ``reward_jacobian(x) -> [S, A, d]``,
   ``upper_value(x, pi)``, ``upper_grad_x(x, pi) -> [d]``, ``upper_grad_pi(x, pi) -> [S, A]``).
-  Hyper-gradient (9), MATH.md section 3.
+  Hyper-gradient (9), docs/math.md section 3.
 * :func:`check_implicit_derivatives`: ``fn(problem) -> (dV, dQ, dpi)`` or a dict with any of
   ``"dV"`` ``[S, d]``, ``"dQ"`` ``[S, A, d]``, ``"dlog_pi"``, ``"dpi"`` ``[S, A, d]``.
-  MATH.md section 2.
+  docs/math.md section 2.
 * :func:`check_estimator`: ``fn(problem, rng) -> grad estimate [d]`` for stochastic
   estimators such as SoBiRL's (15); ``rng`` is a seeded ``numpy.random.Generator``.
 
@@ -122,7 +122,8 @@ class TolerancePolicy:
           ``pi*`` is nearly deterministic;
         * ``dlog_pi``, ``dpi``: ``max(safety eps, solver_tol) * cond * max |dQ*| / tau``:
           ``dlog pi* = (dQ* - dV*) / tau``
-          subtracts two numbers of size ``|dQ*|`` known to ``eps cond |dQ*|`` (MATH.md section 2).
+          subtracts two numbers of size ``|dQ*|`` known to ``eps cond |dQ*|``
+          (docs/math.md section 2).
         """
         at = rtol * float(np.max(np.abs(desired[output]), initial=0.0))
         if output == "grad":
@@ -412,7 +413,7 @@ def check_hypergradient(
     expected_failed=None,
     seed: int = 0,
 ) -> OracleReport:
-    """Check ``fn(problem) -> grad [d]`` against ``grad phi(x)`` of (9) (MATH.md section 3).
+    """Check ``fn(problem) -> grad [d]`` against ``grad phi(x)`` of (9) (docs/math.md section 3).
 
     Arguments as in :func:`check_soft_solution`; ``problem`` is a :class:`Problem`.
     """
@@ -444,7 +445,7 @@ def check_implicit_derivatives(
 
     ``dV* = (I - gamma P_pi*)^{-1} Phi``, ``dQ* = dr + gamma P dV*``,
     ``dpi* = pi* (dQ* - dV*) / tau``
-    (MATH.md section 2); reference: float64 S x S form cross-checked with the SA x SA form.
+    (docs/math.md section 2); reference: float64 S x S form cross-checked with the SA x SA form.
     """
 
     def call(f, p):

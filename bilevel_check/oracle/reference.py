@@ -12,7 +12,7 @@ Routes:
   ``"golden <group>: <route a> vs <route b>, <k> certified digits"``;
 * any other case (and the implicit derivatives, which the golden suite does not
   certify): :data:`REF_ROUTE`, the float64 Newton solve and closed form, accepted only
-  after the SA x SA form (MATH.md section 2, push-through identity) agrees; the
+  after the SA x SA form (docs/math.md section 2, push-through identity) agrees; the
   agreement in digits is part of the route string.
 
 :func:`generated_cases` is the seeded generated suite (``verify --suite hypothesis``).

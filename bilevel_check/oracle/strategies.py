@@ -13,7 +13,7 @@ drawn seed, so a failing example is reproducible from its seed):
   :class:`~bilevel_check.mdp.TabularMDP`, a reward model, a
   :class:`~bilevel_check.upper.QuadraticUpper` and ``x``.
 
-Conditioning (MATH.md section 2). ``I - gamma P_pi`` has ``||.||_inf <= 1 + gamma``
+Conditioning (docs/math.md section 2). ``I - gamma P_pi`` has ``||.||_inf <= 1 + gamma``
 and ``||(I - gamma P_pi)^{-1}||_inf = 1/(1 - gamma)``, so its condition number is
 at most ``kappa = (1 + gamma)/(1 - gamma)``; every solve loses at most
 ``kappa * eps`` relative accuracy. Cases are generated with ``kappa <=``
@@ -319,7 +319,7 @@ def make_reward(rng: np.random.Generator, S: int, A: int, d: int, kind: str, sca
     if kind == "linear":
         return LinearReward(scale * rng.normal(size=(S, A, d)) / math.sqrt(d)), rng.normal(size=d)
     if kind == "quadratic":
-        # r = c x^T M x (MATH.md section 6) with x^T M x normalized to +-1
+        # r = c x^T M x (docs/math.md section 6) with x^T M x normalized to +-1
         c = scale * rng.random((S, A)) * rng.random((S, A))
         M = rng.normal(size=(d, d))
         x = rng.normal(size=d)

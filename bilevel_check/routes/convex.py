@@ -1,4 +1,4 @@
-"""The lower level as a convex program over occupancy measures (MATH.md section 7).
+"""The lower level as a convex program over occupancy measures (docs/math.md section 7).
 
 Independent of every Bellman-operator code path in the package: the soft-optimal
 policy is read off the solution of the exponential-cone program
@@ -118,7 +118,9 @@ def solve_occupancy(
     accept_inaccurate: bool = False,
     verbose: bool = False,
 ) -> ConvexSolution:
-    """Soft-optimal policy from the occupancy-measure exponential-cone program (MATH.md section 7).
+    """Soft-optimal policy from the occupancy-measure exponential-cone program.
+
+    docs/math.md [7.4].
 
     Args:
         mdp: the lower MDP (``P [S, A, S]``, gamma, tau); ``mdp.mu`` is the default ``rho``.

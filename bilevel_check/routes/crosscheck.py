@@ -1,4 +1,4 @@
-"""Run every independent route of MATH.md section 7 on one case and compare.
+"""Run every independent route of docs/math.md section 7 on one case and compare.
 
 The reference is the mpmath closed form at ``digits`` significant digits
 (:mod:`bilevel_check.routes.precise`, written independently of the float64 code).

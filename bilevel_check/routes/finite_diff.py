@@ -1,4 +1,4 @@
-"""Finite-difference routes to a gradient (MATH.md section 7).
+"""Finite-difference routes to a gradient (docs/math.md section 7).
 
 Three independent ways to differentiate a scalar function numerically; for the
 hyper-gradient they share nothing with formula (9) but the lower-level solver:
@@ -152,7 +152,7 @@ def central_difference(fn: Callable, x, *, h=None) -> np.ndarray:
 
 
 def richardson_gradient(fn: Callable, x, *, h=None, levels: int = 4, noise=None) -> FDResult:
-    """Richardson extrapolation of central differences (MATH.md section 7).
+    """Richardson extrapolation of central differences (docs/math.md section 7).
 
     ``D_0(h) = f'(x) + c_1 h^2 + c_2 h^4 + ...``, so with ``h_j = h / 2^j`` the table
     ``D_k[j] = D_{k-1}[j] + (D_{k-1}[j] - D_{k-1}[j-1]) / (4^k - 1)`` removes one even
@@ -249,7 +249,7 @@ def _to_mpf_list(x) -> list:
 
 
 def mp_central_difference(fn: Callable, x, *, digits: int, order: int = 2, h=None) -> list:
-    """Central-difference gradient in mpmath (MATH.md section 7, "finite differences in mpmath").
+    """Central-difference gradient in mpmath (docs/math.md [7.1]).
 
     ``g_i = sum_k w_k (f(x + k h_i e_i) - f(x - k h_i e_i)) / h_i`` with the stencils of
     :data:`MP_STENCILS`. Default step ``h_i = 10^(-N/(p+1)) max(1, |x_i|)`` for order ``p``
@@ -313,7 +313,7 @@ _PHI_METHODS = ("central", "richardson")
 def phi_fd_gradient(
     mdp, reward, upper, x, *, method: str = "central", h=None, levels: int = 4, tol: float = 1e-13
 ) -> FDResult:
-    """Finite-difference gradient of ``phi(x) = f(x, pi*_x)`` (MATH.md sections 3, 7).
+    """Finite-difference gradient of ``phi(x) = f(x, pi*_x)`` (docs/math.md sections 3, 7).
 
     Each evaluation solves the lower level by Newton (:func:`hypergrad.phi_value`
     with relative-residual ``tol``); nothing else is shared with formula (9).
@@ -350,7 +350,7 @@ def _phi_noise(mdp, reward, upper, x: np.ndarray) -> float:
 
     Newton stops at the floating-point floor: ``|dV| <~ cond eps max(1, |V|)`` with
     ``cond = (1 + gamma)/(1 - gamma)`` (the inf-norm condition number of
-    ``I - gamma P_pi``, MATH.md section 2). Then ``|d log pi| <= 2 |dV| / tau`` and
+    ``I - gamma P_pi``, docs/math.md section 2). Then ``|d log pi| <= 2 |dV| / tau`` and
     ``|d phi| <= sum |pi grad_pi f| |d log pi| + eps |phi|``.
     """
     from ..soft import solve_soft

@@ -1,4 +1,4 @@
-"""Arbitrary-precision twin of the closed-form route, in mpmath (MATH.md sections 1-3, 7).
+"""Arbitrary-precision twin of the closed-form route, in mpmath (docs/math.md sections 1-3, 7).
 
 Independent of the float64 modules (``soft``, ``implicit``, ``hypergrad``): own
 max-shifted log-sum-exp, own Newton lower solver (soft policy iteration, Jacobian
@@ -263,7 +263,7 @@ def _newton(p, gamma, tau, r, digits):
 
 
 def mp_soft_solve(P, gamma, tau, r, *, digits: int) -> MPSoftSolution:
-    """Soft-optimal ``V*, Q*, pi*`` (MATH.md section 1, (5)-(7)) at ``digits`` digits.
+    """Soft-optimal ``V*, Q*, pi*`` (docs/math.md section 1, (5)-(7)) at ``digits`` digits.
 
     Newton on ``F(V) = V - T(V)``, ``T(V)(s) = tau log sum_a exp((r + gamma P V)(s, a) / tau)``,
     until ``|T(V) - V|_inf <= 10^-(digits+5) max(1, |V|_inf)``; returns ``V = T(V)``.
@@ -309,7 +309,7 @@ def _implicit(p, gamma, tau, pi, dr):
 
 
 def mp_implicit_derivatives(P, gamma, tau, pi, dr, *, digits: int):
-    """Implicit derivatives of MATH.md section 2 (Prop. 4.1) at ``digits`` digits.
+    """Implicit derivatives of docs/math.md section 2 (Prop. 4.1) at ``digits`` digits.
 
     Returns ``(dV [S][d], dQ [S][A][d], dlog_pi [S][A][d], dpi [S][A][d])`` for the
     policy ``pi [S][A]`` (normally ``pi*``) and the reward Jacobian ``dr [S][A][d]``.
@@ -388,7 +388,7 @@ def mp_hypergradient_from_parts(P, gamma, tau, r, dr, gx, gpi, *, digits: int, f
     """Hyper-gradient (9) from a reward and upper gradients the caller computed in mpmath.
 
     ``grad = gx + (1/tau) sum_{s,a} u dr - (1/tau) Phi^T w``, ``u = pi* g``,
-    ``w = (I - gamma P_pi*)^{-T} b`` (MATH.md section 3).
+    ``w = (I - gamma P_pi*)^{-T} b`` (docs/math.md section 3).
 
     Args:
         P, gamma, tau: the lower MDP (as in :func:`mp_soft_solve`).

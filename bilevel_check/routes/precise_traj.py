@@ -1,6 +1,6 @@
 """Exact trajectory enumeration of the model-free hyper-gradient (13) + (14) in mpmath.
 
-Trajectory-level upper objectives (MATH.md sections 5-6)::
+Trajectory-level upper objectives (docs/math.md sections 5-6)::
 
     f(x, pi) = E_{d ~ rho_pi}[ l(d; x) ],
     rho_pi(traj) = mu_u(s_0) prod_h pi(a_h | s_h) P_u(s_{h+1} | s_h, a_h)

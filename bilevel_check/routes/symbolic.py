@@ -1,6 +1,6 @@
 """Sympy route for tiny MDPs (S, A <= 3): implicit differentiation of the raw equations.
 
-MATH.md section 7, "sympy" row. Shares only the definitions with the other
+docs/math.md section 7, "sympy" row. Shares only the definitions with the other
 routes; formula (9) and the section 2 derivative formulas are never used:
 
 * unknowns ``V_0 .. V_{S-1}`` and parameters ``x_0 .. x_{d-1}`` are sympy symbols;

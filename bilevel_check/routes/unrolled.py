@@ -1,4 +1,4 @@
-"""Torch autodiff through K unrolled soft value-iteration sweeps (MATH.md section 7).
+"""Torch autodiff through K unrolled soft value-iteration sweeps (docs/math.md section 7).
 
 The route shares only the soft Bellman operator ``T`` with formula (9)::
 
@@ -207,8 +207,8 @@ def unrolled_error_rate(
     The fit is least squares of ``log(error) - p log(K) = log C + K log rho`` over the
     ``K`` whose error is above ``floor`` (below it float64 rounding, not the
     contraction, sets the error). ``power = 0`` fits ``C rho^K``; ``power = 1`` fits
-    ``C K rho^K``. Expected ``rho ~ gamma |lambda_2(P_pi*)| <= gamma`` (module docstring;
-    MATH.md section 7 states the bound ``~gamma^K``).
+    ``C K rho^K``. Expected ``rho ~ gamma |lambda_2(P_pi*)| <= gamma`` (module docstring,
+    docs/math.md [7.2]).
 
     Args:
         mdp, reward, upper, x: the problem.
