@@ -16,7 +16,7 @@ class whose ``spec()`` writes it and the fields it takes):
 * upper ``quadratic`` (``cx, G [S, A], cpi``: ``f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2``),
   ``target_occupancy`` (``P_u, g, target, mu_u, cx``), ``rlhf`` (``H, P_u, mu_u,
   features, r_true, labels``, optional ``ridge``) and ``shaping`` (``H, P_u, mu_u, r_u,
-  gamma_u``); the last two are the trajectory-level objectives of MATH.md section 5.
+  gamma_u``); the last two are the trajectory-level objectives of docs/math.md section 5.
 
 A file is parsed once: :func:`load_case` validates it and builds the float64 models
 (:class:`Case` carries both the raw dict and the models). Unknown keys (with the

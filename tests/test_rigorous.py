@@ -107,7 +107,10 @@ def test_single_state_closed_form(A, gamma, tau):
 
 
 def test_quadratic_family_at_zero_exact_values():
-    """``x = 0``: ``r = 0``, ``pi* = 1/A``, ``grad phi = 0``, ``phi = S / (2 A)`` (MATH.md 6)."""
+    """``x = 0``: ``r = 0``, ``pi* = 1/A``, ``grad phi = 0``, ``phi = S / (2 A)``.
+
+    docs/math.md [6.1].
+    """
     for gc in GOLDEN:
         if gc.id != "quad-S3A2-x0":
             continue

@@ -1,4 +1,6 @@
-"""Rigorous enclosures of ``V*, Q*, pi*, phi, grad phi`` in ball arithmetic (MATH.md section 8).
+"""Rigorous enclosures of ``V*, Q*, pi*, phi, grad phi`` in ball arithmetic.
+
+docs/math.md section 8.
 
 Every number is an Arb ball ``[m +/- r]`` (python-flint ``arb``) that contains the exact value
 of *the problem as stated*:
@@ -26,8 +28,8 @@ Method, at a fixed working precision of ``prec`` bits (:func:`enclose`):
 digits ("proven": every point of the ball rounds to the same ``digits``-digit decimal string,
 :func:`round_ball`; a value on a half-way point of that rounding, which no ball decides, proves
 the tie with one more digit instead, :func:`proven_string`), up to :func:`precision_cap` bits;
-past the cap it raises :class:`PrecisionCapError` naming the output, the digits proven and the conditioning
-(``|Q|/tau`` and ``cond_inf(I - gamma P_pi)``).
+past the cap it raises :class:`PrecisionCapError` naming the output, the digits proven and the
+conditioning (``|Q|/tau`` and ``cond_inf(I - gamma P_pi)``).
 
 Supported: every reward kind (``tabular``, ``linear``, ``quadratic``) and upper kind
 (``quadratic``, ``target_occupancy``, ``rlhf``, ``shaping``) of the case format; trajectory
@@ -347,7 +349,7 @@ def _softplus(z: arb) -> arb:
 
 def _trajectory_upper(pb: _Problem, pi: list, dQ: arb_mat, dV: arb_mat):
     """Exact enumeration of ``phi = E[l]``, (13) ``E[grad_x l]`` and (14)
-    ``(1/tau) E[l sum_h (dQ* - dV*)(s_h, a_h)]`` (MATH.md section 5) on balls."""
+    ``(1/tau) E[l sum_h (dQ* - dV*)(s_h, a_h)]`` (docs/math.md section 5) on balls."""
     from .precise_traj import trajectories
 
     spec, S, A, d = pb.upper, pb.S, pb.A, pb.d
