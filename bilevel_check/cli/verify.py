@@ -24,7 +24,6 @@ from __future__ import annotations
 import sys
 
 from .._loader import UsageError, load_target
-
 from .._validation import int_arg
 
 __all__ = ["register", "load_target", "run_verify", "UsageError"]
