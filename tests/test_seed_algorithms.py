@@ -118,7 +118,7 @@ def test_practical_sobirl_gamma0_reaches_stationary_point(*, tol=1e-10):
 
 def test_practical_sobirl_biased_point_at_gamma_08(*, tol=1e-9):
     # gamma = 0.8: the fixed point zeroes (78) at pi*_tau, not grad phi: the bias is
-    # ||grad phi(x_bar)||, measured 1.1e-2 (MATH.md: ~20% of the scale of grad phi)
+    # ||grad phi(x_bar)||, measured 1.1e-2 (docs/math.md [9.4]: ~20% of the scale of grad phi)
     res = score("practical-sobirl", "rlhf_tabular", 0, 200)
     p = get_problem("rlhf_tabular")
     x = res.x[-1]

@@ -1,4 +1,4 @@
-"""Tabular building blocks shared by the seed papers' algorithms (MATH.md sections 9, 10).
+"""Tabular building blocks shared by the seed papers' algorithms (docs/math.md sections 9, 10).
 
 Notation: ``J_tau(x, pi) = mu^T V^pi_x`` (soft value of ``pi`` under ``r_x``), the
 unnormalized discounted occupancy ``d^pi = (I - gamma P_pi)^{-T} mu`` ([S]) and
@@ -55,7 +55,7 @@ def policy_entropy(pi_sa, log_pi_sa, mu_s) -> float:
 
 
 def penalized_pmd_step(p_sas, gamma, tau, mu_s, r_sa, log_pi_sa, g_sa, lam, eta):
-    """One mirror-descent step on ``f / lam - J_tau(x, .)`` in the policy (MATH.md section 9).
+    """One mirror-descent step on ``f / lam - J_tau(x, .)`` in the policy (docs/math.md section 9).
 
     With ``d = d^pi`` and ``Q = Q^pi`` (soft, exact), ``grad_pi (f / lam - J)[s, a] =
     g[s, a] / lam - d(s) (Q(s, a) - tau log pi(a|s))`` up to a per-state constant. The

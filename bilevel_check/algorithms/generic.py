@@ -1,5 +1,5 @@
 """Generic baselines under the algorithm protocol: AMD / HPGD-style forward recursions
-(MATH.md section 10) and the two-point zero-order estimator (MATH.md section 9).
+(docs/math.md section 10) and the two-point zero-order estimator (docs/math.md section 9).
 
 **HPGD / AMD forward recursions.** (Thoma et al., "Contextual bilevel RL for incentive
 alignment", HPGD; the AMD family of adjoint/occupancy-matching methods; listed among the

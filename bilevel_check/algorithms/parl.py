@@ -1,5 +1,5 @@
 """PARL and A-PARL: second-order implicit differentiation on softmax policy logits
-(MATH.md section 9), under the algorithm protocol.
+(docs/math.md section 9), under the algorithm protocol.
 
 PARL (Chakraborty et al., "PARL: A unified framework for policy alignment in RL", 2023,
 cited in seed 002's related work; listed in Table 1 of seed 001) differentiates the
@@ -11,7 +11,7 @@ lower objective ``J_tau(x, theta) = mu^T V^{pi_theta}_x`` with ``mu`` of full su
     d theta*/dx = -H^{-1} grad^2_{theta x} J,     H = grad^2_{theta theta} J   (n x n),
     grad phi = grad_x f + (d theta*/dx)^T grad_theta f(x, pi_theta).
 
-At the exact optimum this equals (9) (measured 3e-9 in MATH.md; here to rounding). As
+At the exact optimum this equals (9) (here to rounding). As
 ``tau -> 0``, ``pi*`` becomes deterministic, ``H`` degenerates (``cond(H)`` 2e1 / 4e5 /
 1e18 at tau = 1 / 0.1 / 0.03): PARL's Hessian non-singularity assumption fails while (9)
 stays finite.

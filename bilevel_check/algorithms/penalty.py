@@ -1,4 +1,4 @@
-"""Penalty methods in tabular form (MATH.md section 9): PBRL value penalty (seed 003),
+"""Penalty methods in tabular form (docs/math.md section 9): PBRL value penalty (seed 003),
 the Hessian-free first-order estimator (seed 004) and the regularized actor-critic with
 attenuating entropy (seed 002), under the algorithm protocol.
 
@@ -16,7 +16,7 @@ grad_x J_tau(x, pi*_x)`` (envelope of the lower problem)::
 
 As ``lam -> inf``, ``pi_lam - pi* = O(1/lam)`` and the bracket times ``lam`` tends to
 ``sum_{s,a} grad_pi f dpi*`` of (9), so ``||grad phi_lam - grad phi|| = O(1/lam)`` and
-``p(x, pi_lam) = O(1/lam^2)`` (MATH.md section 9; measured in the slow suite). The policy
+``p(x, pi_lam) = O(1/lam^2)`` (docs/math.md section 9; measured in the slow suite). The policy
 step is :func:`~._tabular.penalized_pmd_step` (mirror descent on ``f/lam - J``).
 The seed texts 002-004 in ``shared/seeds`` are abstracts: the schedules, step sizes and
 inner-loop lengths below are the harness's choices, stated where they are set.

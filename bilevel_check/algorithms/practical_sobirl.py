@@ -1,5 +1,5 @@
 """Practical SoBiRL (Yang, Gao & Yuan, arXiv 2405.19697, Appendix I.1, Algorithm 3 and
-estimator (78)) in tabular form, under the algorithm protocol (MATH.md section 9).
+estimator (78)) in tabular form, under the algorithm protocol (docs/math.md section 9).
 
 The paper's practical version runs SAC with automatic temperature as the lower solver and
 replaces (15) by (78), which (1) uses the adaptive temperature ``alpha`` in place of
@@ -15,15 +15,15 @@ E[l N_{s,a} / pi[s, a]]`` with ``N`` the visit count)::
 which applies to any upper objective (the harness's extension beyond trajectory-level
 ones). At ``gamma = 0`` the truncation is exact (``dQ* = dr``, ``dV* = pi* dr``) and with
 ``alpha = tau`` the estimator equals (9); at ``gamma > 0`` it is biased (measured 0 / 7 /
-20 / 24 % at gamma = 0 / 0.3 / 0.8 / 0.95 on rlhf_tabular, MATH.md section 9).
+20 / 24 % at gamma = 0 / 0.3 / 0.8 / 0.95 on rlhf_tabular, docs/math.md section 9).
 
 Tabular lower level: ``lower_steps`` warm-started PMD steps (step ``eta``, exact
 evaluation) on the MDP at temperature ``alpha`` (soft policy iteration as ``eta -> inf``,
 the tabular stand-in for SAC). Temperature (SAC, Haarnoja et al. 2018, Section 5):
 ``alpha <- max(alpha - lr_alpha (H(pi) - H_target), alpha_min)``, ``H(pi) = sum_s mu(s)
-H(pi(.|s))``: gradient descent on ``alpha (H(pi) - H_target)``. (MATH.md section 9 writes
-the step with the opposite sign, ``alpha - lr (H_target - H)``, which moves ``alpha`` away
-from the target for ``lr > 0``; the harness uses SAC's sign.)
+H(pi(.|s))``: gradient descent on ``alpha (H(pi) - H_target)`` (docs/math.md [9.4]; the
+opposite sign, ``alpha - lr (H_target - H)``, would move ``alpha`` away from the target for
+``lr > 0``).
 
 Imports: numpy, the float64 core and :mod:`._tabular`, :mod:`.protocol`.
 """
