@@ -19,7 +19,6 @@ Nothing here is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
