@@ -11,6 +11,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
+    "bilevel_check.cli.sweep",  # sweep, sweep report
     "bilevel_check.cli.solve",  # solve, crosscheck
     "bilevel_check.cli.golden",  # certify, show
     "bilevel_check.cli.run",  # run m-sobirl / sobirl
