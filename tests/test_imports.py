@@ -38,6 +38,7 @@ ALLOWED = {
     "algorithms": {CORE, "algorithms"},
     "golden": {CORE, "routes", "golden"},
     "oracle": {CORE, "routes", "golden", "oracle"},
+    "sweep": {CORE, "algorithms", "golden", "oracle", "sweep"},
     "cli": None,  # anything
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._validation import InvalidInputError
+from .._validation import InvalidInputError, int_arg
 
 __all__ = ["register"]
 
@@ -42,14 +42,26 @@ def register(sub) -> None:
     p.add_argument("--seeds", default=None, help="seeds: START:STOP, a list '1,5,9' or one seed")
     p.add_argument("--algorithm", action="append", help="built-in name or module:function")
     p.add_argument("--problem", action="append", help="named problem (repeatable)")
-    p.add_argument("--iters", type=int, default=None, help="iterations per cell")
-    p.add_argument("--base-seed", type=int, default=None, help="base of every cell's SeedSequence")
+    p.add_argument(
+        "--iters", type=int_arg(1, flag="--iters"), default=None, help="iterations per cell"
+    )
+    p.add_argument(
+        "--base-seed",
+        type=int_arg(0, flag="--base-seed"),
+        default=None,
+        help="base of every cell's SeedSequence",
+    )
     p.add_argument("--save-iterates", action="store_true", help="also write iterates.parquet")
     p.add_argument("--out", default=None, help="output folder (new, or the same with --resume)")
     p.add_argument("--resume", action="store_true", help="compute only the cells missing in --out")
     p.add_argument("--engine", choices=["dask", "serial"], default="dask")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
-    p.add_argument("--workers", type=int, default=None, help="local workers (default: CPU cores)")
+    p.add_argument(
+        "--workers",
+        type=int_arg(1, flag="--workers"),
+        default=None,
+        help="local workers (default: CPU cores)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd)
 

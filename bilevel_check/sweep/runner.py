@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from .._progress import Progress
-from .._validation import InvalidInputError
+from .._validation import InvalidInputError, check_int
 from .cell import run_cell
 from .engines import ENGINES, SweepInterrupted, run_dask, run_serial
 from .spec import SweepSpec
@@ -104,10 +104,8 @@ def run_sweep(
         raise InvalidInputError("--engine", f"one of {list(ENGINES)}", repr(engine))
     if scheduler is not None and engine != "dask":
         raise InvalidInputError("--scheduler", "only with --engine dask", f"--engine {engine}")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise InvalidInputError("--workers", "a positive integer", repr(workers))
+    if workers is not None:
+        check_int(workers, "--workers")
     _require_sweep_extra(engine)
     if cell_fn is None:
         cell_fn = functools.partial(run_cell, eps_ladder=spec.eps_ladder)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import InvalidInputError
+from .._validation import InvalidInputError, check_int
 
 __all__ = [
     "SPEC_SCHEMA",
@@ -137,8 +137,8 @@ class SweepSpec:
             grid[str(k)] = list(values)
         self.grid = grid
         self.seeds = parse_seeds(self.seeds)
-        self.iterations = _positive_int(self.iterations, "iterations")
-        self.base_seed = _nonnegative_int(self.base_seed, "base_seed")
+        self.iterations = check_int(self.iterations, "iterations")
+        self.base_seed = check_int(self.base_seed, "base_seed", minimum=0)
         if not isinstance(self.options, dict):
             raise InvalidInputError("options", "a table {option: value}", repr(self.options))
         ladder = self.eps_ladder
@@ -313,7 +313,7 @@ def parse_seeds(seeds) -> list:
         seeds = [seeds]
     if not isinstance(seeds, list | tuple) or not seeds:
         raise InvalidInputError("seeds", "a non-empty list of non-negative integers", repr(seeds))
-    out = [_nonnegative_int(s, "seeds") for s in seeds]
+    out = [check_int(s, "seeds", minimum=0) for s in seeds]
     if len(set(out)) != len(out):
         raise InvalidInputError("seeds", "distinct seeds", repr(seeds))
     return out
@@ -327,15 +327,3 @@ def _str_list(value, name: str) -> list:
         if not isinstance(v, str) or not v:
             raise InvalidInputError(name, "non-empty strings", repr(v))
     return list(values)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(name, "a positive integer", repr(value))
-    return int(value)
-
-
-def _nonnegative_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(name, "a non-negative integer", repr(value))
-    return int(value)
