@@ -13,6 +13,12 @@ Derivation: ``grad phi = grad_x f + sum g dpi*`` with ``dpi* = pi* (dQ* - dV*)/t
 
 ``form='adjoint'`` uses one S x S solve (the fast form);
 ``form='sa'`` goes through the ``[SA, SA]`` implicit derivatives (independent check).
+
+``P`` may be dense ``[S, A, S]`` or sparse ``[S*A, S]`` and the reward Jacobian dense
+``[S, A, d]`` or sparse ``[S*A, d]``: the adjoint form touches them only through
+``P^T u``, one solve with ``(I - gamma P_pi)^T`` (reusing the lower solver's sparse
+factorization) and ``dr^T v``, so it runs in ``O(nnz(P) + nnz(dr) + S A)`` memory.
+``form='sa'`` refuses sizes whose ``[SA, SA]`` matrix exceeds the dense memory budget.
 """
 
 from __future__ import annotations
@@ -22,9 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import InvalidInputError, as_float_array, check_finite, check_shape
-from .implicit import ImplicitDerivatives, _implicit, _implicit_sa, check_policy_inputs
-from .mdp import TabularMDP, check_reward_model, check_x
-from .soft import SoftSolution, m_matrix, solve_soft
+from .implicit import (
+    ImplicitDerivatives,
+    _implicit,
+    _implicit_sa,
+    check_policy_inputs,
+    check_sa_budget,
+)
+from .mdp import TabularMDP, check_reward_model, check_x, jacobian_flat, p_dims
+from .soft import SoftSolution, m_solve, p_adjoint, solve_soft
 from .upper import check_upper
 
 __all__ = ["HypergradResult", "hypergradient", "hypergradient_from_policy", "phi_value", "adjoint"]
@@ -45,13 +57,14 @@ class HypergradResult:
     derivatives: ImplicitDerivatives | None = None
 
 
-def adjoint(p_sas, gamma: float, pi_sa, u_sa) -> np.ndarray:
+def adjoint(p_sas, gamma: float, pi_sa, u_sa, *, factor=None) -> np.ndarray:
     """The adjoint ``w = (I - gamma P_pi)^{-T} b`` of (9).
 
-    ``b[s'] = sum_{s,a} u[s,a] (1{s=s'} - gamma P[s,a,s'])``.
+    ``b[s'] = sum_{s,a} u[s,a] (1{s=s'} - gamma P[s,a,s'])``. ``factor``: an
+    :class:`~bilevel_check.soft.MFactor` to reuse for a sparse ``P``.
     """
-    b = u_sa.sum(axis=1) - gamma * np.einsum("sa,sat->t", u_sa, p_sas)
-    return np.linalg.solve(m_matrix(p_sas, pi_sa, gamma).T, b)
+    b = u_sa.sum(axis=1) - gamma * p_adjoint(p_sas, u_sa)
+    return m_solve(p_sas, pi_sa, gamma, b, transpose=True, factor=factor)
 
 
 def hypergradient_from_policy(
@@ -74,7 +87,7 @@ def hypergradient_from_policy(
     """
     p_sas, gamma, tau, pi_sa, dr_sad = check_policy_inputs(p_sas, gamma, tau, pi_sa, dr_sad)
     gx = as_float_array(gx_d, "gx_d", ndim=1)
-    check_shape(gx, (dr_sad.shape[2],), "gx_d")
+    check_shape(gx, (dr_sad.shape[-1],), "gx_d")
     gpi = as_float_array(gpi_sa, "gpi_sa", ndim=2)
     check_shape(gpi, pi_sa.shape, "gpi_sa")
     if form not in FORMS:
@@ -82,14 +95,19 @@ def hypergradient_from_policy(
     return _from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx, gpi, form)
 
 
-def _from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form):
+def _from_policy(p_sas, gamma, tau, pi_sa, dr_sad, gx_d, gpi_sa, form, factor=None):
     """:func:`hypergradient_from_policy` on trusted (validated) inputs."""
+    S, A = p_dims(p_sas)
     if form == "adjoint":
         u = pi_sa * gpi_sa
-        w = adjoint(p_sas, gamma, pi_sa, u)
-        phi_sd = np.einsum("sa,sad->sd", pi_sa, dr_sad)
-        grad = gx_d + (np.einsum("sa,sad->d", u, dr_sad) - phi_sd.T @ w) / tau
+        w = adjoint(p_sas, gamma, pi_sa, u, factor=factor)
+        # sum_{s,a} u dr - Phi^T w = dr^T (u - pi w): one pass over the Jacobian
+        grad = (
+            gx_d
+            + np.asarray(jacobian_flat(dr_sad, S, A).T @ (u - pi_sa * w[:, None]).ravel()) / tau
+        )
         return grad, w, None
+    check_sa_budget(S, A, "hypergradient(form='sa')")
     der = _implicit_sa(p_sas, gamma, tau, pi_sa, dr_sad)
     return gx_d + np.einsum("sa,sad->d", gpi_sa, der.dpi), None, der
 
@@ -124,6 +142,8 @@ def hypergradient(
     x = check_x(x, reward.d)
     if form not in FORMS:
         raise InvalidInputError("form", f"one of {FORMS}", repr(form))
+    if form == "sa":
+        check_sa_budget(mdp.S, mdp.A, "hypergradient(form='sa')")
     if solution is None:
         solution = solve_soft(mdp, reward.value(x), method=method, tol=tol)
     pi = solution.pi
@@ -132,7 +152,9 @@ def hypergradient(
     gpi = as_float_array(upper.grad_pi(x, pi), "upper.grad_pi(x, pi)", ndim=2)
     check_shape(gpi, (mdp.S, mdp.A), "upper.grad_pi(x, pi)")
     dr = reward.jacobian(x)
-    grad, w, der = _from_policy(mdp.P, mdp.gamma, mdp.tau, pi, dr, gx, gpi, form)
+    grad, w, der = _from_policy(
+        mdp.P, mdp.gamma, mdp.tau, pi, dr, gx, gpi, form, getattr(solution, "factor", None)
+    )
     check_finite(grad, "hyper-gradient")
     return HypergradResult(grad, float(upper.value(x, pi)), solution, form, w, der)
 
@@ -152,8 +174,11 @@ def implicit_derivatives_at(
     """Lower solution and implicit derivatives ``(dV*, dQ*, dlog pi*, dpi*)`` at ``x``."""
     check_reward_model(reward, mdp)
     x = check_x(x, reward.d)
-    sol = solve_soft(mdp, reward.value(x), tol=tol)
-    fn = {"adjoint": _implicit, "sa": _implicit_sa}.get(form)
-    if fn is None:
+    if form not in FORMS:
         raise InvalidInputError("form", f"one of {FORMS}", repr(form))
-    return sol, fn(mdp.P, mdp.gamma, mdp.tau, sol.pi, reward.jacobian(x))
+    if form == "sa":
+        check_sa_budget(mdp.S, mdp.A, "implicit_derivatives_at(form='sa')")
+    sol = solve_soft(mdp, reward.value(x), tol=tol)
+    if form == "sa":
+        return sol, _implicit_sa(mdp.P, mdp.gamma, mdp.tau, sol.pi, reward.jacobian(x))
+    return sol, _implicit(mdp.P, mdp.gamma, mdp.tau, sol.pi, reward.jacobian(x), sol.factor)

@@ -2,6 +2,13 @@
 
 Axis names follow rlax: ``p_sas`` is ``P[s, a, s']``, ``r_sa`` a reward table,
 ``dr_sad`` its Jacobian in ``x`` (``[S, A, d]``).
+
+Sparse MDPs: ``P`` may also be a ``scipy.sparse`` matrix of shape ``[S*A, S]`` (row
+``s*A + a``), and :class:`LinearReward` features a sparse ``[S*A, d]`` matrix. Both
+layouts share the flat view ``[S*A, S]`` (:func:`p_flat`; for a dense ``P`` a free
+reshape), on which ``soft``, ``implicit`` and ``hypergrad`` write every formula once.
+
+Imports ``_validation`` and ``_budget`` only.
 """
 
 from __future__ import annotations
@@ -11,11 +18,15 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 
+from ._budget import check_dense_budget
 from ._validation import (
+    STOCHASTIC_ATOL,
     InvalidInputError,
     as_float_array,
     check_distribution,
+    check_finite,
     check_gamma,
     check_shape,
     check_stochastic,
@@ -31,7 +42,125 @@ __all__ = [
     "QuadraticReward",
     "CallableReward",
     "check_x",
+    "check_transitions",
+    "p_dims",
+    "p_flat",
+    "dense_p",
+    "jacobian_flat",
+    "jacobian_dense",
 ]
+
+
+def _check_sparse_transitions(P, name: str):
+    P = sp.csr_array(P, dtype=np.float64, copy=True)
+    if P.ndim != 2:
+        raise InvalidInputError(name, "a sparse [S*A, S] matrix", f"{P.ndim}-d sparse array")
+    SA, S = P.shape
+    if S == 0 or SA == 0 or SA % S:
+        raise InvalidInputError(
+            name,
+            "a sparse [S*A, S] matrix (row s*A + a) with S, A >= 1",
+            f"shape {P.shape} (rows not a positive multiple of the {S} columns)",
+        )
+    P.sum_duplicates()
+    check_finite(P.data, f"{name}.data")
+    if (P.data < 0).any():
+        k = int(np.argmax(P.data < 0))
+        row = int(np.searchsorted(P.indptr, k, side="right")) - 1
+        raise InvalidInputError(
+            name,
+            "non-negative probabilities",
+            f"{float(P.data[k])!r} at row {row} (s={row // (SA // S)}, a={row % (SA // S)})",
+        )
+    sums = np.asarray(P.sum(axis=1)).ravel()
+    dev = np.abs(sums - 1.0)
+    if (dev > STOCHASTIC_ATOL).any():
+        row = int(np.argmax(dev))
+        raise InvalidInputError(
+            name,
+            f"rows summing to 1 (tolerance {STOCHASTIC_ATOL:g})",
+            f"row {row} (s={row // (SA // S)}, a={row % (SA // S)}) summing to "
+            f"{float(sums[row])!r}",
+        )
+    P.data /= np.repeat(sums, np.diff(P.indptr))
+    for arr in (P.data, P.indices, P.indptr):
+        arr.setflags(write=False)
+    return P, S, SA // S
+
+
+def check_transitions(P, name: str = "P"):
+    """Validate and row-normalize a transition model; returns ``(P, S, A)``.
+
+    ``P`` is a dense ``[S, A, S]`` array or a ``scipy.sparse`` ``[S*A, S]`` matrix (row
+    ``s*A + a``); the result is read-only, dense ``[S, A, S]`` or sparse CSR ``[S*A, S]``.
+    Rows must be non-negative, finite and sum to 1 within ``STOCHASTIC_ATOL``.
+    """
+    if sp.issparse(P):
+        return _check_sparse_transitions(P, name)
+    P = as_float_array(P, name, ndim=3)
+    S, A, S2 = P.shape
+    if S == 0 or A == 0:
+        raise InvalidInputError(
+            name, "at least one state and one action (S >= 1, A >= 1)", f"shape {P.shape}"
+        )
+    if S2 != S:
+        raise InvalidInputError(name, f"shape [S, A, S] = ({S}, {A}, {S})", f"shape {P.shape}")
+    check_stochastic(P, name)
+    P = P / P.sum(axis=-1, keepdims=True)
+    P.setflags(write=False)
+    return P, S, A
+
+
+def p_dims(P) -> tuple[int, int]:
+    """``(S, A)`` of a validated transition model in either layout."""
+    if sp.issparse(P):
+        return P.shape[1], P.shape[0] // P.shape[1]
+    return P.shape[0], P.shape[1]
+
+
+def p_flat(P):
+    """The ``[S*A, S]`` view of ``P`` (row ``s*A + a``): sparse as stored, dense reshaped
+    without a copy."""
+    if sp.issparse(P):
+        return P
+    return P.reshape(-1, P.shape[-1])
+
+
+def dense_p(P, route: str = "a dense route") -> np.ndarray:
+    """``P`` as a dense ``[S, A, S]`` array; a sparse ``P`` is densified only within the
+    memory budget (:func:`~bilevel_check._budget.check_dense_budget`)."""
+    if not sp.issparse(P):
+        return P
+    S, A = p_dims(P)
+    check_dense_budget(
+        route,
+        f"S={S}, A={A} (dense P of {S * A} x {S})",
+        8.0 * S * A * S,
+        "the sparse solvers (soft_policy_iteration, hypergradient(form='adjoint'))",
+    )
+    return P.toarray().reshape(S, A, S)
+
+
+def jacobian_flat(dr, S: int, A: int):
+    """A reward Jacobian as a ``[S*A, d]`` operator: a sparse ``[S*A, d]`` matrix as given,
+    a dense ``[S, A, d]`` array reshaped without a copy."""
+    if sp.issparse(dr):
+        return dr
+    return np.reshape(dr, (S * A, -1))
+
+
+def jacobian_dense(dr, S: int, A: int, route: str = "a dense route") -> np.ndarray:
+    """A reward Jacobian as a dense ``[S, A, d]`` array (a sparse one within the budget)."""
+    if not sp.issparse(dr):
+        return dr
+    d = dr.shape[1]
+    check_dense_budget(
+        route,
+        f"S={S}, A={A}, d={d} (dense Jacobian of {S * A} x {d})",
+        8.0 * S * A * d,
+        "hypergradient(form='adjoint'), which never forms it",
+    )
+    return dr.toarray().reshape(S, A, d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,8 +168,9 @@ class TabularMDP:
     """Entropy-regularized tabular MDP ``(P, gamma, tau, mu)``.
 
     Args:
-        P: transition tensor ``P[s, a, s']``, shape ``[S, A, S]``, rows on the
-            simplex (tolerance 1e-12). Rows are renormalized after validation.
+        P: transition tensor ``P[s, a, s']``, shape ``[S, A, S]``, or a ``scipy.sparse``
+            matrix of shape ``[S*A, S]`` (row ``s*A + a``; stored as read-only CSR), rows on
+            the simplex (tolerance 1e-12). Rows are renormalized after validation.
         gamma: discount, ``0 <= gamma < 1``.
         tau: entropy temperature, ``tau > 0``.
         mu: initial state distribution ``[S]`` (default uniform).
@@ -56,17 +186,7 @@ class TabularMDP:
     mu: np.ndarray | None = None
 
     def __post_init__(self):
-        P = as_float_array(self.P, "P", ndim=3)
-        S, A, S2 = P.shape
-        if S == 0 or A == 0:
-            raise InvalidInputError(
-                "P", "at least one state and one action (S >= 1, A >= 1)", f"shape {P.shape}"
-            )
-        if S2 != S:
-            raise InvalidInputError("P", f"shape [S, A, S] = ({S}, {A}, {S})", f"shape {P.shape}")
-        check_stochastic(P, "P")
-        P = P / P.sum(axis=-1, keepdims=True)
-        P.setflags(write=False)
+        P, S, _ = check_transitions(self.P, "P")
         gamma = check_gamma(self.gamma, "gamma")
         tau = check_tau(self.tau, "tau")
         if self.mu is None:
@@ -83,11 +203,21 @@ class TabularMDP:
 
     @property
     def S(self) -> int:
-        return self.P.shape[0]
+        return p_dims(self.P)[0]
 
     @property
     def A(self) -> int:
-        return self.P.shape[1]
+        return p_dims(self.P)[1]
+
+    @property
+    def sparse(self) -> bool:
+        """Whether ``P`` is stored as a sparse ``[S*A, S]`` matrix."""
+        return sp.issparse(self.P)
+
+    @property
+    def P_flat(self):
+        """``P`` as ``[S*A, S]`` (row ``s*A + a``), without a copy (:func:`p_flat`)."""
+        return p_flat(self.P)
 
     def replace(self, **changes) -> TabularMDP:
         """A copy with some fields changed (validated again)."""
@@ -146,14 +276,39 @@ class TabularReward:
 
 
 class LinearReward:
-    """``r[s, a] = F[s, a, :] @ x`` with features ``F`` of shape ``[S, A, d]``."""
+    """``r[s, a] = F[s, a, :] @ x`` with features ``F`` of shape ``[S, A, d]``.
 
-    def __init__(self, F):
+    ``F`` may also be a ``scipy.sparse`` matrix of shape ``[S*A, d]`` (row ``s*A + a``);
+    then ``A`` must be given, and :meth:`jacobian` returns that sparse matrix (the
+    solvers accept a Jacobian in either layout, see :func:`jacobian_flat`).
+    """
+
+    def __init__(self, F, *, A: int | None = None):
+        if sp.issparse(F):
+            F = sp.csr_array(F, dtype=np.float64, copy=True)
+            if F.ndim != 2 or 0 in F.shape:
+                raise InvalidInputError(
+                    "features", "a sparse [S*A, d] matrix with S, A, d >= 1", f"shape {F.shape}"
+                )
+            if isinstance(A, bool) or not isinstance(A, (int, np.integer)) or A < 1:
+                raise InvalidInputError(
+                    "A", "the number of actions (an integer >= 1) for sparse features", repr(A)
+                )
+            if F.shape[0] % int(A):
+                raise InvalidInputError("features", f"S*A rows with A={A}", f"{F.shape[0]} rows")
+            check_finite(F.data, "features.data")
+            for arr in (F.data, F.indices, F.indptr):
+                arr.setflags(write=False)
+            self.F = F
+            self.S, self.A, self.d = F.shape[0] // int(A), int(A), F.shape[1]
+            return
         F = as_float_array(F, "features", ndim=3)
         if 0 in F.shape:
             raise InvalidInputError(
                 "features", "shape [S, A, d] with S, A, d >= 1", f"shape {F.shape}"
             )
+        if A is not None and A != F.shape[1]:
+            raise InvalidInputError("A", f"{F.shape[1]} (the features' second axis)", repr(A))
         F.setflags(write=False)
         self.F = F
         self.S, self.A, self.d = F.shape
@@ -163,7 +318,10 @@ class LinearReward:
         return {"kind": "linear", "features": np.array(self.F)}
 
     def value(self, x):
-        return self.F @ np.asarray(x, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        if sp.issparse(self.F):
+            return (self.F @ x).reshape(self.S, self.A)
+        return self.F @ x
 
     def jacobian(self, x):
         return self.F

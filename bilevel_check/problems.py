@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._validation import InvalidInputError, InvalidInputTypeError
 from .mdp import CallableReward, LinearReward, QuadraticReward, TabularMDP, TabularReward
@@ -81,6 +82,12 @@ def _int(value, name: str, lo: int, hi: int | None = None) -> int:
         rng_txt = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise InvalidInputError(name, f"an integer {rng_txt}", repr(value))
     return v
+
+
+def _bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputTypeError(name, "a bool", f"{type(value).__name__} {value!r}")
+    return value
 
 
 def _seed(seed) -> int:
@@ -185,8 +192,12 @@ def garnet(
     gamma: float = 0.8,
     tau: float = 1.0,
     seed: int = 0,
+    sparse: bool = False,
 ) -> Problem:
     """GARNET(S, A, branching) with a linear-feature reward and a quadratic upper level.
+
+    ``sparse=True`` stores ``P`` as a sparse ``[S*A, S]`` matrix (same draws, same
+    instance); the features stay dense ``[S, A, d]``.
 
     Draw order from ``rng = default_rng(seed)``:
 
@@ -201,13 +212,21 @@ def garnet(
     S, A = _int(S, "S", 1), _int(A, "A", 1)
     branching = _int(branching, "branching", 1, S)
     d, seed = _int(d, "d", 1), _seed(seed)
+    sparse = _bool(sparse, "sparse")
     rng = np.random.default_rng(seed)
-    P = np.zeros((S, A, S))
+    cols = np.empty((S * A, branching), dtype=np.int64)
+    vals = np.empty((S * A, branching))
     for s in range(S):
         for a in range(A):
-            support = rng.choice(S, size=branching, replace=False)
+            cols[s * A + a] = rng.choice(S, size=branching, replace=False)
             cuts = np.sort(rng.uniform(size=branching - 1))
-            P[s, a, support] = np.diff(np.concatenate(([0.0], cuts, [1.0])))
+            vals[s * A + a] = np.diff(np.concatenate(([0.0], cuts, [1.0])))
+    P = sp.csr_array(
+        (vals.ravel(), cols.ravel(), np.arange(0, S * A * branching + 1, branching)),
+        shape=(S * A, S),
+    )
+    if not sparse:
+        P = P.toarray().reshape(S, A, S)
     F = rng.standard_normal((S, A, d)) / np.sqrt(d)
     G = rng.standard_normal((S, A))
     x0 = rng.standard_normal(d)
@@ -227,6 +246,7 @@ def garnet(
             "d": d,
             "gamma": float(gamma),
             "tau": float(tau),
+            **({"sparse": True} if sparse else {}),
         },
     )
 
@@ -258,6 +278,38 @@ def gridworld_transitions(N: int, *, slip: float = 0.1, stay: bool = False) -> n
     return P.transpose(1, 0, 2).copy()
 
 
+def gridworld_transitions_sparse(N: int, *, slip: float = 0.1, stay: bool = False):
+    """:func:`gridworld_transitions` as a sparse ``[S*A, S]`` CSR matrix (row ``s*A + a``),
+    built in ``O(S A^2)`` time and memory; entries equal the dense ones bit for bit
+    (``(1 - slip) [t = move(s, a)] + slip * (#{b: move(s, b) = t} / A)``)."""
+    moves = _MOVES if stay else _MOVES[:4]
+    S, A = N * N, len(moves)
+    s = np.arange(S)
+    row, col = np.divmod(s, N)
+    T = np.empty((S, A), dtype=np.int64)  # T[s, b]: the cell that move b leads to
+    for b, (dr, dc) in enumerate(moves):
+        rr, cc = row + dr, col + dc
+        inside = (rr >= 0) & (rr < N) & (cc >= 0) & (cc < N)
+        T[:, b] = np.where(inside, rr * N + cc, s)
+    count = (T[:, :, None] == T[:, None, :]).sum(axis=2)  # count[s, b] = #{b': T[s,b'] = T[s,b]}
+    first = np.ones((S, A), dtype=bool)
+    for b in range(1, A):
+        first[:, b] = ~(T[:, :b] == T[:, b : b + 1]).any(axis=1)
+    rows, cols, vals = [], [], []
+    for a in range(A):
+        own = (T == T[:, a : a + 1]).astype(np.float64)  # [s, b]: T[s, b] = move(s, a)
+        v = (1.0 - slip) * own + slip * (count / A)
+        keep = first & (v != 0.0)
+        ss, bb = np.nonzero(keep)
+        rows.append(ss * A + a)
+        cols.append(T[ss, bb])
+        vals.append(v[ss, bb])
+    P = sp.coo_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(S * A, S)
+    )
+    return P.tocsr()
+
+
 def gridworld(
     N: int = 4,
     *,
@@ -268,8 +320,13 @@ def gridworld(
     cx: float = 0.1,
     target: int | None = None,
     seed: int = 0,
+    sparse: bool = False,
 ) -> Problem:
     """``N x N`` gridworld where ``x [S]`` is a state reward paid on arrival.
+
+    ``sparse=True`` builds ``P`` (and the features ``F = P``) as a sparse ``[S*A, S]``
+    matrix, with the same entries, at any ``N`` (``N = 316``: 99,856 states, 1.6 million
+    nonzeros).
 
     Lower reward: ``r_x(s, a) = sum_s' P[s, a, s'] x[s']`` (expected arrival reward),
     i.e. :class:`LinearReward` with features ``F = P`` and ``d = S = N^2``.
@@ -291,8 +348,12 @@ def gridworld(
     S = N * N
     target = S - 1 if target is None else _int(target, "target", 0, S - 1)
     seed = _seed(seed)
+    sparse = _bool(sparse, "sparse")
     rng = np.random.default_rng(seed)
-    P = gridworld_transitions(N, slip=slip, stay=stay)
+    if sparse:
+        P = gridworld_transitions_sparse(N, slip=slip, stay=stay)
+    else:
+        P = gridworld_transitions(N, slip=slip, stay=stay)
     mdp = TabularMDP(P, gamma, tau)
     onehot_t = np.zeros(S)
     onehot_t[target] = 1.0
@@ -302,7 +363,7 @@ def gridworld(
     return Problem(
         name="gridworld",
         mdp=mdp,
-        reward=LinearReward(mdp.P),
+        reward=LinearReward(mdp.P, A=mdp.A),
         upper=TargetOccupancyUpper(mdp.P, mdp.gamma, onehot_t, mu_u, cx=cx),
         x0=x0,
         seed=seed,
@@ -315,6 +376,7 @@ def gridworld(
             "gamma": float(gamma),
             "tau": float(tau),
             "cx": float(cx),
+            **({"sparse": True} if sparse else {}),
         },
     )
 

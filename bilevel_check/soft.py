@@ -6,6 +6,16 @@ Every log-sum-exp subtracts the row maximum, so the solvers are stable at
 Stopping rule used by all iterative solvers here: the *relative residual*
 ``||T(V) - V||_inf / max(1, ||V||_inf) <= tol``. Since ``T`` is a
 gamma-contraction, ``||V - V*||_inf <= residual / (1 - gamma)``.
+
+Every formula sees ``P`` through :func:`p_apply` (``P V``), :func:`p_adjoint`
+(``sum_{s,a} u P[s,a,:]``), :func:`state_chain` / :func:`m_matrix` (``I - gamma P_pi``)
+and :func:`m_solve`, which accept the dense ``[S, A, S]`` tensor and the sparse
+``[S*A, S]`` matrix alike. With a sparse ``P`` the solves use a sparse LU (SuperLU,
+minimum-degree ordering on ``M^T + M``, diagonal pivots); a factorization is reused,
+through iterative refinement, for later solves with a nearby policy (Newton's quadratic
+phase) and for the transposed (adjoint) solve, and every such solve is certified by its
+normwise backward error
+(:data:`REFINE_BACKWARD_ERROR`). Memory is ``O(nnz(P) + nnz(LU) + S A)``.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from ._validation import (
     ConvergenceError,
@@ -22,7 +34,7 @@ from ._validation import (
     check_policy,
     check_shape,
 )
-from .mdp import TabularMDP
+from .mdp import TabularMDP, p_dims, p_flat
 
 __all__ = [
     "logsumexp",
@@ -30,8 +42,15 @@ __all__ = [
     "log_softmax_policy",
     "softmax_policy",
     "q_from_v",
+    "p_apply",
+    "p_adjoint",
+    "policy_rows",
     "state_chain",
     "m_matrix",
+    "m_factor",
+    "m_solve",
+    "m_solve_factored",
+    "MFactor",
     "soft_bellman_v",
     "soft_bellman_q",
     "SoftSolution",
@@ -75,22 +94,145 @@ def softmax_policy(q_sa: np.ndarray, tau: float) -> np.ndarray:
     return np.exp(log_softmax_policy(q_sa, tau))
 
 
+def p_apply(p_sas, v) -> np.ndarray:
+    """``(P v)[s, a, ...] = sum_s' P[s, a, s'] v[s', ...]`` for ``v`` of shape ``[S]`` or
+    ``[S, k]``; ``P`` dense ``[S, A, S]`` or sparse ``[S*A, S]``."""
+    S, A = p_dims(p_sas)
+    v = np.asarray(v)
+    return np.asarray(p_flat(p_sas) @ v).reshape((S, A) + v.shape[1:])
+
+
+def p_adjoint(p_sas, u_sa) -> np.ndarray:
+    """``(P^T u)[s'] = sum_{s,a} u[s, a] P[s, a, s']`` ([S]); one pass over ``P``."""
+    return np.asarray(p_flat(p_sas).T @ np.reshape(u_sa, -1))
+
+
 def q_from_v(mdp: TabularMDP, r_sa: np.ndarray, v_s: np.ndarray) -> np.ndarray:
     """``Q = r + gamma P V``."""
-    return r_sa + mdp.gamma * (mdp.P @ v_s)
+    return r_sa + mdp.gamma * p_apply(mdp.P, v_s)
 
 
-def state_chain(p_sas: np.ndarray, pi_sa: np.ndarray) -> np.ndarray:
-    """``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']`` ([S, S])."""
+def policy_rows(pi_sa):
+    """The sparse ``[S, S*A]`` matrix ``R_pi[s, s*A + a] = pi[s, a]`` (``R_pi P = P_pi``)."""
+    S, A = pi_sa.shape
+    return sp.csr_array(
+        (np.reshape(pi_sa, -1), np.arange(S * A), np.arange(0, S * A + 1, A)), shape=(S, S * A)
+    )
+
+
+def state_chain(p_sas, pi_sa: np.ndarray):
+    """``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']`` ([S, S]; sparse CSR for a sparse ``P``)."""
+    if sp.issparse(p_sas):
+        return policy_rows(pi_sa) @ p_sas
     return np.einsum("sa,sat->st", pi_sa, p_sas)
 
 
-def m_matrix(p_sas: np.ndarray, pi_sa: np.ndarray, gamma: float) -> np.ndarray:
-    """``M = I - gamma P_pi`` ([S, S]): the Jacobian of ``V - T(V)`` at the policy ``pi``,
-    the matrix of exact policy evaluation, of the implicit derivatives and of the adjoint
-    of (9). The one place the package forms it (the SA x SA twin is
-    :func:`bilevel_check.implicit.m_matrix_sa`)."""
-    return np.eye(p_sas.shape[0]) - gamma * state_chain(p_sas, pi_sa)
+def m_matrix(p_sas, pi_sa: np.ndarray, gamma: float):
+    """``M = I - gamma P_pi`` ([S, S]; sparse CSC for a sparse ``P``): the Jacobian of
+    ``V - T(V)`` at the policy ``pi``, the matrix of exact policy evaluation, of the
+    implicit derivatives and of the adjoint of (9). The one place the package forms it
+    (the SA x SA twin is :func:`bilevel_check.implicit.m_matrix_sa`); solves with it go
+    through :func:`m_solve`."""
+    if sp.issparse(p_sas):
+        S = p_sas.shape[1]
+        return (sp.eye_array(S, format="csr") - gamma * state_chain(p_sas, pi_sa)).tocsc()
+    return np.eye(pi_sa.shape[0]) - gamma * state_chain(p_sas, pi_sa)
+
+
+#: normwise backward error ``||b - M x||_inf / (||M||_inf ||x||_inf + ||b||_inf)`` that a
+#: sparse solve must reach (about 50 eps: LU with partial pivoting reaches a few eps times
+#: its growth factor, and one refinement step with a factorization of a nearby matrix
+#: contracts the error by ``||M_0^{-1} (M - M_0)||``).
+REFINE_BACKWARD_ERROR = 1e-14
+_REFINE_STEPS = 4
+
+
+class MFactor:
+    """A sparse LU factorization of ``M_0 = I - gamma P_pi0`` (SuperLU).
+
+    ``solve`` answers ``M x = b`` or ``M^T x = b`` for the same or a nearby ``M`` by
+    iterative refinement with ``M_0``'s factors; :func:`m_solve` refactorizes when the
+    refinement does not reach :data:`REFINE_BACKWARD_ERROR` in a few steps.
+    """
+
+    def __init__(self, M):
+        self.M = M
+        self.norm_inf = float(abs(M).sum(axis=1).max())
+        # M = I - gamma P_pi is strictly row diagonally dominant (gamma < 1), so Gaussian
+        # elimination needs no pivoting (growth factor <= 2): keep the diagonal pivots,
+        # which keeps the fill of the symmetric minimum-degree ordering (partial pivoting
+        # tripled it at sharp policies); the backward-error certificate below checks it.
+        self.lu = spla.splu(
+            M,
+            permc_spec="MMD_AT_PLUS_A",
+            diag_pivot_thresh=0.0,
+            options={"SymmetricMode": True},
+        )
+
+    def solve(self, M, b, transpose: bool = False):
+        """Refine ``x`` towards ``M x = b`` (``M^T`` if ``transpose``); returns
+        ``(x, backward error)``."""
+        trans = "T" if transpose else "N"
+        op = M.T if transpose else M
+        norm_m = float(abs(op).sum(axis=1).max())
+        x = self.lu.solve(b, trans=trans)
+        err = prev = np.inf
+        for _ in range(_REFINE_STEPS):
+            res = b - op @ x
+            err = float(np.max(np.abs(res))) / (
+                norm_m * float(np.max(np.abs(x))) + float(np.max(np.abs(b))) + 1e-300
+            )
+            # stop at the certificate, or when a step fails to halve the error (the
+            # factored matrix is too far from M: the caller refactors)
+            if err <= REFINE_BACKWARD_ERROR or not err <= 0.5 * prev:
+                break
+            prev = err
+            x = x + self.lu.solve(res, trans=trans)
+        return x, err
+
+
+def m_factor(p_sas, pi_sa: np.ndarray, gamma: float) -> MFactor | None:
+    """Factor ``I - gamma P_pi`` for a sparse ``P`` (``None`` for a dense one, whose
+    solves are direct)."""
+    if not sp.issparse(p_sas):
+        return None
+    return MFactor(m_matrix(p_sas, pi_sa, gamma))
+
+
+def m_solve_factored(p_sas, pi_sa, gamma: float, b, *, transpose: bool = False, factor=None):
+    """:func:`m_solve` that also returns the :class:`MFactor` it used (``None`` for a dense
+    ``P``): the given one when refinement with it reached the certificate, else a fresh
+    factorization of ``I - gamma P_pi`` (so a caller can keep reusing it)."""
+    if not sp.issparse(p_sas):
+        M = m_matrix(p_sas, pi_sa, gamma)
+        return np.linalg.solve(M.T if transpose else M, b), None
+    M = m_matrix(p_sas, pi_sa, gamma)
+    if factor is not None:
+        with np.errstate(all="ignore"):  # a factor too far from M diverges: refactor below
+            x, err = factor.solve(M, b, transpose)
+        if err <= REFINE_BACKWARD_ERROR:
+            return x, factor
+    factor = MFactor(M)
+    x, err = factor.solve(M, b, transpose)
+    if not err <= REFINE_BACKWARD_ERROR:
+        raise ConvergenceError(
+            f"sparse solve with I - gamma P_pi: backward error {err:.3e} > "
+            f"{REFINE_BACKWARD_ERROR:g} after {_REFINE_STEPS} refinement steps "
+            "(the matrix is too ill-conditioned for float64; gamma too close to 1?)"
+        )
+    return x, factor
+
+
+def m_solve(p_sas, pi_sa, gamma: float, b, *, transpose: bool = False, factor=None):
+    """Solve ``(I - gamma P_pi) x = b`` (or the transposed system) for ``b`` ``[S]`` or
+    ``[S, k]``.
+
+    Dense ``P``: one LAPACK solve. Sparse ``P``: iterative refinement with ``factor`` (an
+    :class:`MFactor` of a nearby policy, e.g. the lower solver's last Newton step), else a
+    fresh factorization; the result is certified by a normwise backward error at most
+    :data:`REFINE_BACKWARD_ERROR`, or :class:`ConvergenceError` is raised.
+    """
+    return m_solve_factored(p_sas, pi_sa, gamma, b, transpose=transpose, factor=factor)[0]
 
 
 def soft_bellman_v(mdp: TabularMDP, r_sa: np.ndarray, v_s: np.ndarray) -> np.ndarray:
@@ -120,6 +262,8 @@ class SoftSolution:
         converged: whether the stopping rule was met.
         method: solver name.
         tol: the relative-residual tolerance used.
+        factor: for a sparse ``P``, the :class:`MFactor` Newton used last (reused by the
+            implicit derivatives and the adjoint); else ``None``.
     """
 
     V: np.ndarray
@@ -132,6 +276,7 @@ class SoftSolution:
     method: str
     tol: float
     history: list = field(default_factory=list, repr=False)
+    factor: MFactor | None = field(default=None, repr=False)
 
 
 def _check_r(mdp: TabularMDP, r_sa, name: str = "r") -> np.ndarray:
@@ -149,7 +294,9 @@ def _check_tol(tol, max_iter) -> None:
         raise InvalidInputError("max_iter", "a positive integer or None", repr(max_iter))
 
 
-def _finish(mdp, r, V, method, tol, it, converged, throw, history=None, pi=None, log_pi=None):
+def _finish(
+    mdp, r, V, method, tol, it, converged, throw, history=None, pi=None, log_pi=None, factor=None
+):
     TV = soft_bellman_v(mdp, r, V)
     residual = float(np.max(np.abs(TV - V)))
     Q = q_from_v(mdp, r, V)
@@ -166,7 +313,9 @@ def _finish(mdp, r, V, method, tol, it, converged, throw, history=None, pi=None,
             "raise max_iter or tol (float64 cannot go below about "
             "cond(I - gamma P_pi) * eps relative), or use method='newton' when gamma is close to 1"
         )
-    return SoftSolution(V, Q, pi, log_pi, residual, it, converged, method, tol, history or [])
+    return SoftSolution(
+        V, Q, pi, log_pi, residual, it, converged, method, tol, history or [], factor
+    )
 
 
 def _scaled(residual: float, V: np.ndarray) -> float:
@@ -238,7 +387,7 @@ def policy_evaluation(
 
 def _evaluate(mdp, r, pi, log_pi):
     c = np.sum(pi * (r - mdp.tau * log_pi), axis=1)
-    V = np.linalg.solve(m_matrix(mdp.P, pi, mdp.gamma), c)
+    V = m_solve(mdp.P, pi, mdp.gamma, c)
     return V, q_from_v(mdp, r, V)
 
 
@@ -264,13 +413,17 @@ def soft_policy_iteration(
     check_shape(V, (mdp.S,), "V0")
     converged, it, history = False, 0, []
     TV = soft_bellman_v(mdp, r, V)
+    factor = None
     for it in range(1, max_iter + 1):
         pi = softmax_policy(q_from_v(mdp, r, V), mdp.tau)
         # Newton correction form: V + (I - gamma P_pi)^{-1} (T(V) - V). Algebraically
         # the exact evaluation of pi, but the solve only sees the residual, so the
         # new V is accurate to a few ulps of |V| (evaluating sum pi (r - tau log pi)
         # directly loses cond(I - gamma P_pi) * eps * |Q| to cancellation).
-        V = V + np.linalg.solve(m_matrix(mdp.P, pi, mdp.gamma), TV - V)
+        # sparse P: the previous step's LU is reused (by certified refinement) while the
+        # policy changes little, i.e. in the quadratic phase; else a fresh one is made
+        step, factor = m_solve_factored(mdp.P, pi, mdp.gamma, TV - V, factor=factor)
+        V = V + step
         TV = soft_bellman_v(mdp, r, V)
         res = float(np.max(np.abs(TV - V)))
         history.append(res)
@@ -279,8 +432,9 @@ def soft_policy_iteration(
             # Polish: one more Newton step costs one S x S solve and, by quadratic
             # convergence, takes V from "residual <= tol" to the floating-point floor
             # (at gamma ~ 0.99 the tol-level residual alone leaves ~tol/(1-gamma) error).
-            pi2 = softmax_policy(q_from_v(mdp, r, V), mdp.tau)
-            V2 = V + np.linalg.solve(m_matrix(mdp.P, pi2, mdp.gamma), TV - V)
+            pi = softmax_policy(q_from_v(mdp, r, V), mdp.tau)
+            step, factor = m_solve_factored(mdp.P, pi, mdp.gamma, TV - V, factor=factor)
+            V2 = V + step
             res2 = float(np.max(np.abs(soft_bellman_v(mdp, r, V2) - V2)))
             if res2 < res:
                 V = V2
@@ -290,7 +444,7 @@ def soft_policy_iteration(
         # large |r|) Newton can contract linearly at a ratio above 0.5 for a few steps.
         if it >= 3 and res >= 0.5 * history[-2] and _scaled(res, V) <= _STAGNATION_FLOOR:
             break  # stagnated at the floating-point floor; reported below, not hidden
-    return _finish(mdp, r, V, "policy_iteration", tol, it, converged, throw, history)
+    return _finish(mdp, r, V, "policy_iteration", tol, it, converged, throw, history, factor=factor)
 
 
 def policy_mirror_descent(

@@ -25,8 +25,8 @@ from ._validation import (
     check_shape,
     check_stochastic,
 )
-from .mdp import LinearReward, TabularReward
-from .soft import m_matrix
+from .mdp import LinearReward, TabularReward, check_transitions, dense_p
+from .soft import m_factor, m_solve, p_apply
 from .trajectories import (
     ENUMERATION_CAP,
     check_horizon,
@@ -126,7 +126,7 @@ class TargetOccupancyUpper:
         grad_pi f[s, a] = -(1 - g) g y[s] (P[s, a, :] @ z)
 
     Args:
-        p_sas: transitions ``[S, A, S]``.
+        p_sas: transitions ``[S, A, S]`` (or sparse ``[S*A, S]``, see :class:`TabularMDP`).
         g: discount in ``[0, 1)``.
         target: target indicator or weights ``[S]``.
         mu_u: start distribution ``[S]``.
@@ -134,8 +134,7 @@ class TargetOccupancyUpper:
     """
 
     def __init__(self, p_sas, g: float, target, mu_u, *, cx: float = 0.0):
-        self.P = as_float_array(p_sas, "p_sas", ndim=3)
-        S = self.P.shape[0]
+        self.P, S, _ = check_transitions(p_sas, "p_sas")
         self.target = as_float_array(target, "target", ndim=1)
         check_shape(self.target, (S,), "target")
         self.mu_u = as_float_array(mu_u, "mu_u", ndim=1)
@@ -151,7 +150,7 @@ class TargetOccupancyUpper:
         "cx"}``."""
         return {
             "kind": "target_occupancy",
-            "P_u": np.array(self.P),
+            "P_u": np.array(dense_p(self.P, "TargetOccupancyUpper.spec")),
             "g": self.g,
             "target": np.array(self.target),
             "mu_u": np.array(self.mu_u),
@@ -159,8 +158,10 @@ class TargetOccupancyUpper:
         }
 
     def _solves(self, pi):
-        M = m_matrix(self.P, np.asarray(pi, dtype=np.float64), self.g)
-        return np.linalg.solve(M.T, self.mu_u), np.linalg.solve(M, self.target)
+        pi = np.asarray(pi, dtype=np.float64)
+        fac = m_factor(self.P, pi, self.g)
+        y = m_solve(self.P, pi, self.g, self.mu_u, transpose=True, factor=fac)
+        return y, m_solve(self.P, pi, self.g, self.target, factor=fac)
 
     def occupancy(self, pi) -> float:
         """``(1 - g) mu_u^T (I - g P_pi)^{-1} 1_target``."""
@@ -176,7 +177,7 @@ class TargetOccupancyUpper:
 
     def grad_pi(self, x, pi):
         y, z = self._solves(pi)
-        return -(1.0 - self.g) * self.g * y[:, None] * (self.P @ z)
+        return -(1.0 - self.g) * self.g * y[:, None] * p_apply(self.P, z)
 
 
 def check_upper(upper, S: int, A: int, name: str = "upper") -> None:
