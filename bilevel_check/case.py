@@ -38,7 +38,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -356,15 +356,24 @@ class Case:
     """
 
     id: str
-    raw: dict
+    raw: dict = field(repr=False)
     S: int
     A: int
     d: int
     where: str
-    mdp: TabularMDP
-    reward: Any
-    upper: Any
-    x: np.ndarray
+    mdp: TabularMDP = field(repr=False)
+    reward: Any = field(repr=False)
+    upper: Any = field(repr=False)
+    x: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_models(cls, id: str, mdp: TabularMDP, reward, upper, x, **extra) -> Case:
+        """A case from float64 models, kept as given (not re-parsed); ``raw`` is written from
+        the models' own specs (:func:`case_from_models`, exact decimal strings). ``extra``:
+        the additional fields of a subclass."""
+        raw = _case_dict(id, mdp, reward, upper, x)
+        x = check_x(x, reward.d)
+        return cls(id, raw, mdp.S, mdp.A, reward.d, f"<case {id}>", mdp, reward, upper, x, **extra)
 
     def to_float64(self) -> Case:
         """The case itself (it carries its float64 models); kept for older callers."""
@@ -473,12 +482,7 @@ def _dec(a) -> Any:
     return [_dec(e) for e in arr]
 
 
-def make_case(id: str, *, P, gamma, tau, reward, upper, x, mu=None) -> dict:
-    """Assemble a case dict; numbers inside ``reward``/``upper`` are written as decimal strings.
-
-    ``reward`` and ``upper`` are spec dicts or models with a ``spec()`` method.
-    """
-
+def _assemble(id, P, gamma, tau, reward, upper, x, mu) -> dict:
     def conv(v):
         if isinstance(v, dict):
             return {k: conv(e) for k, e in v.items()}
@@ -500,22 +504,28 @@ def make_case(id: str, *, P, gamma, tau, reward, upper, x, mu=None) -> dict:
     }
     if mu is not None:
         case["mdp"]["mu"] = _dec(mu)
+    return case
+
+
+def make_case(id: str, *, P, gamma, tau, reward, upper, x, mu=None) -> dict:
+    """Assemble a case dict; numbers inside ``reward``/``upper`` are written as decimal strings.
+
+    ``reward`` and ``upper`` are spec dicts or models with a ``spec()`` method.
+    """
+    case = _assemble(id, P, gamma, tau, reward, upper, x, mu)
     load_case(case)  # never hand out an invalid case
     return case
 
 
-def case_from_models(id: str, mdp: TabularMDP, reward, upper, x) -> dict:
-    """A case dict from float64 models (each writes its own spec); ``mu`` written when not
-    uniform."""
+def _case_dict(id: str, mdp: TabularMDP, reward, upper, x) -> dict:
     mu = np.asarray(mdp.mu, dtype=np.float64)
     uniform = np.array_equal(mu, np.full(mdp.S, 1.0 / mdp.S))
-    return make_case(
-        id,
-        P=mdp.P,
-        gamma=mdp.gamma,
-        tau=mdp.tau,
-        reward=reward,
-        upper=upper,
-        x=x,
-        mu=None if uniform else mu,
-    )
+    return _assemble(id, mdp.P, mdp.gamma, mdp.tau, reward, upper, x, None if uniform else mu)
+
+
+def case_from_models(id: str, mdp: TabularMDP, reward, upper, x) -> dict:
+    """A case dict from float64 models (each writes its own spec); ``mu`` written when not
+    uniform. Validated by :func:`load_case` before it is returned."""
+    case = _case_dict(id, mdp, reward, upper, x)
+    load_case(case)
+    return case

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._validation import InvalidInputError, InvalidInputTypeError
+from .case import Case
 from .mdp import CallableReward, LinearReward, QuadraticReward, TabularMDP, TabularReward
 from .upper import QuadraticUpper, RLHFUpper, ShapingUpper, TargetOccupancyUpper
 
@@ -69,6 +70,17 @@ class Problem:
     def parts(self):
         """``(mdp, reward, upper)``."""
         return self.mdp, self.reward, self.upper
+
+    def to_case(self, x=None, *, id: str | None = None) -> Case:
+        """This problem at ``x`` (default ``x0``) as a :class:`~bilevel_check.case.Case`; its
+        ``raw`` dict is a case file (the reward and upper models write their own specs).
+
+        Raises:
+            InvalidInputError: a model without a case-file kind (``shaping_chain``'s
+                callable reward).
+        """
+        x = self.x0 if x is None else x
+        return Case.from_models(id or f"{self.name}-seed{self.seed}", *self.parts(), x)
 
 
 # ----------------------------------------------------------------------------- argument checks

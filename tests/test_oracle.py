@@ -328,3 +328,31 @@ def test_near_deterministic_bandit_cancellation_in_9_is_inside_the_policy():
     # the reference (package closed form) is within the policy's floor of the mpmath value
     assert np.max(np.abs(desired - exact)) <= at
     assert rep.passed, rep.to_text()
+
+
+def test_implementations_receive_an_oracle_input_and_problem_is_its_old_name():
+    """The oracle hands an :class:`OracleInput` (the deprecated name ``Problem`` is the same
+    class); a generated :class:`~bilevel_check.oracle.strategies.BilevelCase` is a case the
+    oracle accepts directly. Desired values: the float64 reference (its own route)."""
+    from bilevel_check.hypergrad import hypergradient
+    from bilevel_check.oracle import OracleInput, Problem
+    from bilevel_check.oracle.strategies import bilevel_problems
+
+    assert Problem is OracleInput
+    seen = []
+
+    def impl(problem):
+        seen.append(type(problem))
+        m = problem.model
+        return hypergradient(m.mdp, m.reward, m.upper, problem.x).grad
+
+    from hypothesis import find, settings
+
+    case = find(
+        bilevel_problems(max_states=3, max_actions=2, max_gamma=0.9),
+        lambda c: c.S >= 2,
+        settings=settings(database=None, derandomize=True),
+    )
+    report = oracle.check_hypergradient(impl, [case, CASES[0]])
+    assert report.passed, report.to_text()
+    assert seen and set(seen) == {OracleInput}

@@ -178,3 +178,19 @@ def test_generated_problems_solve_and_agree_with_value_iteration(case, data):
         # (measured d <= 1.0 (res + eps scale) / (1 - g) over this test's 81 gamma > 0.9 examples)
         scale = max(np.max(np.abs(newton.Q)), np.max(np.abs(r)), case.mdp.tau)
         assert np.max(np.abs(V_pi - newton.V)) <= (res + 4 * case.mdp.S * EPS * scale) / (1 - g)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
+@given(case=bilevel_problems())
+def test_generated_problems_are_cases_whose_file_loads_back(case):
+    """A generated problem is a :class:`~bilevel_check.case.Case`; its ``raw`` dict is a valid
+    case file that parses back to the same models (decimal strings round-trip float64
+    exactly; ``P`` is renormalized once more, 1e-15 relative covers that ulp)."""
+    from bilevel_check.case import Case, load_case
+
+    assert isinstance(case, Case)
+    again = load_case(case.raw)
+    assert np.allclose(again.mdp.P, case.mdp.P, rtol=1e-15, atol=0)
+    assert np.array_equal(again.x, case.x)
+    assert np.array_equal(again.reward.value(case.x), case.reward.value(case.x))
+    assert again.mdp.gamma == case.mdp.gamma and again.mdp.tau == case.mdp.tau

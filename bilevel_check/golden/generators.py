@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._validation import InvalidInputError
-from ..case import make_case, spec_of
+from ..case import case_from_models, make_case
 
 __all__ = [
     "GENERATORS",
@@ -134,16 +134,13 @@ def gen_problem(cid, seed, *, name, **overrides):
 
     p = get_problem(name, seed=seed, **overrides)
     try:
-        reward, upper = spec_of(p.reward), spec_of(p.upper)
+        return case_from_models(cid, p.mdp, p.reward, p.upper, p.x0)
     except InvalidInputError as exc:
         raise InvalidInputError(
             "name",
             "a problem whose reward and upper level have case-file kinds",
             f"{name!r} ({exc})",
         ) from exc
-    return make_case(
-        cid, P=p.mdp.P, gamma=p.mdp.gamma, tau=p.mdp.tau, reward=reward, upper=upper, x=p.x0
-    )
 
 
 def make_traj_case(cid, seed, *, kind, S, A, d, H, gamma, tau, labels="bernoulli", gamma_u=0.9):

@@ -10,6 +10,7 @@ and ``routes``; nothing outside the package imports it except ``cli``.
 from .check import (
     DEFAULT_POLICY,
     REF_ROUTE,
+    OracleInput,
     OracleReport,
     Problem,
     TolerancePolicy,
@@ -26,6 +27,7 @@ from .check import (
 __all__ = [
     "TolerancePolicy",
     "DEFAULT_POLICY",
+    "OracleInput",
     "Problem",
     "OracleReport",
     "generated_cases",

@@ -8,7 +8,7 @@ also be torch tensors, lists or dicts). Protocols, one per check:
   ``[S, A, S]`` (``P[s, a, s']``), ``r`` is ``[S, A]``. Soft optimality, docs/math.md section 1,
   equations (5)-(7).
 * :func:`check_hypergradient`: ``fn(problem) -> grad`` (``[d]``, or a dict with key
-  ``"grad"``), ``problem`` a :class:`Problem` (arrays ``P, mu, x``, floats ``gamma, tau``,
+  ``"grad"``), ``problem`` an :class:`OracleInput` (arrays ``P, mu, x``, floats ``gamma, tau``,
   callables ``reward(x) -> [S, A]``, ``reward_jacobian(x) -> [S, A, d]``,
   ``upper_value(x, pi)``, ``upper_grad_x(x, pi) -> [d]``, ``upper_grad_pi(x, pi) -> [S, A]``).
   Hyper-gradient (9), docs/math.md section 3.
@@ -20,7 +20,7 @@ also be torch tensors, lists or dicts). Protocols, one per check:
 
 ``cases`` is ``"golden"`` (the certified suite, :mod:`bilevel_check.golden`), ``"generated"``
 (:func:`generated_cases`), or a list of golden cases, case files (dict or path),
-:class:`~bilevel_check.case.Case` objects or ``(id, CaseProblem)`` pairs.
+:class:`~bilevel_check.case.Case` objects or ``(id, Case)`` pairs.
 Desired values are the certified decimals of golden cases, else the float64
 reference (closed form, cross-checked against the SA x SA form). Every check
 calls the implementation twice per case and requires identical outputs
@@ -44,6 +44,7 @@ from .report import CaseResult, Entry, OracleReport
 __all__ = [
     "TolerancePolicy",
     "DEFAULT_POLICY",
+    "OracleInput",
     "Problem",
     "OracleReport",
     "generated_cases",
@@ -147,12 +148,13 @@ DEFAULT_POLICY = TolerancePolicy()
 
 
 @dataclass
-class Problem:
+class OracleInput:
     """What a hyper-gradient or implicit-derivative implementation receives.
 
-    Arrays are fresh float64 copies per call. ``model`` is the package's float64
-    :class:`~bilevel_check.case.CaseProblem` (python users only; trajectory
-    uppers expose sampling through ``model.upper``); ``case`` the case-file dict.
+    Arrays are fresh float64 copies per call. ``model`` is the package's
+    :class:`~bilevel_check.case.Case` (python users only: float64 ``mdp``, ``reward``,
+    ``upper``; trajectory uppers expose sampling through ``model.upper``); ``case`` the
+    case-file dict.
     """
 
     id: str
@@ -173,11 +175,16 @@ class Problem:
     model: Any = field(default=None, repr=False)
 
 
-def _problem(res: Resolved) -> Problem:
-    cp = res.problem
+#: Deprecated name of :class:`OracleInput` (it is not a problem type: it is the view of a
+#: case handed to the implementation under test).
+Problem = OracleInput
+
+
+def _oracle_input(res: Resolved) -> OracleInput:
+    cp = res.case
     m, rw, up = cp.mdp, cp.reward, cp.upper
     mu = np.full(m.S, 1.0 / m.S) if getattr(m, "mu", None) is None else np.array(m.mu, dtype=float)
-    return Problem(
+    return OracleInput(
         res.id,
         np.array(m.P, dtype=float),
         float(m.gamma),
@@ -192,7 +199,7 @@ def _problem(res: Resolved) -> Problem:
         lambda x, pi: float(up.value(np.asarray(x, float), np.asarray(pi, float))),
         lambda x, pi: np.array(up.grad_x(np.asarray(x, float), np.asarray(pi, float))),
         lambda x, pi: np.array(up.grad_pi(np.asarray(x, float), np.asarray(pi, float))),
-        res.raw,
+        cp.raw,
         cp,
     )
 
@@ -296,13 +303,13 @@ def _run(
     expected_failed = dict(expected_failed or {})
     results, entries = [], []
     for res in resolve_cases(cases, need=kind, seed=seed):
-        problem = _problem(res)
+        problem = _oracle_input(res)
         err = det = None
         out: dict = {}
         try:
             out = _outputs(call(fn, problem), names, "fn(...)")
             if policy.determinism:
-                det = _same(out, _outputs(call(fn, _problem(res)), names, "fn(...)"))
+                det = _same(out, _outputs(call(fn, _oracle_input(res)), names, "fn(...)"))
         except Exception as exc:  # the implementation under test failed: report, do not crash
             err = f"{type(exc).__name__}: {exc}"
         dtype = next((v.dtype for v in out.values()), np.float64)
@@ -324,7 +331,7 @@ def _run(
                     desired=res.desired,
                     dtype=dtype,
                     cond=res.cond,
-                    tau=res.problem.mdp.tau,
+                    tau=res.case.mdp.tau,
                     grad_terms=res.grad_terms,
                 )
             )
@@ -415,7 +422,7 @@ def check_hypergradient(
 ) -> OracleReport:
     """Check ``fn(problem) -> grad [d]`` against ``grad phi(x)`` of (9) (docs/math.md section 3).
 
-    Arguments as in :func:`check_soft_solution`; ``problem`` is a :class:`Problem`.
+    Arguments as in :func:`check_soft_solution`; ``problem`` is an :class:`OracleInput`.
     """
     return _run(
         "hypergradient",
@@ -510,7 +517,7 @@ def check_estimator(
             desired=res.desired,
             dtype=np.float64,
             cond=res.cond,
-            tau=res.problem.mdp.tau,
+            tau=res.case.mdp.tau,
             grad_terms=res.grad_terms,
         )
         seqs = np.random.SeedSequence([seed, ci]).spawn(n_repeats)
@@ -519,15 +526,15 @@ def check_estimator(
         try:
             draws = np.stack(
                 [
-                    _to_numpy(fn(_problem(res), np.random.default_rng(s)), "fn(...)").reshape(
+                    _to_numpy(fn(_oracle_input(res), np.random.default_rng(s)), "fn(...)").reshape(
                         want.shape
                     )
                     for s in seqs
                 ]
             )
-            again = _to_numpy(fn(_problem(res), np.random.default_rng(seqs[0])), "fn(...)").reshape(
-                want.shape
-            )
+            again = _to_numpy(
+                fn(_oracle_input(res), np.random.default_rng(seqs[0])), "fn(...)"
+            ).reshape(want.shape)
             det = _same({"grad": draws[0]}, {"grad": again}) if policy.determinism else None
             mean, var = draws.mean(axis=0), draws.var(axis=0, ddof=1)
             se = np.sqrt(var / n_repeats)

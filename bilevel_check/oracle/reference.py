@@ -1,10 +1,10 @@
 """Desired values for the oracle: certified golden decimals or the float64 reference.
 
 :func:`resolve_cases` turns the ``cases`` argument of the ``check_*`` functions of
-:mod:`bilevel_check.oracle` into :class:`Resolved` records holding the float64
-problem, the desired outputs, the route that produced them, and the two
-quantities the tolerance policy needs: ``cond_inf(I - gamma P_pi*)`` and
-``||Q*||_inf / tau``.
+:mod:`bilevel_check.oracle` into :class:`Resolved` records holding the case
+(:class:`~bilevel_check.case.Case`, parsed once), the desired outputs, the route that
+produced them, and the two quantities the tolerance policy needs:
+``cond_inf(I - gamma P_pi*)`` and ``||Q*||_inf / tau``.
 
 Routes:
 
@@ -39,14 +39,25 @@ KINDS = ("soft", "hypergradient", "implicit", "estimator")
 
 @dataclass
 class Resolved:
+    """One case with the reference values the oracle compares against.
+
+    Attributes:
+        id: the case id shown in reports.
+        case: the :class:`~bilevel_check.case.Case` (raw dict and float64 models).
+        desired: output name -> desired array.
+        route: the route that produced ``desired``.
+        cond: ``cond_inf(I - gamma P_pi*)``; q_over_tau: ``||Q*||_inf / tau``.
+        grad_terms: ``max_d`` of the summed magnitudes of the terms of (9).
+        golden: the :class:`~bilevel_check.golden.store.GoldenCase`, if any.
+    """
+
     id: str
-    raw: dict | None
-    problem: object  # casefile.CaseProblem
+    case: object
     desired: dict
     route: str
     cond: float
     q_over_tau: float
-    grad_terms: float = 0.0  # max_d of the summed magnitudes of the terms of (9)
+    grad_terms: float = 0.0
     golden: object = None
     notes: dict = field(default_factory=dict)
 
@@ -118,28 +129,25 @@ _GOLDEN_OUT = {"soft": ("V", "Q", "pi"), "hypergradient": ("grad",), "estimator"
 
 
 def _resolve_one(item, kind: str) -> Resolved:
-    from ..case import Case, CaseProblem, load_case
+    from ..case import Case, load_case
     from ..golden.store import GoldenCase
 
-    golden = raw = None
+    golden, cid = None, None
     if isinstance(item, GoldenCase):
         golden, case = item, item.load()
     elif isinstance(item, Case):
         case = item
-    elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], CaseProblem):
-        cid, cp = item
-        desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
-        cond, qt, terms = _cond(cp, pi, q)
-        return Resolved(str(cid), None, cp, desired, route, cond, qt, terms)
+    elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Case):
+        cid, case = item  # a case shown under another id
     elif isinstance(item, (dict, str)) or hasattr(item, "__fspath__"):
         case = load_case(item)
     else:
         raise InvalidInputTypeError(
             "cases",
-            "golden cases, case dicts/paths, Case objects or (id, CaseProblem)",
+            "golden cases, case dicts/paths, Case objects or (id, Case) pairs",
             type(item).__name__,
         )
-    raw, cp = case.raw, case.to_float64()
+    cid = case.id if cid is None else str(cid)
     names = _GOLDEN_OUT.get(kind, ())
     if golden is not None and all(n in golden.certified for n in names) and names:
         desired = {n: np.array(golden.values(n), dtype=float) for n in names}
@@ -154,9 +162,9 @@ def _resolve_one(item, kind: str) -> Resolved:
             f"{digits} certified digits"
         )
     else:
-        desired, route, pi, q = _reference(cp, "hypergradient" if kind == "estimator" else kind)
-    cond, qt, terms = _cond(cp, pi, q)
-    return Resolved(case.id, raw, cp, desired, route, cond, qt, terms, golden)
+        desired, route, pi, q = _reference(case, "hypergradient" if kind == "estimator" else kind)
+    cond, qt, terms = _cond(case, pi, q)
+    return Resolved(cid, case, desired, route, cond, qt, terms, golden)
 
 
 def resolve_cases(cases, *, need: str, seed: int = 0):

@@ -43,6 +43,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from .._validation import InvalidInputError
+from ..case import Case
 from ..mdp import LinearReward, QuadraticReward, TabularMDP, TabularReward
 from ..upper import QuadraticUpper
 
@@ -276,21 +277,19 @@ def mdps(
 # ----------------------------------------------------------------------------- whole problems
 
 
-@dataclass(frozen=True)
-class BilevelCase:
-    """A generated bilevel problem.
+@dataclass(eq=False)
+class BilevelCase(Case):
+    """A generated bilevel problem: a :class:`~bilevel_check.case.Case` (so it can be passed
+    wherever a case is accepted, e.g. to the oracle, or written out through ``raw``) with
+    the draw that produced it.
 
-    Attributes:
-        mdp: lower-level MDP. reward: reward model ``r_x``. upper: ``QuadraticUpper``.
-        x: upper parameter ``[d]``. seed: numpy seed the arrays came from.
+    Attributes (besides those of :class:`~bilevel_check.case.Case`: ``mdp``, ``reward``,
+    ``upper`` (a ``QuadraticUpper``), ``x [d]``, ``raw``, ...):
+        seed: numpy seed the arrays came from.
         kind: transition kind. reward_kind: ``'tabular'``, ``'linear'`` or ``'quadratic'``.
         scale: target reward magnitude.
     """
 
-    mdp: TabularMDP
-    reward: object
-    upper: QuadraticUpper
-    x: np.ndarray
     seed: int
     kind: str
     reward_kind: str
@@ -366,6 +365,16 @@ def bilevel_problems(
     upper = QuadraticUpper(
         float(rng.uniform(0.1, 2.0)), rng.normal(size=(mdp.S, mdp.A)), float(rng.uniform(0.0, 2.0))
     )
-    case = BilevelCase(mdp, reward, upper, x, seed, kind, reward_kind, scale)
+    case = BilevelCase.from_models(
+        f"hypothesis-{kind}-{reward_kind}-seed{seed}",
+        mdp,
+        reward,
+        upper,
+        x,
+        seed=seed,
+        kind=kind,
+        reward_kind=reward_kind,
+        scale=scale,
+    )
     assert case.kappa <= MAX_KAPPA  # guaranteed by max_gamma <= MAX_GAMMA
     return case
