@@ -1,0 +1,241 @@
+"""Contracts of the float64 core that mutation testing found unguarded (issue: the
+harness's own tests, measured). Each test asserts a value from an independent route
+(the mpmath solver, an explicitly built linear system, scipy, a re-drawn sample) and
+says which realistic slip it catches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from _families import make_problem
+from scipy.special import logsumexp as sp_logsumexp
+from scipy.special import softmax as sp_softmax
+
+from bilevel_check import LinearReward, TabularMDP, TabularReward
+from bilevel_check.implicit import implicit_derivatives_sa
+from bilevel_check.model_free import sobirl_estimator
+from bilevel_check.routes.precise import mp_soft_solve
+from bilevel_check.soft import (
+    policy_mirror_descent,
+    soft_policy_iteration,
+    soft_value_iteration,
+    solve_soft,
+)
+from bilevel_check.trajectories import enumerate_trajectories
+from bilevel_check.upper import RLHFUpper
+
+
+def _explicit_T(P, gamma, tau, r, V):
+    """T(V)(s) = tau logsumexp((r + gamma P V)(s, .) / tau), through scipy (max-shifted)."""
+    Q = r + gamma * np.einsum("sat,t->sa", P, V)
+    return tau * sp_logsumexp(Q / tau, axis=1), Q
+
+
+def _explicit_values(P, gamma, tau, r, pi):
+    """V^pi from the linear system built entry by entry (no package helper)."""
+    S, A = pi.shape
+    M = np.eye(S)
+    for s in range(S):
+        for a in range(A):
+            M[s] -= gamma * pi[s, a] * P[s, a]
+    c = np.array(
+        [sum(pi[s, a] * (r[s, a] - tau * math.log(pi[s, a])) for a in range(A)) for s in range(S)]
+    )
+    return np.linalg.solve(M, c)
+
+
+# ----------------------------------------------------------------------------- Newton
+
+
+@pytest.mark.parametrize("family", ["dense", "sparse_absorbing", "quadratic"])
+@pytest.mark.parametrize("tau", [0.05, 1.0])
+def test_newton_at_default_tolerance_reaches_the_mpmath_value_at_gamma_099(family, tau):
+    """Catches a reversed or disabled polishing step: at the default tol = 1e-12 the
+    unpolished iterate is off by up to ~5e-11 relative at gamma = 0.99 (residual tol
+    amplified by 1/(1 - gamma)); polished, it sits at the float64 floor."""
+    mdp, reward, _, x = make_problem(family, 0.99, tau, seed=3, S=6, A=3)
+    r = reward.value(x)
+    sol = solve_soft(mdp, r)  # Newton, default tol
+    ref = mp_soft_solve(mdp.P.tolist(), 0.99, tau, r.tolist(), digits=30)
+    V_ref = np.array([float(v) for v in ref.V])
+    rel = np.max(np.abs(sol.V - V_ref)) / np.max(np.abs(V_ref))
+    # floor: cond(I - gamma P_pi) <= (1 + gamma)/(1 - gamma) ~ 200, times eps = 4.4e-14;
+    # 1e-12 leaves 20x for rounding in T and the solve, and is 50x below the unpolished error
+    assert rel <= 1e-12, rel
+
+
+# ----------------------------------------------------------------------------- value iteration
+
+
+@pytest.mark.parametrize(
+    "gamma, v0",
+    [(0.5, 1e3), (0.9, 1e3), (0.9, -1e3), (0.99, -1e6), (0.99, 1e6)],
+)
+def test_value_iteration_converges_from_far_warm_starts(gamma, v0):
+    """The default sweep budget follows from the contraction bound and the start's
+    residual; a fixed margin (``log(tol)/log(gamma) + 200``) fails from V0 = -1e6 at
+    gamma = 0.99, and a cut margin (+2) fails from V0 = 1e3 at gamma 0.5 and 0.9."""
+    mdp, reward, _, x = make_problem("dense", gamma, 1.0, seed=4, S=5, A=3)
+    r = reward.value(x)
+    V0 = np.full(mdp.S, v0)
+    sol = soft_value_iteration(mdp, r, V0=V0)
+    assert sol.converged
+    V_star = soft_policy_iteration(mdp, r).V
+    # VI stops when gamma * residual <= 1e-12 max(1, |V|): error <= that / (1 - gamma)
+    # (contraction), i.e. 1e-10 relative at gamma = 0.99; V* by Newton (another solver)
+    bound = 1e-12 * max(1.0, np.max(np.abs(V_star))) / (1 - gamma)
+    assert np.max(np.abs(sol.V - V_star)) <= 2 * bound
+    # the budgets the fix replaced really fall short from these starts
+    fixed = int(math.ceil(math.log(1e-12) / math.log(gamma)))
+    short = fixed + (200 if abs(v0) >= 1e6 else 2)
+    if (abs(v0) >= 1e6 and gamma == 0.99) or (abs(v0) == 1e3 and gamma < 0.99):
+        old = soft_value_iteration(mdp, r, V0=V0, max_iter=short, throw=False)
+        assert not old.converged
+
+
+# ------------------------------------------------------------------------- unconverged contracts
+
+
+@pytest.mark.parametrize(
+    "solver, kw",
+    [(soft_value_iteration, {"max_iter": 3}), (soft_policy_iteration, {"max_iter": 1})],
+)
+def test_unconverged_results_keep_their_contracts(solver, kw):
+    """For any returned V (converged or not): Q = r + gamma P V, pi = softmax(Q / tau),
+    residual = ||T(V) - V||_inf. Catches Q built from T(V) instead of V."""
+    mdp, reward, _, x = make_problem("dense", 0.95, 0.3, seed=5, S=5, A=4)
+    r = reward.value(x)
+    sol = solver(mdp, r, tol=1e-15, throw=False, **kw)
+    assert not sol.converged
+    TV, Q = _explicit_T(mdp.P, mdp.gamma, mdp.tau, r, sol.V)
+    # float64 einsum vs the package's matmul: O(1) entries, a few ulps
+    np.testing.assert_allclose(sol.Q, Q, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(sol.pi, sp_softmax(Q / mdp.tau, axis=1), rtol=0, atol=1e-13)
+    assert sol.residual == pytest.approx(np.max(np.abs(TV - sol.V)), rel=1e-10)
+    # and the residual is far from 0 here, so Q from T(V) would be distinguishable
+    assert sol.residual > 1e-6
+
+
+def test_first_pmd_step_from_the_uniform_policy():
+    """pi_1(a|s) ∝ exp(eta Q^u(s, a) / (1 + eta tau)) from the uniform policy u (the
+    uniform log pi_0 term is constant per state); Q^u from an explicit linear system.
+    Catches an unnormalized start or a wrong exponent."""
+    mdp, reward, _, x = make_problem("dense", 0.8, 0.5, seed=6, S=4, A=3)
+    r = reward.value(x)
+    eta = 0.7
+    sol = policy_mirror_descent(mdp, r, eta=eta, max_iter=1, throw=False)
+    u = np.full((mdp.S, mdp.A), 1.0 / mdp.A)
+    Vu = _explicit_values(mdp.P, mdp.gamma, mdp.tau, r, u)
+    Qu = r + mdp.gamma * np.einsum("sat,t->sa", mdp.P, Vu)
+    expected = sp_softmax(eta * Qu / (1 + eta * mdp.tau), axis=1)
+    # O(1) probabilities from a 4 x 4 solve: rounding ~1e-15
+    np.testing.assert_allclose(sol.pi, expected, rtol=0, atol=1e-13)
+    # the returned V is the exact value of the returned policy
+    V1 = _explicit_values(mdp.P, mdp.gamma, mdp.tau, r, sol.pi)
+    np.testing.assert_allclose(sol.V, V1, rtol=1e-12, atol=0)
+
+
+# ----------------------------------------------------------------------------- model-free parts
+
+
+def _rlhf(tau, *, seed=0, gamma=0.8, cap=None, mode="auto"):
+    rng = np.random.default_rng(seed)
+    S, A = 3, 2
+    P = rng.random((S, A, S)) + 0.05
+    P /= P.sum(-1, keepdims=True)
+    mdp = TabularMDP(P, gamma, tau)
+    reward = LinearReward(rng.normal(size=(S, A, 3)))
+    Pu = rng.random((S, A, S)) + 0.05
+    Pu /= Pu.sum(-1, keepdims=True)
+    up = RLHFUpper(
+        Pu,
+        np.full(S, 1 / S),
+        2,
+        reward,
+        2 * rng.normal(size=(S, A)),
+        cap=cap,
+        mode=mode,
+        ridge=0.05,
+    )
+    return mdp, reward, up, rng.normal(size=3)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.05])
+def test_estimator_terms_and_stderr_recomputed_from_the_same_tuples(tau):
+    """Term (13), term (14) and the standard error, recomputed from the tuples the
+    estimator drew (same seed) with dQ - dV from the SA x SA system. Catches a dropped
+    1/tau in (14), the whole gradient reported as (13), and ddof=0 in the standard error.
+    At tau = 0.05 term (14) dominates."""
+    mdp, reward, up, x = _rlhf(tau, seed=1)
+    # rewards of the order of tau keep pi* away from one-hot, so (14) is live at tau = 0.05
+    x = x * tau
+    pi = solve_soft(mdp, reward.value(x)).pi
+    n = 64
+    est = sobirl_estimator(mdp, reward, up, x, pi, n_samples=n, rng=123)
+    states, actions = up.sample_tuples(pi, n, np.random.default_rng(123))
+    l, gl = up.losses(x, states, actions)
+    der = implicit_derivatives_sa(mdp.P, mdp.gamma, tau, pi, reward.jacobian(x))
+    D = der.dQ - der.dV[:, None, :]
+    score = np.array(
+        [
+            sum(D[s, a] for s, a in zip(st.ravel(), ac.ravel(), strict=True))
+            for st, ac in zip(states, actions, strict=True)
+        ]
+    )
+    c14 = l[:, None] * score / tau
+    c = gl + c14
+    # same tuples; S x S vs SA x SA derivatives agree to ~1e-15 relative (O(1) entries,
+    # cond ~ 1/(1 - gamma) = 5); sums of 64 terms: 1e-12 absolute is ample
+    np.testing.assert_allclose(est.term13, gl.mean(axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(est.term14, c14.mean(axis=0), rtol=0, atol=1e-12 / tau)
+    np.testing.assert_allclose(est.grad, c.mean(axis=0), rtol=0, atol=1e-12 / tau)
+    se = np.sqrt(((c - c.mean(axis=0)) ** 2).sum(axis=0) / (n - 1) / n)
+    np.testing.assert_allclose(est.stderr, se, rtol=1e-12)
+    # ddof = 0 would be smaller by sqrt(63/64) = 0.992: far outside 1e-12
+    if tau == 0.05:
+        assert np.linalg.norm(est.term14) > 3 * np.linalg.norm(est.term13)
+
+
+def test_tuple_count_and_the_exact_or_sample_switch_at_the_cap():
+    """n_tuples = (S A)^(H m) (m = 2 trajectories per RLHF tuple); mode='auto' enumerates
+    exactly at the cap and samples one below it."""
+    mdp, reward, up, x = _rlhf(1.0, seed=2)
+    pi = solve_soft(mdp, reward.value(x)).pi
+    N = enumerate_trajectories(up.P_u, up.mu_u, pi, up.H).n  # (S A)^H single trajectories
+    assert N == 6**2
+    assert up.n_tuples() == N**2 == 1296
+    f_exact = up.exact(x, pi)[0]
+    at_cap = _rlhf(1.0, seed=2, cap=1296)[2]
+    below = _rlhf(1.0, seed=2, cap=1295)[2]
+    assert at_cap.value(x, pi) == f_exact  # the same enumeration, bit for bit
+    f_sampled = below.value(x, pi)
+    assert f_sampled != f_exact
+    fresh = _rlhf(1.0, seed=2, mode="sample")[2]
+    assert f_sampled == fresh.value(x, pi)  # the same seeded sample
+
+
+def test_sampled_estimates_match_a_direct_recompute():
+    """mean l, mean grad_x l and the score-function grad_pi f from a re-drawn sample,
+    recomputed with explicit loops. Catches division by n - 1 instead of n."""
+    mdp, reward, up, x = _rlhf(1.0, seed=3)
+    pi = solve_soft(mdp, reward.value(x)).pi
+    n = 50
+    f, gx, gpi = up.sampled(x, pi, n_samples=n, rng=np.random.default_rng(9))
+    states, actions = up.sample_tuples(pi, n, np.random.default_rng(9))
+    l, gl = up.losses(x, states, actions)
+    score = np.zeros((up.S, up.A))
+    for j in range(n):
+        for s, a in zip(states[j].ravel(), actions[j].ravel(), strict=True):
+            score[s, a] += l[j]
+    # sums of 50 O(1) terms in another order: 1e-13 relative
+    assert f == pytest.approx(sum(l) / n, rel=1e-13)
+    np.testing.assert_allclose(gx, gl.sum(axis=0) / n, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gpi, score / n / pi, rtol=1e-12, atol=1e-15)
+
+
+def test_tabular_reward_problem_is_enumerable():
+    """Guard for the fixtures above: the RLHF problem is small enough to enumerate."""
+    assert TabularReward(3, 2).d == 6
