@@ -2,7 +2,7 @@
 
 Newton (soft policy iteration) at 50 digits and the closed form (9) in mpmath, for
 linear-reward, quadratic-upper cases built by ``bilevel_check.golden.generators.gen_linear``;
-written in the ``bilevel-check/golden/v1`` layout (manifest, group file, schema copy) so
+written in the ``bilevel-check/golden/v2`` layout (manifest, group file, schema copy) so
 ``BILEVEL_CHECK_REFERENCE`` can point at it. Independent of the shipped suite and of the
 package's numerics.
 """
@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import flint
 import mpmath
 
 import bilevel_check
@@ -26,6 +27,28 @@ MINI = [
 ]
 #: a low-temperature case: tau = 0.01, |r| ~ 100 (exp(r / tau) overflows float64 without max-shift)
 LOWTAU = [("mini-lowtau", 701, dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=100.0))]
+
+
+def _enclosure(case: dict, cert: dict) -> dict:
+    """The v2 ``enclosure`` block from the package's rigorous route at 300 bits."""
+    from bilevel_check.routes import rigorous
+
+    enc = rigorous.enclose(case, prec=300)
+
+    def radii(v):
+        return [radii(e) for e in v] if isinstance(v, list) else rigorous.radius_string(v)
+
+    def leaves(v):
+        return [x for e in v for x in leaves(e)] if isinstance(v, list) else [v]
+
+    return {
+        "route": "Arb ball enclosure at 300 bits (test fixture)",
+        "precision_bits": 300,
+        "radius": {k: radii(enc.values[k]) for k in cert},
+        "proven_digits": {
+            k: min(rigorous.proven_digits(b, cap=60) for b in leaves(enc.values[k])) for k in cert
+        },
+    }
 
 
 def mp_certify(case: dict, dps: int = 50) -> dict:
@@ -143,11 +166,12 @@ def mini_reference(root: Path, specs=MINI) -> None:
                 "certified": cert,
                 "certified_digits": {k: 35 for k in cert},
                 "routes": {k: route for k in cert},
+                "enclosure": _enclosure(case, cert),
             }
         )
         entries.append({"id": cid, "generator": "linear", "seed": seed, "params": params})
     group = {
-        "schema": "bilevel-check/golden/v1",
+        "schema": "bilevel-check/golden/v2",
         "group": "mini",
         "cases": cases,
         "provenance": {
@@ -155,17 +179,19 @@ def mini_reference(root: Path, specs=MINI) -> None:
             "mpmath_version": mpmath.__version__,
             "digits": 50,
             "check_digits": 50,
+            "flint_version": flint.__version__,
             "generator": "tests/_mini_golden.py",
         },
     }
     (root / "golden").mkdir()
     (root / "golden" / "mini.json").write_text(json.dumps(group))
     manifest = {
-        "schema": "bilevel-check/golden-manifest/v1",
+        "schema": "bilevel-check/golden-manifest/v2",
         "suite_version": "test-1",
         "recipe": "test fixture",
         "digits": 50,
         "check_digits": 50,
+        "flint_version": flint.__version__,
         "total_cases": len(specs),
         "groups": {
             "mini": {

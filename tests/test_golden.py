@@ -53,8 +53,8 @@ def _copy_reference(tmp_path: Path) -> Path:
 def test_every_group_file_validates_against_its_json_schema():
     import jsonschema
 
-    schema = json.loads((ROOT / "schema" / "golden-v1.json").read_text())
-    man_schema = json.loads((ROOT / "schema" / "manifest-v1.json").read_text())
+    schema = json.loads((ROOT / "schema" / "golden-v2.json").read_text())
+    man_schema = json.loads((ROOT / "schema" / "manifest-v2.json").read_text())
     manifest = json.loads((ROOT / "manifest.json").read_text())
     jsonschema.validate(manifest, man_schema)
     files = sorted((ROOT / "golden").glob("*.json"))
@@ -311,6 +311,46 @@ def test_certified_digits_beyond_written_digits_is_rejected(tmp_path):
         load_golden(root=root)
     assert exc.value.where == str(path) and exc.value.field == f"cases[{cid}].certified_digits.phi"
     assert exc.value.received == "200"
+
+
+def test_certified_digits_beyond_the_enclosure_proof_are_rejected(tmp_path):
+    """A case whose enclosure proves fewer digits than it certifies does not load."""
+
+    def bad(o):
+        o["cases"][0]["enclosure"]["proven_digits"]["V"] = 31
+
+    root, path = _corrupt(tmp_path, "random_dense", _edit_json(bad))
+    cid = json.loads(path.read_text())["cases"][0]["id"]
+    with pytest.raises(GoldenError) as exc:
+        load_golden(root=root)
+    assert exc.value.field == f"cases[{cid}].certified_digits.V"
+    assert "proves (31)" in exc.value.expected
+
+
+def test_enclosure_radius_missing_an_output_is_rejected(tmp_path):
+    root, path = _corrupt(
+        tmp_path,
+        "random_dense",
+        _edit_json(lambda o: o["cases"][1]["enclosure"]["radius"].pop("pi")),
+    )
+    with pytest.raises(GoldenError) as exc:
+        load_golden(root=root)
+    assert exc.value.field.endswith("enclosure.radius.pi")
+
+
+def test_every_case_carries_radii_and_certifies_at_most_the_proven_digits():
+    from flint import __version__ as flint_version
+
+    assert load_manifest()["flint_version"] == flint_version
+    for c in CASES:
+        for name, k in c.certified_digits.items():
+            assert k <= c.enclosure["proven_digits"][name], (c.id, name)
+            radii = c.enclosure["radius"][name]
+            flat = radii if isinstance(radii, list) else [radii]
+            flat = [v for row in flat for v in (row if isinstance(row, list) else [row])]
+            # every entry proves >= 50 digits, so each radius is below 1e-40 of its value
+            # and in particular below 1e-30 absolutely for these O(1)..O(1e4) outputs
+            assert all(float(r) < 1e-30 for r in flat), (c.id, name)
 
 
 def test_dropped_case_is_caught_against_the_manifest(tmp_path):

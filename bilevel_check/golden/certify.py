@@ -19,9 +19,15 @@ route A, never the lower solver or the derivative formulas):
 * ``grad_13``: the same difference of ``x -> E_{pi fixed}[l(d; x)]``; ``grad_14``
   = route B ``grad`` minus route B ``grad_13``.
 
+Route C (schema v2): the rigorous Arb enclosure of every output
+(:func:`bilevel_check.routes.rigorous.rigorous_solve` with a target of ``digits`` proven
+digits); the case records its radii and proven digits, and certification fails when a
+route A value lies outside its enclosure widened by ``10^-(digits - 10)`` normwise.
+
 Certified digits of an output = ``floor`` of the normwise agreement
-``-log10(max|a - b| / max|b|)``, capped at ``digits - 10`` (and, for ``V``, at
-the certificate's digits). Certification fails (raises) below 30 digits.
+``-log10(max|a - b| / max|b|)``, capped at ``digits - 10``, at the digits the enclosure
+proves (and, for ``V``, at the certificate's digits). Certification fails (raises) below
+30 digits.
 
 May import the core modules and ``routes``; never ``oracle`` or ``cli``.
 """
@@ -240,7 +246,7 @@ def certify_case(
         tier: difficulty tier recorded with the case.
 
     Returns:
-        The golden-case dict of schema ``bilevel-check/golden/v1``.
+        The golden-case dict of schema ``bilevel-check/golden/v2``.
 
     Raises:
         CertificationError: an output certified to fewer than :data:`MIN_DIGITS` digits.
@@ -290,6 +296,9 @@ def certify_case(
                 raise CertificationError(
                     f"{spec['id']}: {name} certified to {ag:.1f} < {MIN_DIGITS} digits"
                 )
+        enclosure = _enclosure(case, digits, a, cap)
+        for name in digs:
+            digs[name] = min(digs[name], enclosure["proven_digits"][name])
         from ..routes.precise import mp_case
 
         mc = mp_case(case)
@@ -310,8 +319,57 @@ def certify_case(
         "certified_digits": digs,
         "routes": routes,
         "certificate": certificate,
+        "enclosure": enclosure,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _enclosure(case: dict, digits: int, a: dict, cap: int) -> dict:
+    """Route C: Arb enclosures proving ``digits`` digits; checks route A lies inside each
+    (widened by ``10^-cap`` of the output's largest entry). Call inside ``workdps`` >= digits."""
+    from ..routes import rigorous
+
+    enc = rigorous.rigorous_solve(case, digits=digits)
+    radius, proven = {}, {}
+    for name in a:
+        balls = list(_flat(enc.values[name]))
+        vals = [_mp(v) for v in _flat(a[name])]
+        slack = max(abs(v) for v in vals) * mpmath.mpf(10) ** -cap
+        for ball, v in zip(balls, vals):
+            mid = mpmath.mpf(ball.mid().str(mpmath.mp.dps + 20, radius=False, more=True))
+            rad = mpmath.mpf(rigorous.radius_string(ball))
+            if abs(v - mid) > rad + slack:
+                raise CertificationError(
+                    f"{case['id']}: {name} of route A ({mpmath.nstr(v, 20)}) lies outside its "
+                    f"Arb enclosure [{ball.str(20)}]: a bug in one of the two routes"
+                )
+        radius[name] = _map(rigorous.radius_string, enc.values[name])
+        proven[name] = min(rigorous.proven_digits(b, cap=digits) for b in balls)
+    kind = case["upper"]["kind"]
+    how = (
+        "exact enumeration of (13)+(14) on balls"
+        if kind in ("rlhf", "shaping")
+        else "ball solves of (9)"
+    )
+    return {
+        "route": (
+            f"Arb ball enclosure (python-flint {rigorous.flint_version()}): Newton + "
+            f"contraction certificate, {how}"
+        ),
+        "precision_bits": enc.prec,
+        "radius": radius,
+        "proven_digits": proven,
+    }
+
+
+def _map(fn, v):
+    return [_map(fn, e) for e in v] if isinstance(v, list) else fn(v)
+
+
+def _flint_version() -> str:
+    from ..routes.rigorous import flint_version
+
+    return flint_version()
 
 
 def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> dict:
@@ -320,6 +378,7 @@ def _provenance(group: str, digits: int, check_digits: int, seconds: float) -> d
     return {
         "package_version": __version__,
         "mpmath_version": mpmath.__version__,
+        "flint_version": _flint_version(),
         "digits": digits,
         "check_digits": check_digits,
         "generator": (
@@ -448,17 +507,26 @@ def certify_groups(
         manifest.update(
             {
                 "schema": MANIFEST_SCHEMA,
-                "suite_version": "1",
+                "suite_version": "2",
                 "recipe": (
                     "bilevel-check certify --digits D --check-digits C --in-place "
                     "(D, C: each group's digits and check_digits)"
                 ),
                 "digits": min(e.get("digits", digits) for e in entries.values()),
                 "check_digits": min(e.get("check_digits", check_digits) for e in entries.values()),
+                "flint_version": _flint_version(),
                 "total_cases": sum(len(e["cases"]) for e in entries.values()),
             }
         )
-        keys = ("schema", "suite_version", "recipe", "digits", "check_digits", "total_cases")
+        keys = (
+            "schema",
+            "suite_version",
+            "recipe",
+            "digits",
+            "check_digits",
+            "flint_version",
+            "total_cases",
+        )
         ordered = {k: manifest[k] for k in keys}
         ordered["groups"] = entries
         atomic_write_json(man_path, ordered)

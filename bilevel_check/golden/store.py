@@ -1,17 +1,19 @@
-"""Certified golden cases in ``reference/`` (schema ``bilevel-check/golden/v1``).
+"""Certified golden cases in ``reference/`` (schema ``bilevel-check/golden/v2``).
 
 Layout of the reference folder::
 
     reference/manifest.json           seeds of every case + the regeneration recipe
-    reference/golden/<group>.json     one file per group (schema golden-v1)
-    reference/schema/golden-v1.json   JSON Schema of a group file
-    reference/schema/manifest-v1.json JSON Schema of the manifest
+    reference/golden/<group>.json     one file per group (schema golden-v2)
+    reference/schema/golden-v2.json   JSON Schema of a group file
+    reference/schema/manifest-v2.json JSON Schema of the manifest
 
 Each case holds its inputs (a case file, schema ``bilevel-check/case/v1``), the
 certified outputs as decimal strings (``V [S]``, ``Q [S][A]``, ``pi [S][A]``,
 ``phi``, ``grad [d]``; trajectory-level groups add ``grad_13``/``grad_14``, the
 two terms of Prop. 5.2, docs/math.md section 5), the number of certified digits per
-output, the two independent routes that agreed and how far, flags and a tier.
+output, the two independent routes that agreed and how far, flags and a tier, and
+(schema v2) the rigorous Arb enclosure of every output: its radii and the digits it proves
+(:mod:`bilevel_check.routes.rigorous`); ``certified_digits`` never exceeds the latter.
 
 Certified digits are normwise: ``max_i |value_i - exact_i| <= 10^-k max_i |exact_i|``
 over the entries of one output. Every string carries at least ``k`` significant
@@ -49,9 +51,9 @@ __all__ = [
 ]
 
 #: Value of the ``schema`` field of every group file.
-GOLDEN_SCHEMA = "bilevel-check/golden/v1"
+GOLDEN_SCHEMA = "bilevel-check/golden/v2"
 #: Value of the ``schema`` field of ``reference/manifest.json``.
-MANIFEST_SCHEMA = "bilevel-check/golden-manifest/v1"
+MANIFEST_SCHEMA = "bilevel-check/golden-manifest/v2"
 #: Environment variable overriding the location of the reference folder.
 REFERENCE_ENV = "BILEVEL_CHECK_REFERENCE"
 
@@ -76,6 +78,9 @@ class GoldenCase:
         tier: ``"easy"``, ``"medium"`` or ``"hard"``.
         spec: the generator and seed that rebuild ``case`` (see the manifest).
         certificate: contraction certificate of ``V`` (``residual``, ``bound``) or None.
+        enclosure: the rigorous ball enclosure of every output: ``route``,
+            ``precision_bits``, ``radius`` (output name -> radii, shaped as ``certified``)
+            and ``proven_digits`` (output name -> digits every entry's ball proves).
         where: the file the case came from.
         parsed: the :class:`~bilevel_check.case.Case` built when the file was read.
     """
@@ -90,6 +95,7 @@ class GoldenCase:
     tier: str = "easy"
     spec: dict = field(default_factory=dict)
     certificate: dict | None = None
+    enclosure: dict | None = None
     where: str = "<golden>"
     parsed: object = field(default=None, repr=False, compare=False)
 
@@ -198,11 +204,11 @@ def _validate(obj, schema: dict, where: str) -> None:
 
 
 def load_manifest(*, root=None) -> dict:
-    """Read and validate ``reference/manifest.json`` (schema ``manifest-v1.json``)."""
+    """Read and validate ``reference/manifest.json`` (schema ``manifest-v2.json``)."""
     base = reference_root(root)
     path = base / "manifest.json"
     man = _read_json(path)
-    _validate(man, _schema(str(base), "manifest-v1.json"), str(path))
+    _validate(man, _schema(str(base), "manifest-v2.json"), str(path))
     return man
 
 
@@ -255,6 +261,7 @@ def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
                 "the two routes that certified the output",
                 "missing",
             )
+    _check_enclosure(raw, where, here)
     return GoldenCase(
         id=cid,
         group=group,
@@ -266,17 +273,44 @@ def _check_case(raw: dict, where: str, group: str) -> GoldenCase:
         tier=raw["tier"],
         spec=raw["spec"],
         certificate=raw.get("certificate"),
+        enclosure=raw.get("enclosure"),
         where=where,
         parsed=parsed,
     )
 
 
+def _shape(v):
+    return [_shape(e) for e in v] if isinstance(v, list) else None
+
+
+def _check_enclosure(raw: dict, where: str, here: str) -> None:
+    """Every certified output has radii shaped like its values and proves at least the
+    certified digits (``certified_digits[k] <= enclosure.proven_digits[k]``)."""
+    enc = raw["enclosure"]
+    for name, values in raw["certified"].items():
+        if name not in enc["radius"] or _shape(enc["radius"][name]) != _shape(values):
+            raise GoldenError(
+                where,
+                f"{here}.enclosure.radius.{name}",
+                "radii shaped like certified." + name,
+                "missing" if name not in enc["radius"] else "a different shape",
+            )
+        proven = enc["proven_digits"].get(name)
+        if proven is None or proven < raw["certified_digits"][name]:
+            raise GoldenError(
+                where,
+                f"{here}.certified_digits.{name}",
+                f"at most the digits its enclosure proves ({proven})",
+                str(raw["certified_digits"][name]),
+            )
+
+
 def load_group_file(path, *, root=None) -> list[GoldenCase]:
-    """Load one group file, validated against ``schema/golden-v1.json`` and the case-file rules."""
+    """Load one group file, validated against ``schema/golden-v2.json`` and the case-file rules."""
     base = reference_root(root)
     path = Path(path)
     obj = _read_json(path)
-    _validate(obj, _schema(str(base), "golden-v1.json"), str(path))
+    _validate(obj, _schema(str(base), "golden-v2.json"), str(path))
     seen: set = set()
     out = []
     for raw in obj["cases"]:
