@@ -142,7 +142,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--max-prec",
-        type=int,
+        type=int_arg(30, flag="--max-prec", why="bits"),
         default=None,
         help="precision cap of the rigorous route in bits (default: max(16384, 26.6 * digits))",
     )

@@ -47,7 +47,7 @@ from fractions import Fraction
 
 from flint import arb, arb_mat, ctx
 
-from .._validation import InvalidInputError
+from .._validation import ConvergenceError, InvalidInputError
 from ..case import load_case
 
 __all__ = [
@@ -91,8 +91,9 @@ class RigorousUnsupported(InvalidInputError):
     """The case cannot be enclosed by this route (e.g. a trajectory enumeration too large)."""
 
 
-class PrecisionCapError(RuntimeError):
-    """The precision cap was reached before every output proved the requested digits."""
+class PrecisionCapError(ConvergenceError):
+    """The precision cap was reached before every output proved the requested digits (the
+    precision loop's non-convergence; a :class:`~bilevel_check.ConvergenceError`)."""
 
     def __init__(self, output: str, proven: int, digits: int, prec: int, conditioning: dict):
         self.output, self.proven, self.digits = output, proven, digits
