@@ -72,7 +72,7 @@ def test_certify_into_a_new_folder_writes_a_complete_suite(capsys, tmp_path):
     out = tmp_path / "deep" / "new-suite"
     argv = ["certify", "--groups", "single_state", "--digits", "40", "--quiet", "--out", str(out)]
     assert main(argv) == 0
-    assert (out / "schema" / "golden-v1.json").is_file()
+    assert (out / "schema" / "golden-v2.json").is_file()
     cases = load_golden(root=out)  # schema-validated, case count checked against the manifest
     shipped = {c.id: c for c in load_golden(["single_state"])}
     assert [c.id for c in cases] == list(shipped)
