@@ -113,8 +113,8 @@ def test_score_reward_fitting_rlhf_stops_away_from_stationarity(capsys, *, rtol=
         capsys, ["score", "reward-fitting", "--problem", "rlhf_tabular", "--iters", "200", "--json"]
     )
     assert out["grad_norm"] >= 1e-2
-    # rlhf_tabular's upper has no case-file kind yet: rebuild from (name, seed)
-    g2, phi2 = _second_route_problem("rlhf_tabular", out["problem_seed"], out["x"])
+    # second route on the problem rebuilt from the case file the score carries
+    g2, phi2 = _second_route(out["case"], out["x"])
     np.testing.assert_allclose(out["grad_norm"], g2, rtol=rtol)
     np.testing.assert_allclose(out["phi"], phi2, rtol=rtol)
 

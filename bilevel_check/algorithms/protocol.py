@@ -156,24 +156,6 @@ def problem_defaults(problem, fallback: Mapping, given: Mapping) -> dict:
 # --------------------------------------------------------------------------- case of a problem
 
 
-def _model_spec(model, section: str):
-    spec = getattr(model, "spec", None)
-    if callable(spec):
-        return spec()
-    from ..mdp import LinearReward, QuadraticReward, TabularReward
-    from ..upper import QuadraticUpper
-
-    if isinstance(model, TabularReward):
-        return {"kind": "tabular"}
-    if isinstance(model, LinearReward):
-        return {"kind": "linear", "features": np.asarray(model.F)}
-    if isinstance(model, QuadraticReward):
-        return {"kind": "quadratic", "c": np.asarray(model.c), "M": np.asarray(model.M)}
-    if isinstance(model, QuadraticUpper):
-        return {"kind": "quadratic", "cx": model.cx, "G": np.asarray(model.G), "cpi": model.cpi}
-    raise InvalidInputTypeError(section, "a model with a case-file kind", type(model).__name__)
-
-
 def problem_case(problem, x, *, id: str = "score") -> tuple[dict | None, str]:
     """The problem at ``x`` as a case-file object (:func:`bilevel_check.case.make_case`).
 
@@ -182,8 +164,6 @@ def problem_case(problem, x, *, id: str = "score") -> tuple[dict | None, str]:
     from ..case import make_case
 
     try:
-        reward = _model_spec(problem.reward, "reward")
-        upper = _model_spec(problem.upper, "upper")
         mdp = problem.mdp
         return (
             make_case(
@@ -191,8 +171,8 @@ def problem_case(problem, x, *, id: str = "score") -> tuple[dict | None, str]:
                 P=mdp.P,
                 gamma=mdp.gamma,
                 tau=mdp.tau,
-                reward=reward,
-                upper=upper,
+                reward=problem.reward,
+                upper=problem.upper,
                 x=np.asarray(x, dtype=np.float64),
                 mu=mdp.mu,
             ),
