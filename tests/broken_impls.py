@@ -141,21 +141,25 @@ def no_max_shift(p):
 
 
 def unseeded_instance(p):
-    """The initial iterate is drawn before the seed is set: results change from call to call."""
-    v0 = np.random.default_rng().normal(size=p.S)  # drawn from OS entropy ...
+    """The initial iterate of an iterative adjoint solver is drawn before the seed is set:
+    the adjoint ``w`` (Richardson sweeps ``w <- b + gamma P_pi^T w`` to a 1e-9 relative step)
+    and so the result change from call to call, by far more than rounding."""
+    w = np.random.default_rng().normal(size=p.S)  # drawn from OS entropy ...
     np.random.default_rng(0)  # ... the seed, set too late
-    S, V = p.S, v0
-    r = p.reward(p.x)
-    for _ in range(100_000):  # soft VI to a 1e-12 relative residual
-        Q = r + p.gamma * p.P @ V
-        m = Q.max(axis=1)
-        V_new = m + p.tau * np.log(np.exp((Q - m[:, None]) / p.tau).sum(axis=1))
-        if np.max(np.abs(V_new - V)) <= 1e-12 * max(1.0, np.max(np.abs(V_new))):
-            V = V_new
+    r, dr = p.reward(p.x), p.reward_jacobian(p.x)
+    pi = _soft_newton(p.P, p.gamma, p.tau, r)[2]
+    gx, gpi = p.upper_grad_x(p.x, pi), p.upper_grad_pi(p.x, pi)
+    u = pi * gpi
+    b = u.sum(axis=1) - p.gamma * np.einsum("sa,sat->t", u, p.P)
+    A = p.gamma * np.einsum("sa,sat->st", pi, p.P).T
+    for _ in range(1_000_000):
+        w_new = b + A @ w
+        done = np.max(np.abs(w_new - w)) <= 1e-9 * max(1.0, np.max(np.abs(w_new)))
+        w = w_new
+        if done:
             break
-        V = V_new
-    assert V.shape == (S,)
-    return _closed_form(p, pi=_softmax((r + p.gamma * p.P @ V) / p.tau))
+    phi = np.einsum("sa,sad->sd", pi, dr)
+    return gx + (np.einsum("sa,sad->d", u, dr) - phi.T @ w) / p.tau
 
 
 def axes_swapped(p):
@@ -495,3 +499,169 @@ PROPERTY_BUGS = {
     },
     "bt_no_max_shift": {"bt_prob": bt_prob_naive},
 }
+
+
+# ----------------------------------------------------------------------------- issue 11 holes
+# Wrong results the tolerance policy v1 let through, process-level failures, and a correct
+# solver that a bitwise determinism rule rejected.
+
+
+def float32_missing_inv_tau(p):
+    """The missing-1/tau bug returned in float32 (v1 judged it by float32's eps)."""
+    return missing_inv_tau(p).astype(np.float32)
+
+
+def float16_missing_inv_tau(p):
+    """The missing-1/tau bug returned in float16 (v1 passed it on every golden case)."""
+    return missing_inv_tau(p).astype(np.float16)
+
+
+def float16_correct(p):
+    """A correct result rounded to float16: wrong in the 4th digit under a float64 reference."""
+    return correct_numpy(p).astype(np.float16)
+
+
+def float32_correct(p):
+    """A correct result rounded to float32: passes only with ``precision="float32"``."""
+    return correct_numpy(p).astype(np.float32)
+
+
+def _soft_newton_entropy_bias(P, gamma, tau, r, bias=1e-8, iters=60):
+    """Soft policy iteration whose evaluation step uses ``tau log(pi + bias)``."""
+    S = P.shape[0]
+    V = np.zeros(S)
+    for _ in range(iters):
+        Q = r + gamma * P @ V
+        pi = _softmax(Q / tau)
+        Ppi = np.einsum("sa,sat->st", pi, P)
+        c = (pi * (r - tau * np.log(pi + bias))).sum(axis=1)
+        V_new = np.linalg.solve(np.eye(S) - gamma * Ppi, c)
+        if np.array_equal(V_new, V):
+            break
+        V = V_new
+    return _softmax((r + gamma * P @ V) / tau)
+
+
+def biased_entropy(p):
+    """The lower level solved with the entropy ``tau log(pi + 1e-8)`` (a "safe log")."""
+    pi = _soft_newton_entropy_bias(p.P, p.gamma, p.tau, p.reward(p.x))
+    return _closed_form(p, pi=pi)
+
+
+def _drop_small(P, cut=1e-6):
+    Q = np.where(P < cut, 0.0, P)
+    return Q / Q.sum(axis=-1, keepdims=True)
+
+
+def dropped_small_transitions(p):
+    """Transition probabilities below 1e-6 set to 0 (a sparse format's threshold), rows
+    renormalised; everything else exact."""
+    p2 = SimpleNamespace(**{**vars(p), "P": _drop_small(p.P)})
+    return _closed_form(p2)
+
+
+def truncated_neumann(p, K=1000):
+    """The adjoint ``(I - gamma P_pi)^{-T} b`` by a Neumann series cut at ``K`` terms
+    (enough at gamma = 0.9, ``0.9^1000 ~ 1e-46``; at 0.999 the tail is ``0.999^1000 = 0.37``)."""
+    r, dr = p.reward(p.x), p.reward_jacobian(p.x)
+    pi = _soft_newton(p.P, p.gamma, p.tau, r)[2]
+    gx, gpi = p.upper_grad_x(p.x, pi), p.upper_grad_pi(p.x, pi)
+    u = pi * gpi
+    b = u.sum(axis=1) - p.gamma * np.einsum("sa,sat->t", u, p.P)
+    A = p.gamma * np.einsum("sa,sat->st", pi, p.P).T
+    w, term = b.copy(), b.copy()
+    for _ in range(K):
+        term = A @ term
+        w = w + term
+    phi = np.einsum("sa,sad->sd", pi, dr)
+    return gx + (np.einsum("sa,sad->d", u, dr) - phi.T @ w) / p.tau
+
+
+_WARM: dict = {}
+
+
+def warm_started_newton(p):
+    """CORRECT: Newton warm-started from the previous call's V (same problem size), run to
+    the float64 floor; repeated calls agree to ~1e-16, not bitwise."""
+    r = p.reward(p.x)
+    key = (p.S, p.A)
+    V0 = _WARM.get(key)
+    V, _, pi = _soft_newton(
+        p.P, p.gamma, p.tau, r, v0=None if V0 is None else V0.copy(), tol=1e-15, max_iter=60
+    )
+    # a polishing step from the (warm) end point: the last bits depend on the start
+    _WARM[key] = V + 1e-3 * np.abs(V).max() * np.linspace(-1, 1, p.S)
+    return _closed_form(p, pi=pi)
+
+
+def exits(p):
+    """Calls ``sys.exit(0)`` (an argparse ``--help`` or a stray ``exit()`` in library code)."""
+    import sys
+
+    sys.exit(0)
+
+
+def os_exits(p):
+    """Calls ``os._exit(0)``: no exception, the process just ends."""
+    import os
+
+    os._exit(0)
+
+
+def aborts(p):
+    """Crashes the process (``os.abort``: SIGABRT, as a segfault in a C extension would)."""
+    import os
+
+    os.abort()
+
+
+def hangs(p):
+    """Never returns (a solver loop without an iteration cap, here a sleep)."""
+    import time
+
+    time.sleep(3600)
+    return correct_numpy(p)
+
+
+def prints_then_correct(p):
+    """CORRECT, but chatty: prints to stdout (must not corrupt a JSON report)."""
+    print("iteration 1: residual 1e-3")
+    return correct_numpy(p)
+
+
+# ----------------------------------------------------------------------------- estimators
+# Protocol of check_estimator: fn(problem, rng) -> grad estimate [d].
+
+
+_SOBIRL_CACHE: dict = {}
+
+
+def _sobirl_parts(p, rng, n_samples):
+    """Per-sample losses, their gradients and (14)'s score sums of SoBiRL's (15) at pi*."""
+    from bilevel_check.implicit import implicit_derivatives
+    from bilevel_check.model_free import _score_sums
+    from bilevel_check.soft import solve_soft
+
+    m = p.model
+    if p.id not in _SOBIRL_CACHE:  # deterministic per case: solved once, sampled many times
+        pi = solve_soft(m.mdp, m.reward.value(m.x)).pi
+        der = implicit_derivatives(m.mdp.P, m.mdp.gamma, m.mdp.tau, pi, m.reward.jacobian(m.x))
+        _SOBIRL_CACHE[p.id] = pi, der.dQ - der.dV[:, None, :]
+    pi, D = _SOBIRL_CACHE[p.id]
+    states, actions = m.upper.sample_tuples(pi, n_samples, rng)
+    l, gl = m.upper.losses(m.x, states, actions)
+    score = _score_sums(D, states, actions) / m.mdp.tau
+    return l, gl, score
+
+
+def sobirl_correct(p, rng, n_samples=200):
+    """CORRECT: SoBiRL's estimator (15), (13) + (14) averaged over ``n_samples`` tuples."""
+    l, gl, score = _sobirl_parts(p, rng, n_samples)
+    return (gl + l[:, None] * score).mean(axis=0)
+
+
+def sobirl_batch_baseline(p, rng, n_samples=20):
+    """(14) with the batch-mean loss as a baseline, the sample itself included:
+    ``E[(l_j - mean l) score_j] = (1 - 1/n) E[l score]``, a 5% bias of (14) at n = 20."""
+    l, gl, score = _sobirl_parts(p, rng, n_samples)
+    return (gl + (l - l.mean())[:, None] * score).mean(axis=0)

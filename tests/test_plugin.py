@@ -55,7 +55,7 @@ def test_wrong_marked(golden_case, bilevel_oracle):
 
 
 def test_fixtures(bilevel_tolerance_policy, bilevel_expected_failed, golden_cases, bilevel_oracle):
-    assert bilevel_tolerance_policy.version == "1"
+    assert bilevel_tolerance_policy.version == "2"
     assert bilevel_expected_failed == {"mini-a": "known gap a"}
     assert [c.id for c in golden_cases] == ["mini-a", "mini-b", "mini-c"]
     assert callable(bilevel_oracle.check_soft_solution)
@@ -122,7 +122,7 @@ def test_downstream_run_counts_header_and_reasons(downstream):
     assert counts == {k: v for k, v in want.items() if v}, proc.stdout[-3000:]
     out = proc.stdout
     assert re.search(
-        r"bilevel-check: tolerance policy v1, "
+        r"bilevel-check: tolerance policy v2, "
         r"golden suite test-1\+[0-9a-f]{12}, hypothesis profile",
         out,
     )

@@ -25,6 +25,7 @@ from bilevel_check.oracle.reference import generated_cases, hypothesis_cases
 from bilevel_check.soft import solve_soft
 
 HERE = Path(__file__).resolve().parent
+EPS = float(np.finfo(np.float64).eps)
 IMPLS = str(HERE / "broken_impls.py")
 SUITE = ["--suite", "hypothesis", "--n-cases", "12", "--seed", "0"]
 CORRECT = [
@@ -62,9 +63,9 @@ def test_verify_fails_every_bug(capsys, bug):
         assert (
             float(rep["worst"][0]["digits"]) < 3
         )  # the worst entry is wrong in its leading digits
-    else:  # accurate to the tolerance, caught by the determinism check (two identical calls)
+    else:  # caught by the determinism check (two identical calls), beyond ulps x conditioning
         msgs = [c["determinism"] for c in rep["cases"] if c["determinism"]]
-        assert msgs and all("identical inputs differ" in m for m in msgs)
+        assert msgs and all("identical inputs differ (within 4 ulps" in m for m in msgs)
 
 
 def test_exploration_dropped_report_shows_grad_x_f(capsys):
@@ -80,12 +81,11 @@ def test_missing_inv_tau_report_is_tau_times_the_implicit_part(capsys):
     for e in (e for e in rep["worst"] if not e["ok"]):
         x = _grad_x_f(e["case"])[e["index"][0]]
         tau = float(CASES[e["case"]]["mdp"]["tau"])
-        # grad = gx + (1/tau) J  vs  bug = gx + J: (bug - gx) = tau (grad - gx)
-        # absolute check: both sides subtract |x| ~ 1 from nearly equal numbers (|actual - x| down
-        # to 1.5e-6), so relative error is meaningless; what remains is the bug's float64 Newton +
-        # (9) vs the reference: measured max 1.2e-11 over the 70 failing entries (at gamma 0.999),
-        # 1e-10 leaves 8x
-        assert e["actual"] - x == pytest.approx(tau * (e["desired"] - x), rel=0, abs=1e-10)
+        # grad = gx + (1/tau) J  vs  bug = gx + J: (bug - gx) = tau (grad - gx). The bug's J is
+        # tau times a correct float64 evaluation of (9), which stays inside the case's v2 allowance
+        # (correct routes use <= 0.18 of it, docs/tolerance.md); the subtraction of x adds eps |x|
+        bound = tau * e["allowed"] + 4 * EPS * abs(x)
+        assert e["actual"] - x == pytest.approx(tau * (e["desired"] - x), rel=0, abs=bound)
 
 
 def test_no_max_shift_fails_exactly_where_exp_overflows(capsys):
@@ -196,7 +196,7 @@ def test_verify_golden_suite(capsys, monkeypatch, mini_golden, impl):
         # only the low-temperature case overflows: max Q / tau ~ 1e4 >> 709.78
         assert failed == {"mini-lowtau"}
     elif impl == "unseeded_instance":
-        assert all(c["determinism"] for c in rep["cases"] if c["case"] in failed)
+        assert any(c["determinism"] for c in rep["cases"] if c["case"] in failed)
     elif impl == "missing_inv_tau":
         # invisible where tau = 1 (mini-a) and where pi* is deterministic to ~1e-400 so the
         # implicit part of (9) vanishes (mini-lowtau): why a suite needs tau across decades

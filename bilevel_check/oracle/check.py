@@ -40,6 +40,9 @@ from .._validation import InvalidInputError, InvalidInputTypeError
 from ..agreement import digits_entrywise
 from .reference import REF_ROUTE, Resolved, generated_cases, resolve_cases
 from .report import CaseResult, Entry, OracleReport
+from .tolerance import DEFAULT_POLICY, TolerancePolicy
+
+IMPLICIT_OUTPUTS = ("dV", "dQ", "dlog_pi", "dpi")
 
 __all__ = [
     "TolerancePolicy",
@@ -57,94 +60,6 @@ __all__ = [
     "assert_implicit_derivatives",
     "REF_ROUTE",
 ]
-
-
-@dataclass(frozen=True)
-class TolerancePolicy:
-    """Versioned per-entry tolerance: ``|actual - desired| <= atol + rtol |desired|``.
-
-    ``rtol = max(safety * eps(dtype), solver_tol) * kappa`` with ``eps`` the machine
-    epsilon of the implementation's output dtype, ``solver_tol`` the relative residual
-    ``||T(V) - V||_inf / max(1, ||V||_inf)`` an implementation may stop at (the package's
-    own default, 1e-12: it leaves ``||V - V*|| <= tol |V| / (1 - gamma)``, and
-    ``cond_inf >= 1/(1 - gamma)`` covers that factor) and ``kappa`` the error amplification:
-
-    * ``V``, ``Q``: ``kappa = cond_inf(I - gamma P_pi*)`` (the Newton/VI linear system);
-    * ``pi``, ``grad``, implicit derivatives:
-      ``kappa = cond_inf(I - gamma P_pi*) * max(1, ||Q*||_inf / tau)``
-      (an absolute error ``e`` in ``Q`` moves ``log pi`` by ``e / tau``; (5)).
-
-    ``atol = rtol * max_i |desired_i|`` per output: a normwise floor, the same norm
-    as the golden suite's certified digits (tiny entries such as ``pi ~ 1e-30`` are
-    judged against the output's scale); see :meth:`atol` for ``dlog_pi``/``dpi``.
-    ``rtol`` never drops below ``min_rtol``.
-    """
-
-    version: str = "1"
-    safety: float = 100.0
-    min_rtol: float = 1e-14
-    solver_tol: float = 1e-12
-    determinism: bool = True
-
-    def tolerance(self, output: str, *, dtype, cond: float, q_over_tau: float) -> tuple[float, str]:
-        """``(rtol, why)`` for ``output`` of an implementation returning ``dtype``."""
-        eps = float(np.finfo(dtype).eps)
-        kappa = cond if output in ("V", "Q") else cond * max(1.0, q_over_tau)
-        unit = max(self.safety * eps, self.solver_tol)
-        rtol = max(self.min_rtol, unit * kappa)
-        src = (
-            f"safety {self.safety:g} x eps {eps:.2g}"
-            if self.safety * eps >= self.solver_tol
-            else f"solver tolerance {self.solver_tol:g}"
-        )
-        why = (
-            f"{np.dtype(dtype).name} output: {src} x kappa {kappa:.3g} "
-            f"[cond_inf(I - gamma P_pi) = {cond:.3g}"
-            + ("" if output in ("V", "Q") else f", ||Q||/tau = {q_over_tau:.3g}")
-            + "]"
-        )
-        return rtol, why
-
-    def atol(
-        self,
-        output: str,
-        *,
-        rtol: float,
-        desired: dict,
-        dtype,
-        cond: float,
-        tau: float,
-        grad_terms: float = 0.0,
-    ) -> float:
-        """Normwise floor ``rtol * max |desired[output]|``, with two cancellation terms:
-
-        * ``grad``: ``rtol * grad_terms``, the summed magnitudes of the terms of (9)
-          (``|grad_x f| + (sum |u dr| + sum |Phi| |w|) / tau``), which nearly cancel when
-          ``pi*`` is nearly deterministic;
-        * ``dlog_pi``, ``dpi``: ``max(safety eps, solver_tol) * cond * max |dQ*| / tau``:
-          ``dlog pi* = (dQ* - dV*) / tau``
-          subtracts two numbers of size ``|dQ*|`` known to ``eps cond |dQ*|``
-          (docs/math.md section 2).
-        """
-        at = rtol * float(np.max(np.abs(desired[output]), initial=0.0))
-        if output == "grad":
-            at = max(at, rtol * grad_terms)
-        if output in ("dlog_pi", "dpi") and "dQ" in desired:
-            unit = max(self.safety * float(np.finfo(dtype).eps), self.solver_tol)
-            at = max(at, unit * cond * float(np.max(np.abs(desired["dQ"]), initial=0.0)) / tau)
-        return at
-
-    def as_dict(self) -> dict:
-        return {
-            "version": self.version,
-            "safety": self.safety,
-            "min_rtol": self.min_rtol,
-            "solver_tol": self.solver_tol,
-            "determinism": self.determinism,
-        }
-
-
-DEFAULT_POLICY = TolerancePolicy()
 
 
 @dataclass
@@ -239,34 +154,42 @@ def _outputs(value, names: tuple, where: str) -> dict:
     )
 
 
-def _same(a: dict, b: dict) -> str | None:
-    """None when two output dicts are bitwise identical, else a description of the difference."""
-    for k in a:
-        x, y = a[k], b.get(k)
-        if y is None or x.shape != y.shape:
-            return f"output {k!r} changed shape between two identical calls"
-        diff = ~((x == y) | (np.isnan(x) & np.isnan(y)))
-        if diff.any():
-            i = tuple(int(v) for v in np.argwhere(diff)[0])
-            return (
-                f"two calls with identical inputs differ in {int(diff.sum())} entries of {k!r}, "
-                f"e.g. {k}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} "
-                "(unseeded randomness?)"
-            )
-    return None
+def _det_message(name: str, x: np.ndarray, y: np.ndarray, policy, allowed: float) -> str | None:
+    """None when two outputs of identical calls agree under ``policy``, else a description."""
+    if y is None or x.shape != y.shape:
+        return f"output {name!r} changed shape between two identical calls"
+    if policy.same(x, y, allowed):
+        return None
+    with np.errstate(invalid="ignore"):
+        gap = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+    gap = np.where(np.isnan(gap), np.inf, gap)
+    i = tuple(int(v) for v in np.unravel_index(int(np.argmax(gap)), gap.shape))
+    mode = (
+        "bitwise"
+        if policy.determinism == "bitwise"
+        else f"within {policy.det_ulps:g} ulps x conditioning = "
+        f"{allowed * policy.det_ulps / policy.safety:.3g}"
+    )
+    n = int(np.sum(gap > 0))
+    return (
+        f"two calls with identical inputs differ ({mode} required) in {n} entries of {name!r}, "
+        f"e.g. {name}[{','.join(map(str, i))}]: {float(x[i])!r} vs {float(y[i])!r} "
+        "(unseeded randomness?)"
+    )
 
 
 # ----------------------------------------------------------------------------- core loop
 
 
-def _compare(cid, name, actual, desired, rtol, atol, *, stderr=None, z=0.0) -> list[Entry]:
-    """Entry rows; allowed error ``atol + rtol |desired| (+ z * stderr for estimators)``."""
+def _compare(cid, name, actual, desired, allowed, *, scale, stderr=None, z=0.0) -> list[Entry]:
+    """Entry rows; allowed error ``allowed`` (scalar or per entry) ``(+ z * stderr)``."""
     rows = []
+    allowed = np.broadcast_to(np.asarray(allowed, dtype=float), desired.shape)
     for idx in np.ndindex(desired.shape):
         a, d = float(actual[idx]), float(desired[idx])
         err = abs(a - d) if math.isfinite(a) else math.inf
         se = None if stderr is None else float(stderr[idx])
-        allowed = atol + rtol * abs(d) + (0.0 if se is None else z * se)
+        allow = float(allowed[idx]) + (0.0 if se is None else z * se)
         rel = err / abs(d) if d != 0 else (0.0 if err == 0 else math.inf)
         rows.append(
             Entry(
@@ -277,13 +200,20 @@ def _compare(cid, name, actual, desired, rtol, atol, *, stderr=None, z=0.0) -> l
                 d,
                 err,
                 rel,
-                digits_entrywise(a, d),
-                allowed,
-                bool(err <= allowed),
+                _digits(a, d, scale),
+                allow,
+                bool(err <= allow),
                 se,
             )
         )
     return rows
+
+
+def _digits(actual: float, desired: float, scale: float) -> float:
+    """Digits of agreement; where ``desired`` is 0, relative to the output's scale."""
+    if desired == 0.0 and scale > 0.0:
+        return digits_entrywise(actual / scale, 0.0)
+    return digits_entrywise(actual, desired)
 
 
 def _overrides(rtol, atol):
@@ -292,187 +222,269 @@ def _overrides(rtol, atol):
             raise InvalidInputError(nm, "None or a non-negative number", repr(v))
 
 
-def _run(
-    kind, fn, cases, names, call, *, rtol, atol, policy, expected_failed, seed, impl_name=None
-):
+def _allowances(res, names, policy, rtol, atol) -> dict:
+    """``{output: (allowed per entry, Allowance)}`` for the outputs with desired values."""
+    out = {}
+    for k in names:
+        want = res.desired.get(k)
+        if want is None:
+            continue
+        al = policy.allowance(
+            k,
+            desired=res.desired,
+            cond=res.cond,
+            q_over_tau=res.q_over_tau,
+            tau=float(res.case.mdp.tau),
+            grad_terms=res.grad_terms,
+        )
+        if rtol is None and atol is None:
+            out[k] = (al.allowed, al)
+            continue
+        per = (0.0 if atol is None else float(atol)) + (0.0 if rtol is None else float(rtol)) * (
+            np.abs(want) if atol is not None else al.scale
+        )
+        top = float(np.max(per, initial=0.0))
+        al = type(al)(
+            top,
+            al.scale,
+            al.kappa,
+            al.floor,
+            not top <= policy.inconclusive_fraction * al.scale,
+            f"rtol={rtol}, atol={atol} given by the caller",
+        )
+        out[k] = (per, al)
+    return out
+
+
+def _case_result(res, names, out, out2, err, policy, rtol, atol, expected_failed, seconds):
+    """Entries and the :class:`CaseResult` of one case from the implementation's outputs."""
+    rows, allowed, why, det = [], {}, [], None
+    allow = _allowances(res, names, policy, rtol, atol)
+    for k, (per, al) in allow.items():
+        allowed[k] = al.allowed
+        why.append(f"{k}: {al.why}")
+        got = out.get(k)
+        if got is None:
+            continue
+        want = res.desired[k]
+        if got.shape != want.shape:
+            err = (err + "; " if err else "") + (
+                f"output {k!r} has shape {got.shape}, expected {want.shape}"
+            )
+            continue
+        rows += _compare(res.id, k, got, want, per, scale=al.scale)
+        if out2 is not None and det is None:
+            det = _det_message(k, got, out2.get(k), policy, al.allowed)
+    nf = sum(not e.ok for e in rows)
+    compared = [k for k in allow if k in out]
+    weak = [k for k in compared if allow[k][1].inconclusive]
+    # dlog_pi = (dQ - dV) / tau and dpi = pi dlog_pi are determined by dV, dQ (conclusive
+    # there, they decide); their own inconclusiveness (a cancellation below float64's
+    # resolution, e.g. pi* one-hot) is recorded in the notes
+    deciding = [k for k in compared if k not in ("dlog_pi", "dpi")] or compared
+    inconclusive = any(k in weak for k in deciding)
+    ok = err is None and det is None and nf == 0 and bool(rows)
+    return rows, CaseResult(
+        res.id,
+        ok and not inconclusive,
+        allowed,
+        "; ".join(why),
+        res.route,
+        len(rows),
+        nf,
+        err,
+        det,
+        expected_failed.get(res.id),
+        inconclusive=ok and inconclusive,
+        seconds=round(seconds, 4),
+        notes={"inconclusive_outputs": weak} if weak else {},
+    )
+
+
+class _InProcess:
+    """Calls the implementation in this process (``check_*(..., isolate=False)``)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, kind: str, res) -> tuple[dict | None, str | None]:
+        try:
+            return _outputs(_CALLS[kind](self.fn, _oracle_input(res)), _NAMES[kind], "fn(...)"), None
+        except Exception as exc:  # the implementation under test failed: report, do not crash
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def close(self):
+        pass
+
+
+def _executor(fn, isolate, timeout):
+    if isolate:
+        from .isolate import IsolatedRunner
+
+        return IsolatedRunner(fn, timeout=timeout)
+    if timeout is not None:
+        raise InvalidInputError("timeout", "None unless isolate=True", repr(timeout))
     if not callable(fn):
         raise InvalidInputTypeError("fn", "a callable implementation", type(fn).__name__)
+    return _InProcess(fn)
+
+
+def _impl_name(fn, impl_name=None) -> str:
+    if isinstance(fn, str):
+        return fn
+    name = impl_name or getattr(fn, "__qualname__", repr(fn))
+    return f"{getattr(fn, '__module__', '?')}:{name}"
+
+
+def _run(
+    kind,
+    fn,
+    cases,
+    *,
+    rtol,
+    atol,
+    policy,
+    expected_failed,
+    seed,
+    impl_name=None,
+    isolate=False,
+    timeout=None,
+    progress=None,
+):
+    import time
+
     if not isinstance(policy, TolerancePolicy):
         raise InvalidInputTypeError("policy", "a TolerancePolicy", type(policy).__name__)
     _overrides(rtol, atol)
+    if progress is not None and not callable(progress):
+        raise InvalidInputTypeError("progress", "None or a callable", type(progress).__name__)
     expected_failed = dict(expected_failed or {})
+    names = _NAMES[kind]
+    resolved = list(resolve_cases(cases, need=kind, seed=seed))
+    run = _executor(fn, isolate, timeout)
     results, entries = [], []
-    for res in resolve_cases(cases, need=kind, seed=seed):
-        problem = _oracle_input(res)
-        err = det = None
-        out: dict = {}
-        try:
-            out = _outputs(call(fn, problem), names, "fn(...)")
-            if policy.determinism:
-                det = _same(out, _outputs(call(fn, _oracle_input(res)), names, "fn(...)"))
-        except Exception as exc:  # the implementation under test failed: report, do not crash
-            err = f"{type(exc).__name__}: {exc}"
-        dtype = next((v.dtype for v in out.values()), np.float64)
-        rows, atols, rtols, why = [], {}, {}, ""
-        for k in names:
-            want = res.desired.get(k)
-            if want is None:
-                continue
-            rt, why = policy.tolerance(k, dtype=dtype, cond=res.cond, q_over_tau=res.q_over_tau)
-            if rtol is not None:
-                rt, why = float(rtol), "rtol given by the caller"
-            rtols[k] = rt
-            at = (
-                float(atol)
-                if atol is not None
-                else policy.atol(
-                    k,
-                    rtol=rt,
-                    desired=res.desired,
-                    dtype=dtype,
-                    cond=res.cond,
-                    tau=res.case.mdp.tau,
-                    grad_terms=res.grad_terms,
-                )
-            )
-            atols[k] = at
-            got = out.get(k)
-            if got is None:
-                continue
-            if got.shape != want.shape:
-                err = (
-                    err + "; " if err else ""
-                ) + f"output {k!r} has shape {got.shape}, expected {want.shape}"
-                continue
-            rows += _compare(res.id, k, got, want, rt, at)
-        nf = sum(not e.ok for e in rows)
-        ok = err is None and det is None and nf == 0 and bool(rows)
-        results.append(
-            CaseResult(
-                res.id,
-                ok,
-                rtols,
-                atols,
-                why,
-                res.route,
-                len(rows),
-                nf,
+    try:
+        for i, res in enumerate(resolved):
+            t0 = time.perf_counter()
+            out, err = run(kind, res)
+            out2 = None
+            if err is None and policy.determinism != "off":
+                out2, err = run(kind, res)
+            rows, cr = _case_result(
+                res,
+                names,
+                out or {},
+                out2,
                 err,
-                det,
-                expected_failed.get(res.id),
+                policy,
+                rtol,
+                atol,
+                expected_failed,
+                time.perf_counter() - t0,
             )
-        )
-        entries += rows
-    name = impl_name or getattr(fn, "__qualname__", repr(fn))
+            results.append(cr)
+            entries += rows
+            if progress is not None:
+                progress(i + 1, len(resolved), cr, rows)
+    finally:
+        run.close()
     return OracleReport(
-        kind, f"{getattr(fn, '__module__', '?')}:{name}", results, entries, policy.as_dict(), seed
+        kind,
+        _impl_name(fn, impl_name),
+        results,
+        entries,
+        policy.as_dict(),
+        seed,
+        max_inconclusive=policy.max_inconclusive_cases(len(results)),
     )
 
 
-def check_soft_solution(
-    fn,
-    cases="golden",
-    *,
-    rtol=None,
-    atol=None,
-    policy: TolerancePolicy = DEFAULT_POLICY,
-    expected_failed=None,
-    seed: int = 0,
-) -> OracleReport:
-    """Check ``fn(P, gamma, tau, r) -> (V, Q, pi)`` against the soft optimum (5)-(7).
+def _call_soft(f, p):
+    return f(p.P, p.gamma, p.tau, p.reward(p.x))
 
+
+def _call_hypergradient(f, p):
+    return f(p)
+
+
+def _call_implicit(f, p):
+    out = f(p)
+    if isinstance(out, (tuple, list)) and len(out) == 3:
+        return dict(zip(("dV", "dQ", "dpi"), out))
+    return out
+
+
+_CALLS = {"soft": _call_soft, "hypergradient": _call_hypergradient, "implicit": _call_implicit}
+_NAMES = {"soft": ("V", "Q", "pi"), "hypergradient": ("grad",), "implicit": IMPLICIT_OUTPUTS}
+
+_COMMON_ARGS = """
     Args:
-        fn: the implementation (protocol in the module docstring).
+        fn: the implementation (protocol in the module docstring); with ``isolate=True``
+            also a target string ``"module:function"`` or ``"path/file.py:function"``.
         cases: ``"golden"``, ``"generated"`` or a list of cases (see module docstring).
-        rtol, atol: keyword-only overrides of the policy's tolerance (``atol`` per entry).
-        policy: the :class:`TolerancePolicy`.
+        rtol, atol: keyword-only overrides of the policy's allowance (``atol`` per entry).
+        policy: the :class:`~bilevel_check.oracle.tolerance.TolerancePolicy` (version "2").
         expected_failed: ``{case_id: reason}``; failures there do not fail the report.
         seed: seed of the generated suite (recorded in the report).
+        isolate: run the implementation in a child process
+            (:class:`~bilevel_check.oracle.isolate.IsolatedRunner`): an exit, crash or hang
+            becomes an error row of its case.
+        timeout: seconds per call of the implementation (``isolate=True`` only).
+        progress: ``progress(i, n, case_result, entries)`` called after each case.
 
     Returns:
         :class:`~bilevel_check.oracle.report.OracleReport`.
-    """
-
-    def call(f, p):
-        return f(p.P, p.gamma, p.tau, p.reward(p.x))
-
-    return _run(
-        "soft",
-        fn,
-        cases,
-        ("V", "Q", "pi"),
-        call,
-        rtol=rtol,
-        atol=atol,
-        policy=policy,
-        expected_failed=expected_failed,
-        seed=seed,
-    )
+"""
 
 
-def check_hypergradient(
-    fn,
-    cases="golden",
-    *,
-    rtol=None,
-    atol=None,
-    policy: TolerancePolicy = DEFAULT_POLICY,
-    expected_failed=None,
-    seed: int = 0,
-) -> OracleReport:
+def check_soft_solution(fn, cases="golden", **kwargs) -> OracleReport:
+    """Check ``fn(P, gamma, tau, r) -> (V, Q, pi)`` against the soft optimum (5)-(7)."""
+    return _run("soft", fn, cases, **_kw(kwargs))
+
+
+def check_hypergradient(fn, cases="golden", **kwargs) -> OracleReport:
     """Check ``fn(problem) -> grad [d]`` against ``grad phi(x)`` of (9) (docs/math.md section 3).
 
-    Arguments as in :func:`check_soft_solution`; ``problem`` is an :class:`OracleInput`.
-    """
-    return _run(
-        "hypergradient",
-        fn,
-        cases,
-        ("grad",),
-        lambda f, p: f(p),
-        rtol=rtol,
-        atol=atol,
-        policy=policy,
-        expected_failed=expected_failed,
-        seed=seed,
-    )
+    ``problem`` is an :class:`OracleInput`."""
+    return _run("hypergradient", fn, cases, **_kw(kwargs))
 
 
-def check_implicit_derivatives(
-    fn,
-    cases="golden",
-    *,
-    rtol=None,
-    atol=None,
-    policy: TolerancePolicy = DEFAULT_POLICY,
-    expected_failed=None,
-    seed: int = 0,
-) -> OracleReport:
+def check_implicit_derivatives(fn, cases="golden", **kwargs) -> OracleReport:
     """Check ``fn(problem) -> (dV, dQ, dpi)`` (or a dict, keys also ``dlog_pi``) against Prop. 4.1.
 
     ``dV* = (I - gamma P_pi*)^{-1} Phi``, ``dQ* = dr + gamma P dV*``,
-    ``dpi* = pi* (dQ* - dV*) / tau``
-    (docs/math.md section 2); reference: float64 S x S form cross-checked with the SA x SA form.
-    """
+    ``dpi* = pi* (dQ* - dV*) / tau`` (docs/math.md section 2); reference: float64 S x S form
+    cross-checked with the SA x SA form."""
+    return _run("implicit", fn, cases, **_kw(kwargs))
 
-    def call(f, p):
-        out = f(p)
-        if isinstance(out, (tuple, list)) and len(out) == 3:
-            return dict(zip(("dV", "dQ", "dpi"), out))
-        return out
 
-    return _run(
-        "implicit",
-        fn,
-        cases,
-        ("dV", "dQ", "dlog_pi", "dpi"),
-        call,
-        rtol=rtol,
-        atol=atol,
-        policy=policy,
-        expected_failed=expected_failed,
-        seed=seed,
-    )
+for _f in (check_soft_solution, check_hypergradient, check_implicit_derivatives):
+    _f.__doc__ += "\n" + _COMMON_ARGS
+
+_KW = {
+    "rtol": None,
+    "atol": None,
+    "policy": DEFAULT_POLICY,
+    "expected_failed": None,
+    "seed": 0,
+    "impl_name": None,
+    "isolate": False,
+    "timeout": None,
+    "progress": None,
+}
+
+
+def _kw(kwargs: dict) -> dict:
+    unknown = sorted(set(kwargs) - set(_KW))
+    if unknown:
+        raise InvalidInputError("keyword arguments", f"names among {sorted(_KW)}", repr(unknown))
+    return {**_KW, **kwargs}
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(name, f"an integer >= {minimum}", repr(value))
+    return int(value)
 
 
 def check_estimator(
@@ -480,95 +492,136 @@ def check_estimator(
     cases="golden",
     *,
     n_repeats: int = 200,
+    max_repeats: int = 3200,
+    power: float = 0.01,
     seed: int = 0,
     alpha: float = 1e-3,
     policy: TolerancePolicy = DEFAULT_POLICY,
     expected_failed=None,
+    progress=None,
 ) -> OracleReport:
-    """Bias test of a stochastic estimator ``fn(problem, rng) -> grad estimate [d]``.
+    """Bias test with a power statement for a stochastic estimator ``fn(problem, rng) -> [d]``.
 
-    ``n_repeats`` calls with independent generators spawned from ``seed``; per
-    coordinate ``|mean - exact| <= z * stderr + atol`` with ``z`` the two-sided normal
-    quantile at ``alpha / (number of coordinates over all cases)`` (Bonferroni), so a
-    correct unbiased estimator fails with probability <= ``alpha``. ``atol`` is the
-    policy's float64 tolerance of ``grad`` (coordinates with zero variance). The
-    per-coordinate variance is reported (``extra["variance"]``). Determinism: the
-    first repeat is run twice with the same seed and must agree bitwise.
+    Calls with independent generators spawned from ``(seed, case)``; per coordinate
+    ``|mean - exact| <= z * stderr + allowance`` with ``z`` the two-sided normal quantile
+    at ``alpha / (number of coordinates over all cases)`` (Bonferroni), so a correct
+    unbiased estimator fails with probability <= ``alpha``; ``allowance`` is the policy's
+    float64 allowance of ``grad``.
+
+    Power: the **minimum detectable bias** of coordinate ``i`` is
+    ``mdb_i = z stderr_i / ||grad||_inf`` (a bias that large fails the test about half of
+    the time; twice that almost surely). Starting from ``n_repeats``, the repeats are
+    doubled (at most to ``max_repeats``, the budget) until ``max_i mdb_i <= power``
+    (default 1% of ``||grad||_inf``); a case still above it is **inconclusive**, never a
+    pass. ``extra`` records per case the repeats used, ``mdb`` and the variances.
+
+    Determinism: the first repeat is run twice with the same seed and must agree
+    to the policy's determinism rule.
     """
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 2:
-        raise InvalidInputError("n_repeats", "an integer >= 2", repr(n_repeats))
+    import time
+
+    n_repeats = _positive_int(n_repeats, "n_repeats", 2)
+    max_repeats = _positive_int(max_repeats, "max_repeats", 2)
+    if max_repeats < n_repeats:
+        raise InvalidInputError(
+            "max_repeats", f"an integer >= n_repeats = {n_repeats}", max_repeats
+        )
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
         raise InvalidInputError("alpha", "a float in (0, 1)", repr(alpha))
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not power > 0:
+        raise InvalidInputError("power", "a positive number (fraction of ||grad||)", repr(power))
     if not callable(fn):
         raise InvalidInputTypeError("fn", "a callable estimator", type(fn).__name__)
+    if not isinstance(policy, TolerancePolicy):
+        raise InvalidInputTypeError("policy", "a TolerancePolicy", type(policy).__name__)
     resolved = list(resolve_cases(cases, need="hypergradient", seed=seed))
     n_coords = sum(r.desired["grad"].size for r in resolved)
     z = statistics.NormalDist().inv_cdf(1.0 - alpha / (2.0 * max(n_coords, 1)))
     expected_failed = dict(expected_failed or {})
-    results, entries, variance = [], [], {}
+    results, entries, info = [], [], {}
     for ci, res in enumerate(resolved):
+        t0 = time.perf_counter()
         want = res.desired["grad"]
-        rt, why = policy.tolerance(
-            "grad", dtype=np.float64, cond=res.cond, q_over_tau=res.q_over_tau
-        )
-        at = policy.atol(
+        al = policy.allowance(
             "grad",
-            rtol=rt,
             desired=res.desired,
-            dtype=np.float64,
             cond=res.cond,
-            tau=res.case.mdp.tau,
+            q_over_tau=res.q_over_tau,
+            tau=float(res.case.mdp.tau),
             grad_terms=res.grad_terms,
         )
-        seqs = np.random.SeedSequence([seed, ci]).spawn(n_repeats)
+        seqs = np.random.SeedSequence([seed, ci]).spawn(max_repeats)
+        scale = float(np.max(np.abs(want), initial=0.0))
         err = det = None
         rows: list = []
+        mdb = np.full(want.shape, np.inf)
+        draws = np.empty((0,) + want.shape)
+
+        def draw(s, res=res, shape=want.shape):
+            value = fn(_oracle_input(res), np.random.default_rng(s))
+            return _to_numpy(value, "fn(...)").astype(np.float64).reshape(shape)
+
         try:
-            draws = np.stack(
-                [
-                    _to_numpy(fn(_oracle_input(res), np.random.default_rng(s)), "fn(...)").reshape(
-                        want.shape
-                    )
-                    for s in seqs
-                ]
-            )
-            again = _to_numpy(
-                fn(_oracle_input(res), np.random.default_rng(seqs[0])), "fn(...)"
-            ).reshape(want.shape)
-            det = _same({"grad": draws[0]}, {"grad": again}) if policy.determinism else None
-            mean, var = draws.mean(axis=0), draws.var(axis=0, ddof=1)
-            se = np.sqrt(var / n_repeats)
-            variance[res.id] = [float(v) for v in var]
-            rows = _compare(res.id, "grad", mean, want, 0.0, at, stderr=se, z=z)
+            n = n_repeats
+            draws = np.stack([draw(s) for s in seqs[:n]])
+            again = draw(seqs[0])
+            det = _det_message("grad", draws[0], again, policy, al.allowed)
+            while True:
+                se = np.sqrt(draws.var(axis=0, ddof=1) / len(draws))
+                mdb = z * se / scale if scale > 0 else np.full(want.shape, np.inf)
+                if float(np.max(mdb)) <= power or len(draws) >= max_repeats:
+                    break
+                n = min(2 * len(draws), max_repeats)
+                more = np.stack([draw(s) for s in seqs[len(draws) : n]])
+                draws = np.concatenate([draws, more])
+            mean = draws.mean(axis=0)
+            rows = _compare(res.id, "grad", mean, want, al.allowed, scale=scale, stderr=se, z=z)
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
         nf = sum(not e.ok for e in rows)
-        results.append(
-            CaseResult(
-                res.id,
-                err is None and det is None and nf == 0 and bool(rows),
-                {"grad": 0.0},
-                {"grad": at},
-                f"z = {z:.3g} (alpha {alpha:g}, Bonferroni over {n_coords} "
-                f"coordinates) x std err + atol; atol from {why}",
-                res.route,
-                len(rows),
-                nf,
-                err,
-                det,
-                expected_failed.get(res.id),
-            )
+        ok = err is None and det is None and nf == 0 and bool(rows)
+        worst_mdb = float(np.max(mdb)) if mdb.size else math.inf
+        weak = not worst_mdb <= power
+        info[res.id] = {
+            "repeats": int(len(draws)),
+            "mdb": [float(v) for v in np.ravel(mdb)],
+            "variance": [float(v) for v in np.ravel(draws.var(axis=0, ddof=1))]
+            if len(draws) > 1
+            else [],
+        }
+        why = (
+            f"z = {z:.3g} (alpha {alpha:g}, Bonferroni over {n_coords} coordinates) x std err + "
+            f"allowance; minimum detectable bias max_i z se_i / ||grad|| = "
+            f"{worst_mdb:.3g} after {len(draws)} repeats "
+            f"(target {power:g}, budget {max_repeats})"
         )
+        cr = CaseResult(
+            res.id,
+            ok and not weak,
+            {"grad": al.allowed},
+            why + ("; inconclusive: power target not reached" if ok and weak else ""),
+            res.route,
+            len(rows),
+            nf,
+            err,
+            det,
+            expected_failed.get(res.id),
+            inconclusive=ok and weak,
+            seconds=round(time.perf_counter() - t0, 4),
+        )
+        results.append(cr)
         entries += rows
-    name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+        if progress is not None:
+            progress(ci + 1, len(resolved), cr, rows)
     return OracleReport(
         "estimator",
-        name,
+        _impl_name(fn),
         results,
         entries,
         policy.as_dict(),
         seed,
-        {"n_repeats": n_repeats, "z": round(z, 4), "variance": variance},
+        {"z": round(z, 4), "power": power, "max_repeats": max_repeats, "cases": info},
+        max_inconclusive=policy.max_inconclusive_cases(len(results)),
     )
 
 

@@ -190,7 +190,7 @@ def bilevel_strategies():
 
 @pytest.fixture(scope="session")
 def bilevel_tolerance_policy():
-    """The default :class:`~bilevel_check.oracle.TolerancePolicy` (version "1")."""
+    """The default :class:`~bilevel_check.oracle.TolerancePolicy` (version "2")."""
     from bilevel_check.oracle import DEFAULT_POLICY
 
     return DEFAULT_POLICY
