@@ -72,11 +72,22 @@ def margin_table():
                 )
                 worst = max(worst, used_c)
                 rows.append(
-                    (kind, impl, sname, len(rep.cases), errors, rep.n_inconclusive, used_c, used,
-                     rep.n_failed)
+                    (
+                        kind,
+                        impl,
+                        sname,
+                        len(rep.cases),
+                        errors,
+                        rep.n_inconclusive,
+                        used_c,
+                        used,
+                        rep.n_failed,
+                    )
                 )
-    print("| check | implementation | suite | cases | errors (unsupported) | inconclusive "
-          "| max fraction used (conclusive) | max fraction used (all) | failed entries |")
+    print(
+        "| check | implementation | suite | cases | errors (unsupported) | inconclusive "
+        "| max fraction used (conclusive) | max fraction used (all) | failed entries |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for k, i, s, n, ne, ni, uc, ua, nf in rows:
         print(f"| {k} | {i} | {s} | {n} | {ne} | {ni} | {uc:.3g} | {ua:.3g} | {nf} |")
@@ -123,8 +134,10 @@ def smallest_flagged():
     for cid, mode, kappa, d in sorted(res, key=lambda r: -r[3])[:8]:
         print(f"| {cid} | {mode} | {kappa:.3g} | {d:.3g} |")
     ds = [r[3] for r in res]
-    print(f"\nwell-conditioned golden cases: {len(res) // 2}; smallest flagged delta: "
-          f"max {max(ds):.3g}, median {np.median(ds):.3g}, min {min(ds):.3g}")
+    print(
+        f"\nwell-conditioned golden cases: {len(res) // 2}; smallest flagged delta: "
+        f"max {max(ds):.3g}, median {np.median(ds):.3g}, min {min(ds):.3g}"
+    )
 
 
 if __name__ == "__main__":

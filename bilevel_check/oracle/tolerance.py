@@ -114,8 +114,15 @@ class TolerancePolicy:
         return cond if output in _KAPPA_COND else cond * max(1.0, q_over_tau)
 
     def allowance(
-        self, output: str, *, desired: dict, cond: float, q_over_tau: float, tau: float,
-        grad_terms: float = 0.0, fraction: float | None = None,
+        self,
+        output: str,
+        *,
+        desired: dict,
+        cond: float,
+        q_over_tau: float,
+        tau: float,
+        grad_terms: float = 0.0,
+        fraction: float | None = None,
     ) -> Allowance:
         """The :class:`Allowance` of ``output`` (``desired``: all desired outputs of the case)."""
         scale = float(np.max(np.abs(desired[output]), initial=0.0))
