@@ -309,7 +309,8 @@ class _InProcess:
 
     def __call__(self, kind: str, res) -> tuple[dict | None, str | None]:
         try:
-            return _outputs(_CALLS[kind](self.fn, _oracle_input(res)), _NAMES[kind], "fn(...)"), None
+            value = _CALLS[kind](self.fn, _oracle_input(res))
+            return _outputs(value, _NAMES[kind], "fn(...)"), None
         except Exception as exc:  # the implementation under test failed: report, do not crash
             return None, f"{type(exc).__name__}: {exc}"
 
