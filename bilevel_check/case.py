@@ -53,7 +53,6 @@ __all__ = [
     "CASE_SCHEMA",
     "CaseError",
     "Case",
-    "CaseProblem",
     "Kind",
     "load_case",
     "make_case",
@@ -382,10 +381,6 @@ class Case:
     def parts(self):
         """``(mdp, reward, upper)``."""
         return self.mdp, self.reward, self.upper
-
-
-#: Former name of the float64 view of a case; a :class:`Case` carries its models itself.
-CaseProblem = Case
 
 
 def _read(source, where):

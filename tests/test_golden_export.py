@@ -88,3 +88,15 @@ def test_every_golden_case_exports_solves_and_crosschecks(cid, tmp_path, capsys)
 def test_show_case_names_an_unknown_id(capsys):
     assert main(["show", "no-such-case", "--case"]) == 2
     assert "case id" in capsys.readouterr().err
+
+
+def test_a_golden_case_is_parsed_once():
+    """The loader validates each embedded case by parsing it; that parse is the one the
+    oracle and ``load()`` use (no second or third parse on the way to a report)."""
+    from bilevel_check.oracle.reference import resolve_cases
+
+    gc = CASES["bandit-A3"]
+    case = gc.load()
+    assert gc.load() is case and gc.parsed is case
+    (res,) = resolve_cases([gc], need="soft")
+    assert res.case is case

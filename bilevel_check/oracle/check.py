@@ -48,7 +48,6 @@ __all__ = [
     "TolerancePolicy",
     "DEFAULT_POLICY",
     "OracleInput",
-    "Problem",
     "OracleReport",
     "generated_cases",
     "check_soft_solution",
@@ -88,11 +87,6 @@ class OracleInput:
     upper_grad_pi: Any  # (x, pi) -> [S, A]
     case: dict | None = None
     model: Any = field(default=None, repr=False)
-
-
-#: Deprecated name of :class:`OracleInput` (it is not a problem type: it is the view of a
-#: case handed to the implementation under test).
-Problem = OracleInput
 
 
 def _oracle_input(res: Resolved) -> OracleInput:
