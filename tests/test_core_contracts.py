@@ -258,7 +258,7 @@ def test_public_implicit_derivatives_match_mpmath(form):
     fn = implicit_derivatives if form == "adjoint" else implicit_derivatives_sa
     got = fn(mdp.P, 0.9, 0.3, pi, dr)
     ref = mp_implicit_derivatives(mdp.P.tolist(), 0.9, 0.3, pi.tolist(), dr.tolist(), digits=30)
-    for name in ("dV", "dQ", "dlog_pi", "dpi"):
-        want = np.array(getattr(ref, name), dtype=float)
+    for name, want in zip(("dV", "dQ", "dlog_pi", "dpi"), ref, strict=True):
+        want = np.array(want, dtype=float)
         # same pi (float64); cond(I - gamma P_pi) <= 19, entries O(1/tau) = O(3): 1e-12
         np.testing.assert_allclose(getattr(got, name), want, rtol=0, atol=1e-12, err_msg=name)
