@@ -420,7 +420,8 @@ def main(argv=None) -> int:
         low = [r for r in rows if r["score"] < floor.get(r["module"], 0.0)]
         for r in low:
             print(
-                f"mutation score of {r['module']} dropped: {r['score']:.1f}% < {floor[r['module']]}%"
+                f"mutation score of {r['module']} dropped: "
+                f"{r['score']:.1f}% < {floor[r['module']]}%"
             )
         return 1 if low else 0
     return 0
