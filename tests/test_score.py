@@ -143,10 +143,12 @@ def test_every_builtin_has_a_run_table():
     "algo,problem,iters,options",
     [(a, *run) for a, runs in BUILTIN_RUNS.items() for run in runs],
 )
-def test_builtin_score_reproduced_by_sa_form(algo, problem, iters, options, *, rtol=1e-10):
+def test_builtin_score_reproduced_by_sa_form(algo, problem, iters, options, capsys, *, rtol=1e-10):
     # rtol 1e-10: two float64 forms of (9), same Newton lower solve to 1e-12 relative residual
-    res = score(algo, problem, 3, iters, options=options)
-    out = json.loads(json.dumps(res.to_json()))
+    argv = ["score", algo, "--problem", problem, "--seed", "3", "--iters", str(iters), "--json"]
+    for key, value in options.items():
+        argv += ["--option", f"{key}={json.dumps(value)}"]
+    out = _cli_json(capsys, argv)
     assert out["iterations"] == iters and not out["events"]
     g2, phi2 = _second_route_problem(problem, 3, out["x"])
     np.testing.assert_allclose(out["grad_norm"], g2, rtol=rtol)

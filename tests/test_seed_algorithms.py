@@ -109,6 +109,25 @@ def test_practical_estimator_exact_form_equals_enumeration(*, rtol=1e-12):
     np.testing.assert_allclose(h, enum, rtol=rtol, atol=1e-15)
 
 
+def test_practical_estimator_sampled_mean_is_the_exact_form(*, n=20000):
+    # the sampled (78) averages to its exact form; tolerance: 5 standard errors per
+    # coordinate (n = 20000 tuples in one call, the per-tuple spread estimated from a
+    # second independent call of the same size)
+    p = get_problem("rlhf_tabular", seed=2)
+    x = np.random.default_rng(3).normal(size=p.d)
+    pi = solve_soft(p.mdp, p.reward.value(x), tol=1e-12).pi
+    exact = practical_estimate(p.reward, p.upper, x, pi, 0.8)
+    rng = np.random.default_rng(4)
+    draws = np.array(
+        [
+            practical_estimate(p.reward, p.upper, x, pi, 0.8, n_samples=n // 20, rng=rng)
+            for _ in range(20)
+        ]
+    )
+    se = draws.std(axis=0, ddof=1) / np.sqrt(20)
+    assert np.all(np.abs(draws.mean(axis=0) - exact) <= 5 * se)
+
+
 def test_practical_sobirl_gamma0_reaches_stationary_point(*, tol=1e-10):
     # gamma = 0: the one-step truncation is exact, alpha = tau: (78) = (9); measured 6e-15
     res = score("practical-sobirl", "rlhf_tabular", 0, 200, problem_overrides={"gamma": 0.0})
@@ -252,6 +271,7 @@ def test_hpgd_upper_discount_where_it_belongs(*, tol=1e-6):
     assert np.linalg.norm(bad.x[-1] - bad.x[-2]) <= 1e-6  # it is (nearly) a fixed point
 
 
+@pytest.mark.slow
 def test_zero_order_estimator_mean_is_the_gradient(*, n=4000):
     # E[(phi(x + u z) - phi(x)) z / u] = grad phi(x) + O(u); tolerance: 5 standard errors
     from bilevel_check.algorithms.generic import zero_order_iterates
