@@ -41,6 +41,8 @@ import mpmath
 
 from .._validation import ConvergenceError, InvalidInputError
 from ..agreement import digits_normwise
+from ..routes.precise import mp_case, mp_hypergradient, mp_m_matrix
+from ..routes.precise_traj import route_a_traj
 
 __all__ = [
     "MIN_DIGITS",
@@ -101,7 +103,7 @@ def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
     ``|T(V) - V|_inf`` stops decreasing below ``10^(5 - dps) max(1, |V|_inf)``.
     Returns ``(V, residual)``.
     """
-    S, A = len(P), len(P[0])
+    S = len(P)
     V = list(V0) if V0 is not None else [mpmath.mpf(0)] * S
     tol = mpmath.mpf(10) ** (5 - mpmath.mp.dps)
     for _ in range(max_iter):
@@ -110,12 +112,9 @@ def mp_newton(P, gamma, tau, r, V0=None, *, max_iter: int = 200):
         rn = max(abs(v) for v in res)
         if rn <= tol * max(1, max(abs(v) for v in V)):
             return V, rn
-        J = mpmath.matrix(S, S)
-        for s in range(S):
-            for t in range(S):
-                J[s, t] = (1 if s == t else 0) - gamma * mpmath.fsum(
-                    pi[s][a] * P[s][a][t] for a in range(A)
-                )
+        # the Jacobian only steers the iteration: the stopping test is on |T(V) - V| alone,
+        # so sharing the matrix with route A cannot make the two routes agree wrongly
+        J = mpmath.matrix(mp_m_matrix(P, gamma, pi))
         step = mpmath.lu_solve(J, mpmath.matrix(res))
         V = [V[s] - step[s] for s in range(S)]
     raise MPNewtonConvergenceError(
@@ -183,9 +182,6 @@ def as_lists(v):
 def _route_a(case: dict, digits: int):
     """Route A at ``digits``: :mod:`bilevel_check.routes.precise` (closed form (9)), or the
     exact enumeration of (13) + (14) for trajectory uppers."""
-    from ..routes.precise import mp_hypergradient
-    from ..routes.precise_traj import route_a_traj
-
     if case["upper"]["kind"] != "quadratic":
         return route_a_traj(case, digits)
     m = case["mdp"]
@@ -197,8 +193,6 @@ def _route_a(case: dict, digits: int):
 
 def _route_b(case: dict, check_digits: int, V_a):
     """This module's Newton + certificate + 5-point differences, at ``check_digits``."""
-    from ..routes.precise import mp_case
-
     out = {}
     with mpmath.workdps(check_digits):
         mc = mp_case(case)
@@ -299,8 +293,6 @@ def certify_case(
         enclosure = _enclosure(case, digits, a, cap)
         for name in digs:
             digs[name] = min(digs[name], enclosure["proven_digits"][name])
-        from ..routes.precise import mp_case
-
         mc = mp_case(case)
         rmax = max(abs(float(v)) for v in _flat(mc.reward(mc.x)[0]))
         pi_min = float(min(_mp(p) for p in _flat(a["pi"])))

@@ -37,6 +37,7 @@ __all__ = [
     "MP_REWARD_KINDS",
     "MP_UPPER_KINDS",
     "MPCase",
+    "mp_m_matrix",
     "mp_case",
     "mp_soft_solve",
     "mp_implicit_derivatives",
@@ -196,8 +197,9 @@ def _solve(M, B):
     return X
 
 
-def _i_minus_gamma_p_pi(p, gamma, pi):
-    """``I - gamma P_pi`` with ``P_pi[s, t] = sum_a pi[s, a] P[s, a, t]``."""
+def mp_m_matrix(p, gamma, pi):
+    """``I - gamma P_pi`` (nested lists, at the current precision) with
+    ``P_pi[s, t] = sum_a pi[s, a] P[s, a, t]``: the one mpmath home of this matrix."""
     S = len(p)
     return [
         [
@@ -254,7 +256,7 @@ def _newton(p, gamma, tau, r, digits):
             [mpmath.fsum(pi[s][a] * (r[s][a] - tau * log_pi[s][a]) for a in range(len(r[s])))]
             for s in range(S)
         ]
-        V = [row[0] for row in _solve(_i_minus_gamma_p_pi(p, gamma, pi), rhs)]
+        V = [row[0] for row in _solve(mp_m_matrix(p, gamma, pi), rhs)]
     raise MPConvergenceError(
         f"mpmath Newton: residual {mpmath.nstr(res, 3)} above 10^-{digits + 5} after "
         f"{MAX_NEWTON} iterations; the quadratic phase was never reached (check P, gamma, "
@@ -290,7 +292,7 @@ def _implicit(p, gamma, tau, pi, dr):
     Phi = [
         [mpmath.fsum(pi[s][a] * dr[s][a][k] for a in range(A)) for k in range(d)] for s in range(S)
     ]
-    dV = _solve(_i_minus_gamma_p_pi(p, gamma, pi), Phi)
+    dV = _solve(mp_m_matrix(p, gamma, pi), Phi)
     dQ = [
         [
             [
@@ -345,7 +347,7 @@ def _hypergrad(p, gamma, tau, r, dr, gx_fn, gpi_fn, f_fn, digits):
         ]
         for t in range(S)
     ]
-    w = [row[0] for row in _solve([list(c) for c in zip(*_i_minus_gamma_p_pi(p, gamma, pi))], b)]
+    w = [row[0] for row in _solve([list(c) for c in zip(*mp_m_matrix(p, gamma, pi))], b)]
     grad = [
         gx[k]
         + (

@@ -41,7 +41,7 @@ import itertools
 
 import mpmath
 
-from .precise import GUARD_DIGITS, _arr, _num, mp_hypergradient
+from .precise import GUARD_DIGITS, _arr, _num, mp_hypergradient, mp_m_matrix
 
 __all__ = [
     "TRAJ_KINDS",
@@ -173,14 +173,7 @@ class _MPOccupancy:
         self.S, self.A = S, A
 
     def _M(self, pi):
-        S, A = self.S, self.A
-        M = mpmath.matrix(S, S)
-        for s in range(S):
-            for t in range(S):
-                M[s, t] = (1 if s == t else 0) - self.g * mpmath.fsum(
-                    pi[s][a] * self.P[s][a][t] for a in range(A)
-                )
-        return M
+        return mpmath.matrix(mp_m_matrix(self.P, self.g, pi))
 
     def value(self, x, pi):
         z = mpmath.lu_solve(self._M(pi), self.target)
