@@ -302,3 +302,32 @@ def test_scorecard_fails_a_broken_method_and_passes_the_correct_one():
     correct = score("m-sobirl", "garnet", 0, 1000).summaries()
     assert broken["final_grad_norm"] >= 0.1 and broken["final_bias"] >= 0.1
     assert correct["final_grad_norm"] <= 1e-5
+
+
+def user_fails_later(problem, x0, iters, rng):
+    """Three iterates, then a numerical failure of the user's inner solver."""
+    x = np.array(x0, dtype=float)
+    for _ in range(3):
+        yield x
+    raise FloatingPointError("inner solver overflowed")
+
+
+def test_algorithm_failure_after_start_is_an_event():
+    res = score(user_fails_later, "ranmdp_small", 0, 10)
+    assert res.k.tolist() == [0, 1, 2]
+    assert res.events == [
+        {
+            "iteration": 3,
+            "kind": "overflow",
+            "message": "FloatingPointError: inner solver overflowed",
+        }
+    ]
+
+
+def test_cli_ctrl_c_writes_partial_history(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(HERE.parent))
+    argv = ["score", "test_score:user_interrupted", "--problem", "garnet", "--out", str(tmp_path)]
+    assert main(argv) == 130
+    hist = json.loads((tmp_path / "test_score_user_interrupted_garnet_0.json").read_text())
+    assert hist["history"]["k"] == [0, 1, 2, 3, 4]
+    assert hist["summaries"]["interrupted"] is True

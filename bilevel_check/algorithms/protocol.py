@@ -424,8 +424,10 @@ def score(
         callback: ``callback(k, iterate, grad_norm) -> bool | None``; ``True`` stops the run.
 
     Ctrl-C (``KeyboardInterrupt``) stops the run and returns what was scored, with
-    ``interrupted=True``. A non-finite iterate or a failed lower solve is recorded as an
-    event and ends the run.
+    ``interrupted=True``. A non-finite iterate, a failed closed-form solve or an algorithm
+    that raises a numerical error (``ArithmeticError``, ``RuntimeError``, ``ValueError``)
+    after its first iterate is recorded as an event and ends the run; an error before the
+    first iterate (bad options, a problem the algorithm does not take) propagates.
     """
     from ..hypergrad import hypergradient
     from ..problems import Problem, get_problem
@@ -469,9 +471,22 @@ def score(
         np.errstate(over="ignore", invalid="ignore", divide="ignore"),
     ):
         try:
-            gen = fn(prob, x_start.copy(), iters, rng, **opts)
-            for k, item in enumerate(gen):
-                if k > iters:
+            gen = iter(fn(prob, x_start.copy(), iters, rng, **opts))
+            for k in range(iters + 1):
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    break
+                except (ArithmeticError, RuntimeError, ValueError) as exc:
+                    if k == 0:  # bad options or a problem the algorithm does not take
+                        raise
+                    events.append(
+                        {
+                            "iteration": k,
+                            "kind": "overflow" if isinstance(exc, ArithmeticError) else "failure",
+                            "message": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
                     break
                 it = _coerce(item, d, k)
                 last = k == iters
@@ -506,14 +521,6 @@ def score(
                     break
         except KeyboardInterrupt:
             interrupted = True
-        except (FloatingPointError, OverflowError) as exc:
-            events.append(
-                {
-                    "iteration": len(rows["k"]),
-                    "kind": "overflow",
-                    "message": f"{type(exc).__name__}: {exc}",
-                }
-            )
     n = len(rows["k"])
     X = np.array(rows["x"]).reshape(n, d)
     phi = np.array(rows["phi"], dtype=np.float64)
