@@ -135,15 +135,27 @@ def _require(d: dict, key: str, where: str, field: str):
     return d[key]
 
 
+def _hint(name, valid) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_kind(kind, kinds: dict, where: str, section: str) -> None:
+    if not isinstance(kind, str) or kind not in kinds:
+        raise CaseError(
+            where, f"{section}.kind", f"one of {sorted(kinds)}{_hint(kind, kinds)}", repr(kind)
+        )
+
+
 def _check_keys(d: dict, allowed, where: str, field: str) -> None:
     """Reject a key not in ``allowed``, suggesting the closest valid name."""
     for key in d:
         if key in allowed:
             continue
-        close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         name = f"{field}.{key}" if field else str(key)
-        raise CaseError(where, name, f"one of the keys {sorted(allowed)}{hint}", repr(key))
+        raise CaseError(
+            where, name, f"one of the keys {sorted(allowed)}{_hint(key, allowed)}", repr(key)
+        )
 
 
 def _no_duplicates(pairs):
@@ -307,8 +319,7 @@ UPPER_KINDS: dict[str, Kind] = {
 def _build(kinds: dict, section: str, spec, S: int, A: int, where: str):
     """Check ``spec``'s kind and keys, then call its builder; errors name the file and field."""
     kind = _require(spec, "kind", where, section)
-    if not isinstance(kind, str) or kind not in kinds:
-        raise CaseError(where, f"{section}.kind", f"one of {sorted(kinds)}", repr(kind))
+    _check_kind(kind, kinds, where, section)
     entry = kinds[kind]
     _check_keys(spec, entry.keys, where, section)
     for key in entry.required:
@@ -452,9 +463,7 @@ def load_case(source, *, where: str | None = None) -> Case:
         ("reward", reward_spec, REWARD_KINDS),
         ("upper", upper_spec, UPPER_KINDS),
     ):
-        kind = _require(spec, "kind", where, section)
-        if not isinstance(kind, str) or kind not in kinds:
-            raise CaseError(where, f"{section}.kind", f"one of {sorted(kinds)}", repr(kind))
+        _check_kind(_require(spec, "kind", where, section), kinds, where, section)
     x = _require(raw, "x", where, "")
     if not isinstance(x, list):
         raise CaseError(where, "x", "a list of numbers", type(x).__name__)

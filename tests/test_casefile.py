@@ -329,3 +329,11 @@ def test_rlhf_problem_with_ridge_exports_and_three_routes_agree():
     enc = rigorous.rigorous_solve(raw, digits=25)
     strings = [rigorous.proven_string(v, 25) for v in enc.values["grad"]]
     assert precise.digits_of_agreement(strings, mp.grad) >= 24
+
+
+def test_misspelled_kind_suggests_the_registered_one():
+    raw, _ = _case()
+    raw = json.loads(json.dumps(raw))
+    raw["upper"]["kind"] = "quadratc"
+    with pytest.raises(CaseError, match=r"upper.kind: expected one of .*did you mean 'quadratic'"):
+        load_case(raw)
