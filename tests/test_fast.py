@@ -226,3 +226,52 @@ def test_cuda_matches_cpu(*, rtol=1e-10):
     cpu_s = sobirl_fast(sobirl_batch_from_problems([p]), K=5, estimator="exact")
     gpu_s = sobirl_fast(sobirl_batch_from_problems([p], device="cuda"), K=5, estimator="exact")
     assert rel_err(gpu_s.x, cpu_s.x) <= rtol
+
+
+# ----------------------------------------------------------------------------- floor-path ops
+
+
+def test_copy_free_products_equal_einsum(*, rtol=1e-14):
+    # rtol: the same sums of A or S*A products in another order; float64, positive P
+    from bilevel_check.fast.ops import expect_prev, policy_products, state_chain
+
+    g = torch.Generator().manual_seed(0)
+    P = torch.rand(3, 7, 4, 7, generator=g, dtype=torch.float64)
+    pi = torch.rand(3, 7, 4, generator=g, dtype=torch.float64)
+    u = torch.randn(3, 7, 4, generator=g, dtype=torch.float64)
+    ppi, ptu = policy_products(P, pi, u)
+    torch.testing.assert_close(ppi, state_chain(P, pi), rtol=rtol, atol=0)
+    ref = torch.einsum("bsa,bsat->bt", u, P)
+    torch.testing.assert_close(ptu, ref, rtol=rtol, atol=rtol * float(ref.abs().max()))
+    torch.testing.assert_close(
+        expect_prev(P, u), ref, rtol=rtol, atol=rtol * float(ref.abs().max())
+    )
+
+
+def test_thread_policy():
+    from bilevel_check.fast.ops import thread_count, threads
+
+    assert thread_count(1, 200, 10) == 1  # 3.2 MB of P: one thread
+    assert thread_count(1024, 200, 10) >= 1
+    before = torch.get_num_threads()
+    with threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_diag_every_only_thins_the_diagnostics(*, rtol=1e-12):
+    # rtol: the same float64 computations; only which rows carry diagnostics differs
+    bt = from_problems([get_problem("ranmdp_small", seed=1)])
+    full = m_sobirl_fast(bt, K=10, track_true_grad=True)
+    thin = m_sobirl_fast(bt, K=10, track_true_grad=True, diag_every=4)
+    np.testing.assert_array_equal(thin.x, full.x)  # iterates untouched
+    rows = np.array([0, 4, 8, 9])  # multiples of 4 and the last iteration
+    assert np.isfinite(thin.phi[rows]).all() and np.isnan(np.delete(thin.phi, rows, 0)).all()
+    np.testing.assert_allclose(thin.phi[rows], full.phi[rows], rtol=rtol)
+    np.testing.assert_allclose(thin.true_grad_err[rows], full.true_grad_err[rows], rtol=rtol)
+    auto = m_sobirl_fast(bt, K=10, track_true_grad=True, diag_every="auto")
+    assert auto.params["diag_every"] >= 1
+    with pytest.raises(InvalidInputError, match="diag_every"):
+        m_sobirl_fast(bt, K=2, diag_every=0)
+    with pytest.raises(InvalidInputError, match="threads"):
+        m_sobirl_fast(bt, K=2, threads="many")

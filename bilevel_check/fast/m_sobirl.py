@@ -24,6 +24,7 @@ float32 ulps; the test bound is 1e-5).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -43,12 +44,14 @@ from .ops import (
     hypergrad_policy_term,
     log_policy,
     lower_from_problems,
+    policy_products,
     quadratic_upper_value,
     soft_bellman_q,
     soft_values,
     solve_soft_newton,
-    state_chain,
+    thread_count,
 )
+from .ops import threads as threads_set
 
 __all__ = ["MSoBiRLBatch", "FastHistory", "from_problems", "m_sobirl_fast", "batch_hyperparameter"]
 
@@ -147,23 +150,39 @@ def batch_hyperparameter(value, name: str, B: int, like: torch.Tensor) -> torch.
 
 
 def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
-    """Steps 1-5 (module docstring) for all problems: ``(x_next, q_next, w_next, h)``."""
+    """Steps 1-5 (module docstring) for all problems: ``(x_next, q_next, w_next, h)``.
+
+    ``N + 1`` passes over ``P``: one for ``P_pi`` and ``P^T u`` together, one for
+    ``P V_k`` (shared by ``pit_k`` and the first inner sweep, which starts from ``Q_k``
+    and so needs the same ``P V_k``), ``N - 1`` for the other sweeps; plus four passes
+    over ``P_pi`` (``S^2``, ``1/A`` of a pass over ``P`` each).
+    """
     lb = bt.lower
     P, gamma, tau, reward = lb.P, lb.gamma, lb.tau, lb.reward
     pi = torch.exp(log_policy(q, tau))  # step 1
     v = soft_values(q, tau)
     u = pi * bt.grad_pi(pi)  # step 2
-    b = u.sum(-1) - gamma[:, None] * torch.einsum("bsa,bsat->bt", u, P)
-    ppi = state_chain(P, pi)
+    ppi, ptu = policy_products(P, pi, u)
+    b = u.sum(-1) - gamma[:, None] * ptu
     w_next = w - zeta_b[:, None] * apply_a(ppi, gamma, apply_a_t(ppi, gamma, w) - b)
-    pit = torch.exp(log_policy(reward.value(x) + gamma[:, None, None] * expect_next(P, v), tau))
+    gpv = gamma[:, None, None] * expect_next(P, v)  # gamma P V_k
+    pit = torch.exp(log_policy(reward.value(x) + gpv, tau))
     # step 3: sum u dr - Phi^T w = sum_{s,a} (u[s,a] - pit[s,a] w[s]) dr[s,a]
     h = bt.cx[:, None] * x + reward.contract(u - pit * w_next[:, :, None], x) / tau[:, None]
     x_next = x - beta_b[:, None] * h  # step 4
     r_next = reward.value(x_next)  # step 5
-    for _ in range(N):
+    if N >= 1:
+        q = r_next + gpv  # first sweep: T(Q_k) = r + gamma P V_k
+    for _ in range(N - 1):
         q = soft_bellman_q(P, gamma, tau, r_next, q)
     return x_next, q, w_next, h
+
+
+def _sync_time(like: torch.Tensor) -> float:
+    """``time.perf_counter()`` after the device's queued work (CUDA) has finished."""
+    if like.device.type == "cuda":
+        torch.cuda.synchronize(like.device)
+    return time.perf_counter()
 
 
 def exact_diagnostics(bt: MSoBiRLBatch, x, *, tol: float):
@@ -189,6 +208,8 @@ def m_sobirl_fast(
     track_true_grad: bool = False,
     record: str = "all",
     progress: bool = False,
+    diag_every=1,
+    threads="auto",
 ) -> FastHistory:
     """Run ``K`` iterations of M-SoBiRL on every problem of ``batch`` at once.
 
@@ -202,6 +223,14 @@ def m_sobirl_fast(
         record: ``'all'`` (keep every ``x_k``, ``h_k``) or ``'norms'`` (only ``||h_k||`` and
             the diagnostics: memory ``O(K B)`` instead of ``O(K B d)``).
         progress: progress bar on stderr.
+        diag_every: with ``track_phi``/``track_true_grad``, compute the exact diagnostics
+            (a batched Newton solve and (9), about 3 iterations' cost) only at iterations
+            ``k`` divisible by it and at the last one (NaN elsewhere). ``'auto'``: time the
+            diagnostics and the step at ``k = 0`` and take the smallest interval that
+            keeps the diagnostics under 10% of the loop, ``ceil(9 t_diag / t_step)``.
+        threads: torch threads for the loop: ``'auto'`` (:func:`~.ops.thread_count`: one
+            thread for small problems, every core for batches and large ``S``), an
+            integer, or ``None`` (leave torch's setting alone).
     """
     lb = batch.lower
     hp = {"K": K, "beta": beta, "zeta": zeta, "N": N}
@@ -215,6 +244,22 @@ def m_sobirl_fast(
             raise InvalidInputError(key, "an integer >= 0", repr(v))
     if record not in ("all", "norms"):
         raise InvalidInputError("record", "'all' or 'norms'", repr(record))
+    if not isinstance(diag_every, str) and (
+        isinstance(diag_every, bool)
+        or not isinstance(diag_every, (int, np.integer))
+        or diag_every < 1
+    ):
+        raise InvalidInputError("diag_every", "'auto' or an integer >= 1", repr(diag_every))
+    if isinstance(diag_every, str) and diag_every != "auto":
+        raise InvalidInputError("diag_every", "'auto' or an integer >= 1", repr(diag_every))
+    if threads == "auto":
+        n_threads = thread_count(lb.B, lb.S, lb.A, lb.P.element_size())
+    elif threads is None or (
+        isinstance(threads, (int, np.integer)) and not isinstance(threads, bool) and threads >= 1
+    ):
+        n_threads = threads
+    else:
+        raise InvalidInputError("threads", "'auto', None or an integer >= 1", repr(threads))
     K, N = int(hp["K"]), int(hp["N"])
     beta_b = batch_hyperparameter(hp["beta"], "beta", lb.B, lb.P)
     zeta_b = batch_hyperparameter(hp["zeta"], "zeta", lb.B, lb.P)
@@ -240,12 +285,21 @@ def m_sobirl_fast(
     if keep:
         xs[0] = x
     t0 = time.perf_counter()
-    with Progress(K, desc="m_sobirl[fast]", enabled=bool(progress), interruptible=True) as bar:
+    with (
+        threads_set(n_threads),
+        Progress(K, desc="m_sobirl[fast]", enabled=bool(progress), interruptible=True) as bar,
+    ):
+        every = 1 if diag_every == "auto" else int(diag_every)
         for k in range(K):
-            if track_phi or track_true_grad:
+            diag_now = (track_phi or track_true_grad) and (k % every == 0 or k == K - 1)
+            t_k = _sync_time(lb.P)
+            if diag_now:
                 phis[k], grad = exact_diagnostics(batch, x, tol=tol)
+            t_d = _sync_time(lb.P)
             x_new, q, w, h = _step(batch, x, q, w, beta_b, zeta_b, N)
-            if track_true_grad:
+            if k == 0 and diag_every == "auto":
+                every = max(1, math.ceil(9.0 * (t_d - t_k) / max(_sync_time(lb.P) - t_d, 1e-9)))
+            if track_true_grad and diag_now:
                 diag[k] = torch.linalg.vector_norm(grad, dim=-1)
                 gerr[k] = torch.linalg.vector_norm(h - grad, dim=-1)
             hn[k] = torch.linalg.vector_norm(h, dim=-1)
@@ -282,6 +336,8 @@ def m_sobirl_fast(
         "seeds": lb.seeds,
         "device": str(lb.P.device),
         "dtype": str(lb.P.dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads() if n_threads is None else int(n_threads),
+        "diag_every": every if (track_phi or track_true_grad) else None,
     }
     if bar.interrupted:
         params["interrupted"] = True

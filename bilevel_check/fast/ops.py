@@ -14,6 +14,8 @@ Reward families (``r_x [B, S, A]``, ``dr [B, S, A, d]``):
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +39,11 @@ __all__ = [
     "log_policy",
     "soft_bellman_q",
     "expect_next",
+    "expect_prev",
+    "policy_products",
     "state_chain",
+    "thread_count",
+    "threads",
     "apply_a",
     "apply_a_t",
     "solve_soft_newton",
@@ -340,6 +346,21 @@ def expect_next(p_bsas, v_bs) -> torch.Tensor:
     return torch.matmul(p_bsas.reshape(B, S * A, S), v_bs.unsqueeze(-1)).view(B, S, A)
 
 
+def expect_prev(p_bsas, u_bsa) -> torch.Tensor:
+    """``(P^T u)[b, s'] = sum_{s,a} u[b, s, a] P[b, s, a, s']`` ([B, S]); one batched
+    vector-matrix product on the ``[B, S A, S]`` view (``einsum("bsa,bsat->bt")`` made a
+    full contiguous copy of ``P`` first: 0.37 ms vs 0.11 ms at S = 200, A = 10)."""
+    B, S, A, _ = p_bsas.shape
+    return torch.matmul(u_bsa.reshape(B, 1, S * A), p_bsas.reshape(B, S * A, S)).view(B, S)
+
+
+def policy_products(p_bsas, pi_bsa, u_bsa) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P_pi [B, S, S], P^T u [B, S])`` in one pass over ``P``: the per-state products
+    ``[pi[s]; u[s]] @ P[s]`` (``[2, A] @ [A, S]``), one batched matmul, no copy of ``P``."""
+    both = torch.matmul(torch.stack((pi_bsa, u_bsa), dim=2), p_bsas)  # [B, S, 2, S]
+    return both[:, :, 0, :], both[:, :, 1, :].sum(dim=1)
+
+
 def soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa) -> torch.Tensor:
     """``(TQ)[b,s,a] = r + gamma sum_s' P[b,s,a,s'] tau logsumexp(Q[b,s',.]/tau)`` (section 1)."""
     v = soft_values(q_bsa, tau_b)
@@ -359,6 +380,39 @@ def apply_a(ppi_bss, gamma_b, z_bs) -> torch.Tensor:
 def apply_a_t(ppi_bss, gamma_b, w_bs) -> torch.Tensor:
     """``(I - gamma P_pi)^T w`` ([B, S])."""
     return w_bs - gamma_b[:, None] * torch.einsum("bst,bs->bt", ppi_bss, w_bs)
+
+
+#: a batch whose transition tensors total less than this many bytes runs on one thread:
+#: measured (benchmarks/bench_fast.py, 2 cores) a second OpenMP thread does not pay below
+#: it, and under load spinning workers of a small problem fight the main thread (3-40x).
+SINGLE_THREAD_BYTES = 8 * 1024**2
+
+
+def thread_count(B: int, S: int, A: int, itemsize: int = 8) -> int:
+    """Thread policy of the fast path: one thread when ``B S^2 A itemsize`` is below
+    :data:`SINGLE_THREAD_BYTES` (small problems, small batches), else every core
+    (``os.cpu_count()``, capped by ``torch.get_num_threads()`` at import)."""
+    if B * S * S * A * itemsize < SINGLE_THREAD_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, _DEFAULT_THREADS))
+
+
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: unchanged), restoring
+    the previous count afterwards."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def m_matrix(ppi_bss, gamma_b) -> torch.Tensor:
@@ -406,6 +460,6 @@ def hypergrad_policy_term(p_bsas, gamma_b, tau_b, reward, pi_bsa, u_bsa, x_bd) -
     policy term (:func:`bilevel_check.fast.m_sobirl.exact_diagnostics`); ``u = C`` (the
     sampled losses) gives the exploration term of the estimator (15).
     """
-    b = u_bsa.sum(-1) - gamma_b[:, None] * torch.einsum("bsa,bsat->bt", u_bsa, p_bsas)
+    b = u_bsa.sum(-1) - gamma_b[:, None] * expect_prev(p_bsas, u_bsa)
     w = torch.linalg.solve(m_matrix(state_chain(p_bsas, pi_bsa), gamma_b).transpose(1, 2), b)
     return reward.contract(u_bsa - pi_bsa * w[:, :, None], x_bd) / tau_b[:, None]
