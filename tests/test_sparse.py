@@ -243,3 +243,17 @@ def test_policy_jacobian_sparse_equals_dense():
         rtol=1e-15,
         atol=1e-16,
     )
+
+
+def test_mpmath_route_densifies_small_sparse_and_refuses_large(*, rtol=1e-30):
+    from bilevel_check.routes.precise import mp_soft_solve
+
+    small = gridworld(3, gamma=0.9, sparse=True)
+    dense = gridworld(3, gamma=0.9)
+    r = dense.reward.value(dense.x0)
+    a = mp_soft_solve(small.mdp.P, 0.9, 1.0, r, digits=40)
+    b = mp_soft_solve(dense.mdp.P, 0.9, 1.0, r, digits=40)
+    # the same P entries (bit-identical) and the same 40-digit computation
+    assert max(abs(float(u - v)) for u, v in zip(a.V, b.V)) <= rtol
+    with pytest.raises(SizeBudgetError, match=r"the mpmath route.*S=3000, A=10"):
+        mp_soft_solve(_big_sparse_mdp().P, 0.9, 1.0, np.zeros((3000, 10)), digits=30)

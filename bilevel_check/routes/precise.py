@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
+from .._budget import check_dense_budget
 from .._validation import (
     STOCHASTIC_ATOL,
     ConvergenceError,
@@ -28,6 +29,7 @@ from .._validation import (
     InvalidInputTypeError,
 )
 from ..agreement import digits_normwise
+from ..mdp import dense_p, p_dims
 
 __all__ = [
     "GUARD_DIGITS",
@@ -145,8 +147,25 @@ def _arr(v, shape: tuple, name: str):
     return out
 
 
+#: bytes per mpmath number held by the route (an ``mpf`` object and its list slot)
+_MPF_BYTES = 120
+
+
 def _parse_mdp(P, gamma, tau):
-    """Validate and parse ``(P [S][A][S], gamma, tau)``; rows of P renormalized."""
+    """Validate and parse ``(P [S][A][S], gamma, tau)``; rows of P renormalized.
+
+    A sparse ``[S*A, S]`` ``P`` is densified, and any ``P`` refused when its ``S^2 A + S^2``
+    mpmath numbers exceed the dense memory budget.
+    """
+    if hasattr(P, "tocsr") or (hasattr(P, "shape") and len(getattr(P, "shape", ())) == 3):
+        S, A = p_dims(P)
+        check_dense_budget(
+            "the mpmath route",
+            f"S={S}, A={A} ({S * A * S + S * S} mpmath numbers for P and I - gamma P_pi)",
+            _MPF_BYTES * (S * A * S + S * S),
+            "the float64 routes (hypergradient; sparse P for large S)",
+        )
+        P = dense_p(P, "the mpmath route")
     P = P.tolist() if isinstance(P, np.ndarray) else P
     if not isinstance(P, (list, tuple)) or not P or not isinstance(P[0], (list, tuple)) or not P[0]:
         raise InvalidInputError("P", "a nested S x A x S list", f"{type(P).__name__}")
