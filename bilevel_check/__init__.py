@@ -3,6 +3,8 @@
 The float64 reference lives in :mod:`bilevel_check.soft` (lower level),
 :mod:`bilevel_check.implicit` and :mod:`bilevel_check.hypergrad` (formula (9)
 of Yang, Gao & Yuan, arXiv 2405.19697).
+
+Imports from the package: core modules. As a core module it imports no subpackage.
 """
 
 from ._validation import InvalidInputError, InvalidInputTypeError

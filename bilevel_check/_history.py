@@ -1,4 +1,8 @@
-"""The part every run history shares (reference loops and the batched fast path)."""
+"""The part every run history shares (reference loops and the batched fast path).
+
+Imports numpy; from the package: core modules. As a core module it imports no
+subpackage.
+"""
 
 from __future__ import annotations
 

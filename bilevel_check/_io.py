@@ -3,6 +3,9 @@
 A reader never sees a half-written file, and a crash leaves the old file intact.
 The file gets the mode an ordinary ``open(path, "w")`` would give it (``0666`` less
 the umask: ``0644`` under the usual umask 022), not the ``0600`` of a temporary file.
+
+Imports only the standard library (inside functions: numpy; from the package: core
+modules). As a core module it imports no subpackage.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""A dependency-free progress bar on stderr (silent when ``enabled=False``)."""
+"""A dependency-free progress bar on stderr (silent when ``enabled=False``).
+
+Imports only the standard library. As a core module it imports no subpackage.
+"""
 
 from __future__ import annotations
 

@@ -19,6 +19,9 @@ Derivation: ``grad phi = grad_x f + sum g dpi*`` with ``dpi* = pi* (dQ* - dV*)/t
 ``P^T u``, one solve with ``(I - gamma P_pi)^T`` (reusing the lower solver's sparse
 factorization) and ``dr^T v``, so it runs in ``O(nnz(P) + nnz(dr) + S A)`` memory.
 ``form='sa'`` refuses sizes whose ``[SA, SA]`` matrix exceeds the dense memory budget.
+
+Imports numpy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ as an independent check (the two agree by the push-through identity).
 ``P`` may be dense ``[S, A, S]`` or sparse ``[S*A, S]``, and the Jacobian ``dr`` dense
 ``[S, A, d]`` or sparse ``[S*A, d]`` (see :mod:`bilevel_check.mdp`); the outputs are dense
 (``O(S A d)`` memory). The ``[SA, SA]`` form refuses sizes past the dense memory budget.
+
+Imports numpy, scipy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

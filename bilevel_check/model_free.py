@@ -20,6 +20,9 @@ one lower-level rollout each with geometric termination (continue with probabili
 ``gamma``), summing the *undiscounted* ``dr`` along it: since ``P(T >= t) = gamma^t``,
 ``E[sum_{t<=T} dr(s_t, a_t)] = sum_t gamma^t E[dr(s_t, a_t)]``, so the rollout estimate
 is unbiased with no truncation bias (Prop. 5.1, expectation form).
+
+Imports numpy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ authors' script draws its instance before seeding; here the seed comes first.)
 
 ``get_problem(name, seed=..., **overrides)`` looks a constructor up in
 :data:`PROBLEMS`; the overrides are its keyword arguments.
+
+Imports numpy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

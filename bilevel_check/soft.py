@@ -16,6 +16,9 @@ through iterative refinement, for later solves with a nearby policy (Newton's qu
 phase) and for the transposed (adjoint) solve, and every such solve is certified by its
 normwise backward error
 (:data:`REFINE_BACKWARD_ERROR`). Memory is ``O(nnz(P) + nnz(LU) + S A)``.
+
+Imports numpy, scipy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

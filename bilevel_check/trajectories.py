@@ -10,6 +10,9 @@ long before its log does); :func:`sample_trajectories` draws them, vectorized ov
 the batch, from a seeded ``numpy.random.Generator``. :func:`rho_gradient` gives
 ``d rho_pi(traj) / d pi[s, a]`` treating the entries of ``pi`` as free variables
 (prefix/suffix products, no division, so it is exact at ``pi = 0`` too).
+
+Imports numpy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

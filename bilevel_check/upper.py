@@ -8,6 +8,9 @@ An upper objective is any object with
 
 where ``pi`` is the lower-level policy ``[S, A]``. The hyper-gradient (9) needs
 nothing else.
+
+Imports numpy; from the package: core modules. As a core module it imports no
+subpackage.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ papers' other methods: :mod:`.practical_sobirl` (Algorithm 3 / estimator (78)),
 :mod:`.parl` (PARL, A-PARL), :mod:`.penalty` (PBRL value penalty, the Hessian-free
 first-order estimator, the attenuating-entropy actor-critic), :mod:`.generic` (HPGD/AMD
 forward recursions, two-point zero-order); shared tabular pieces in :mod:`._tabular`.
+
+Imports from the package: its own room ``algorithms``. The algorithms room imports only
+the core.
 """
 
 from .m_sobirl import History, m_sobirl

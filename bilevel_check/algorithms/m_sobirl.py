@@ -22,6 +22,9 @@ Defaults: ``Q_0 = 0`` (uniform ``pi_0``), ``w_0 = 0``, ``x_0`` from the problem.
 Diagnostics at each ``k`` (not used by the iteration): ``phi(x_k) = f(x_k, pi*_{x_k})``
 with ``pi*`` from Newton (relative residual 1e-12) and, with ``track_true_grad``,
 ``grad phi(x_k)`` by the closed form (9) and ``||h_k - grad phi(x_k)||``.
+
+Imports numpy; from the package: core modules (inside functions: from the package: its
+own room ``algorithms``). The algorithms room imports only the core.
 """
 
 from __future__ import annotations

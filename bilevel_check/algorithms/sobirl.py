@@ -20,6 +20,9 @@ satisfy ``E_{pi*_x}[grad_x l] = 0``, not ``grad phi(x) = 0``;
 
 Every iteration also records the true ``grad phi(x_k)`` (closed form (9) with the
 exact ``pi*``; the upper objective enumerates when it can) and ``||h_k - grad phi(x_k)||``.
+
+Imports numpy; from the package: core modules (inside functions: from the package: its
+own room ``algorithms``). The algorithms room imports only the core.
 """
 
 from __future__ import annotations

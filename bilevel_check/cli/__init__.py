@@ -2,6 +2,10 @@
 
 Each sub-command lives in its own module exposing ``register(subparsers)``;
 the module list below is the whole registry.
+
+Imports only the standard library; the command modules are loaded by name from
+:data:`COMMAND_MODULES` when the parser is built. The command line is the outer layer and
+may import any room.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""``bilevel-check certify`` and ``bilevel-check show`` (the golden cases of ``reference/``)."""
+"""``bilevel-check certify`` and ``bilevel-check show`` (the golden cases of ``reference/``).
+
+Imports from the package: core modules (inside functions: from the package: ``golden``).
+The command line is the outer layer and may import any room.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,10 @@ both atomically, and prints a short summary.
 ``--engine fast`` (default) runs the batched torch path (:mod:`bilevel_check.fast`) on
 ``--batch B`` problems drawn with seeds ``seed .. seed+B-1``; ``--engine reference``
 runs the numpy reference loop (one problem; any upper level, e.g. ``gridworld``).
+
+Imports numpy; from the package: core modules (inside functions: from the package:
+``algorithms`` and ``fast``). The command line is the outer layer and may import any
+room.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""``bilevel-check solve`` and ``bilevel-check crosscheck``."""
+"""``bilevel-check solve`` and ``bilevel-check crosscheck``.
+
+Imports from the package: core modules (inside functions: from the package: ``routes``).
+The command line is the outer layer and may import any room.
+"""
 
 from __future__ import annotations
 

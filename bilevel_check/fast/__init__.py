@@ -3,6 +3,10 @@
 ``from_problems`` stacks ``B`` problems of equal sizes; ``m_sobirl_fast`` and
 ``sobirl_fast`` run them at once with the iterates of the numpy reference loops in
 :mod:`bilevel_check.algorithms` (docs/math.md sections 4 and 5).
+
+Imports torch (through ``_extras.import_extra``, which names the extra to install when it
+is missing); from the package: its own room ``fast`` and core modules. The fast room
+imports only the core.
 """
 
 from .._extras import import_extra

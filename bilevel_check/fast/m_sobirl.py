@@ -20,6 +20,9 @@ Accuracy (measured in ``tests/test_fast.py``, first 100 iterates, seed 0): float
 reproduces the numpy reference to ~1e-15 relative; float32 agrees with float64 to
 2e-7 (``ranmdp_small``) and 4e-7 (``garnet``) relative in ``x_k`` and ``h_k`` (a few
 float32 ulps; the test bound is 1e-5).
+
+Imports numpy, torch; from the package: its own room ``fast`` and core modules. The fast
+room imports only the core.
 """
 
 from __future__ import annotations

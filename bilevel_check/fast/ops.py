@@ -10,6 +10,9 @@ Reward families (``r_x [B, S, A]``, ``dr [B, S, A, d]``):
 * ``quadratic``: ``r[b, s, a] = c[b, s, a] x_b^T M_b x_b``, ``dr = c (M + M^T) x`` (section 6);
 * ``affine``: ``r[b, s, a] = r0[b, s, a] + F[b, s, a, :] @ x_b``, ``dr = F`` (linear
   features, tabular rewards ``F = I``, state bonuses).
+
+Imports numpy, torch; from the package: core modules. The fast room imports only the
+core.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ with the adjoint ``z = (I - gamma P_pi)^{-T} (sum_a C - gamma sum_{s,a} C P)`` (
 ``D = dr + gamma P dV - dV``, ``dV = (I - gamma P_pi)^{-1} Phi``): one S x S solve per
 iteration and problem. Likewise ``sum_n w_n grad_x l_n = sum_{s,a} E dr + ridge x sum_n w_n``
 for the Bradley-Terry loss, ``E = sum_n w_n (sigma(z_n) - ybar_n)(cnt^1_n - cnt^2_n)``.
+
+Imports numpy, torch; from the package: its own room ``fast`` and core modules. The fast
+room imports only the core.
 """
 
 from __future__ import annotations

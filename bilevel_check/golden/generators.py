@@ -18,6 +18,9 @@ Groups (file ``reference/golden/<group>.json``):
 * ``problems``          named problems of :mod:`bilevel_check.problems`
 * ``model_free``        trajectory-level upper objectives (RLHF, reward shaping),
                         docs/math.md section 5
+
+Imports numpy; from the package: core modules. The golden room imports only the core and
+``routes`` (never ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ digits (checked on load).
 
 Public API (stable): :func:`load_golden`, :class:`GoldenCase`, :class:`GoldenError`,
 :data:`GOLDEN_SCHEMA`, :func:`golden_suite_version`, :func:`reference_root`.
+
+Imports from the package: core modules (inside functions: jsonschema). The golden room
+imports only the core and ``routes`` (never ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ Desired values are the certified decimals of golden cases, else the float64
 reference (closed form, cross-checked against the SA x SA form). Every check
 calls the implementation twice per case and requires identical outputs
 (non-reproducible code, e.g. an instance drawn before the seed is set, fails).
+
+Imports numpy; from the package: its own room ``oracle`` and core modules. The oracle
+imports only the core, ``routes`` and ``golden`` (never ``cli``).
 """
 
 from __future__ import annotations

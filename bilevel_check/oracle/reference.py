@@ -16,6 +16,10 @@ Routes:
   agreement in digits is part of the route string.
 
 :func:`generated_cases` is the seeded generated suite (``verify --suite hypothesis``).
+
+Imports numpy; from the package: core modules (inside functions: from the package: its
+own room ``oracle`` and ``golden``). The oracle imports only the core, ``routes`` and
+``golden`` (never ``cli``).
 """
 
 from __future__ import annotations

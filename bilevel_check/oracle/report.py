@@ -9,6 +9,9 @@ Per entry (case, output, index): ``actual``, ``desired``, ``abs_err = |actual - 
 ``rel_err = abs_err / |desired|``, digits of agreement ``-log10(rel_err)`` and the
 allowed error ``atol + rtol |desired|``; the table is sorted worst first by
 ``abs_err / allowed`` (non-finite actual values first of all).
+
+Imports only the standard library (inside functions: from the package: core modules).
+The oracle imports only the core, ``routes`` and ``golden`` (never ``cli``).
 """
 
 from __future__ import annotations

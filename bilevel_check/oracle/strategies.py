@@ -30,6 +30,9 @@ Profiles: :func:`register_profiles` registers ``default`` (derandomized, no
 example database, no deadline), ``ci`` and ``nightly`` (``>= 20x`` the default's
 examples); :func:`load_profile_from_env` loads the one named by the environment
 variable ``BILEVEL_CHECK_HYPOTHESIS_PROFILE``.
+
+Imports hypothesis, numpy; from the package: core modules. The oracle imports only the
+core, ``routes`` and ``golden`` (never ``cli``).
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ VI to ~1e-8; at S = A = 20, gamma = 0.99, tau = 0.05 on a sparse chain with an
 absorbing state the error of ``pi`` reaches 1.9e-5. The default raises
 :class:`SolverFailure` on that status; pass ``accept_inaccurate=True`` to accept it (the
 status is kept in the result).
+
+Imports numpy; from the package: core modules. A route imports only the core and
+``fast`` (never ``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ The reference is the mpmath closed form at ``digits`` significant digits
 (:mod:`bilevel_check.routes.precise`, written independently of the float64 code).
 Each other route is compared with it: max absolute difference, digits of
 agreement ``-log10(max|a - b| / max|b|)`` and wall time.
+
+Imports numpy; from the package: core modules (inside functions: mpmath; from the
+package: its own room ``routes``). A route imports only the core and ``fast`` (never
+``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ hyper-gradient they share nothing with formula (9) but the lower-level solver:
   with step ``10^(-N/5)`` gives about ``10^(-4N/5)`` (40 digits at ``N = 50``), the
   6th-order one with step ``10^(-N/7)`` about ``10^(-6N/7)``, each times a constant
   of the size of the next derivative.
+
+Imports mpmath, numpy; from the package: core modules. A route imports only the core and
+``fast`` (never ``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

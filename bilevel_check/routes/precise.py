@@ -10,6 +10,10 @@ ints, decimal strings (every digit kept), mpf, numpy scalars, in nested lists or
 arrays; rows of ``P`` renormalized in working precision. Outputs: mpf (nested lists)
 at the working precision; convert with :func:`to_decimal_strings`. Hyper-gradient
 (9) by the S x S adjoint, ``dpi`` by the S x S implicit derivatives of section 2.
+
+Imports mpmath, numpy; from the package: core modules (inside functions: from the
+package: its own room ``routes``). A route imports only the core and ``fast`` (never
+``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

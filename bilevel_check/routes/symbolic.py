@@ -18,6 +18,9 @@ Jacobian from sympy) at ``digits + GUARD`` digits; mpmath exponents are
 unbounded, so the raw ``log sum exp`` of (6) cannot overflow there. The
 Jacobians are then evaluated with ``evalf(digits + GUARD)`` at ``(x, V*)`` and
 the ``S x S`` system is solved in sympy ``Float`` arithmetic.
+
+Imports mpmath, numpy; from the package: core modules. A route imports only the core and
+``fast`` (never ``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ rate 0.889 vs gamma |lambda_2| = 0.888 at gamma = 0.9 on two weakly coupled clus
 The sweeps are in V-form (the Q-form ``Q_{k+1} = r + gamma P tau logsumexp(Q_k / tau)``
 from ``Q_0 = r + gamma P V_0`` performs the same operations, with ``Q_K = r + gamma P V_K``).
 Everything is float64; every log-sum-exp is ``torch.logsumexp`` (max-shifted).
+
+Imports numpy; from the package: core modules (inside functions: torch and its twins
+of the models from ``fast.ops``). A route imports only the core and ``fast`` (never
+``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations
