@@ -78,9 +78,12 @@ def main(argv=None):
     for S, A, d, digits in SIZES:
         raw = _case(S, A, d)
         m = raw["mdp"]
-        t_r, enc = _time(lambda: rigorous.rigorous_solve(raw, digits=digits), args.reps)
+        # the lambdas run inside _time, in this iteration: defaults bind the loop's values
+        t_r, enc = _time(
+            lambda raw=raw, digits=digits: rigorous.rigorous_solve(raw, digits=digits), args.reps
+        )
         t_m, res = _time(
-            lambda: mp_hypergradient(
+            lambda m=m, raw=raw, digits=digits: mp_hypergradient(
                 m["P"], m["gamma"], m["tau"], raw["reward"], raw["upper"], raw["x"], digits=digits
             ),
             args.reps,

@@ -76,16 +76,19 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     serial_rate = rows[0][3]
     print(
-        f"sweep benchmark: {n} cells, M-SoBiRL {args.iters} iterations each, ranmdp_small, {os.cpu_count()} cores"
+        f"sweep benchmark: {n} cells, M-SoBiRL {args.iters} iterations each, ranmdp_small, "
+        f"{os.cpu_count()} cores"
     )
     print(
-        f"{'engine':<16} {'start [s]':>9} {'grid [s]':>9} {'cells/s':>8} {'vs serial':>9} {'overhead/cell [ms]':>18}"
+        f"{'engine':<16} {'start [s]':>9} {'grid [s]':>9} {'cells/s':>8} {'vs serial':>9} "
+        f"{'overhead/cell [ms]':>18}"
     )
     for label, start, grid_s, rate, ok in rows:
         workers = 1 if label == "serial" else int(label.split()[1])
         overhead = (grid_s * workers / n - 1 / serial_rate) * 1e3
         print(
-            f"{label:<16} {start:9.2f} {grid_s:9.2f} {rate:8.1f} {rate / serial_rate:9.2f} {overhead:18.1f}"
+            f"{label:<16} {start:9.2f} {grid_s:9.2f} {rate:8.1f} {rate / serial_rate:9.2f} "
+            f"{overhead:18.1f}"
         )
     print("overhead/cell = worker-seconds per cell on the engine minus seconds per cell serially")
 
