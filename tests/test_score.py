@@ -331,3 +331,15 @@ def test_cli_ctrl_c_writes_partial_history(tmp_path, monkeypatch, capsys):
     hist = json.loads((tmp_path / "test_score_user_interrupted_garnet_0.json").read_text())
     assert hist["history"]["k"] == [0, 1, 2, 3, 4]
     assert hist["summaries"]["interrupted"] is True
+
+
+def test_algorithm_runs_its_code_after_the_last_yield():
+    done = []
+
+    def algo(problem, x0, iters, rng):
+        for _ in range(iters + 1):
+            yield x0
+        done.append(True)  # e.g. a user algorithm closing its log
+
+    res = score(algo, "ranmdp_small", 0, 3)
+    assert res.k.tolist() == [0, 1, 2, 3] and done == [True]

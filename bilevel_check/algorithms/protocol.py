@@ -472,7 +472,9 @@ def score(
     ):
         try:
             gen = iter(fn(prob, x_start.copy(), iters, rng, **opts))
-            for k in range(iters + 1):
+            # one read past the last iterate lets the algorithm run its own code after its
+            # final yield (bookkeeping, files); an extra item there is ignored
+            for k in range(iters + 2):
                 try:
                     item = next(gen)
                 except StopIteration:
@@ -487,6 +489,8 @@ def score(
                             "message": f"{type(exc).__name__}: {exc}",
                         }
                     )
+                    break
+                if k > iters:
                     break
                 it = _coerce(item, d, k)
                 last = k == iters
