@@ -2,6 +2,9 @@
 distributed (or serially), and ``bilevel-check sweep report DIR``.
 
 See :mod:`bilevel_check.sweep` for the spec, the output folder and resuming.
+
+Imports from the package: core modules (inside functions: from the package: ``sweep``).
+The command line is the outer layer and may import any room.
 """
 
 from __future__ import annotations
