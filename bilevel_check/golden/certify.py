@@ -341,7 +341,7 @@ def _enclosure(case: dict, digits: int, a: dict, cap: int) -> dict:
     how = (
         "exact enumeration of (13)+(14) on balls"
         if kind in ("rlhf", "shaping")
-        else "ball solves of (9)"
+        else "M-matrix ball solves (residual bound), (9)"
     )
     return {
         "route": (

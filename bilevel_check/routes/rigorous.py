@@ -141,15 +141,34 @@ class Enclosure:
 # ----------------------------------------------------------------------------- inputs
 
 
+_POW10: dict = {}
+
+
+def _pow10(k: int) -> arb:
+    """``10^k`` (``k > 0``) at the current precision, cached (exact while it fits)."""
+    key = (ctx.prec, k)
+    if key not in _POW10:
+        if len(_POW10) > 4096:
+            _POW10.clear()
+        _POW10[key] = arb(10**k) if k <= 1000 else arb(10) ** k
+    return _POW10[key]
+
+
 def _ball(v) -> arb:
-    """A case-file number as a ball at the current precision (see the module docstring)."""
+    """A case-file number as a ball at the current precision (see the module docstring):
+    the decimal ``m 10^e`` it spells as the exact integer ``m`` times or over ``10^|e|``."""
     if isinstance(v, bool):
         raise InvalidInputError("number", "a number or decimal string", repr(v))
     if isinstance(v, int):
         return arb(v)
-    if isinstance(v, float):
-        return arb(repr(v))
-    return arb(str(v).strip())
+    text = repr(v) if isinstance(v, float) else str(v).strip().lower()
+    mant, _, exp = text.partition("e")
+    head, _, frac = mant.partition(".")
+    m = int(head + frac) if head + frac not in ("", "+", "-") else 0
+    e = (int(exp) if exp else 0) - len(frac)
+    if e >= 0:
+        return arb(m) * _pow10(e) if e else arb(m)
+    return arb(m) / _pow10(-e)
 
 
 def _balls(v):
@@ -191,6 +210,7 @@ class _Problem:
         m = raw["mdp"]
         rows = [_normalized(_balls(m["P"][s][a])) for s in range(S) for a in range(A)]
         self.P = arb_mat(rows)  # [SA, S]
+        self.P_rows = _row_mats(self.P)
         self.PT = self.P.transpose()
         self.gamma, self.tau = _ball(m["gamma"]), _ball(m["tau"])
         self.x = _balls(raw["x"])
@@ -252,20 +272,88 @@ def _policy_matrix(pb: _Problem, pi: list) -> arb_mat:
     return Pi
 
 
-def _i_minus(pb: _Problem, Pi: arb_mat, P: arb_mat, gamma: arb) -> arb_mat:
-    """``I - gamma Pi P``."""
-    S = Pi.nrows()
-    M = (Pi * P) * (-gamma)
+def _i_minus(pb: _Problem, pi: list, rows: list, gamma: arb) -> arb_mat:
+    """``I - gamma P_pi`` with ``P_pi[s, :] = sum_a pi[s, a] rows[s A + a]`` (``rows``: the
+    ``1 x S`` rows of a transition matrix, :func:`_row_mats`); row-wise, so the cost is
+    ``S^2 A`` products, not the ``S^2 (S A)`` of a dense ``Pi P``."""
+    S, A = pb.S, pb.A
+    entries = []
     for s in range(S):
-        M[s, s] += 1
-    return M
+        acc = rows[s * A] * pi[s * A]
+        for a in range(1, A):
+            acc = acc + rows[s * A + a] * pi[s * A + a]
+        row = (acc * (-gamma)).entries()
+        row[s] += 1
+        entries.extend(row)
+    return arb_mat(S, S, entries)
+
+
+def _m_matrix_solve(M: arb_mat, B: arb_mat, gamma: arb, cond: dict) -> arb_mat:
+    """An enclosure of ``X* = M*^{-1} B*`` for every ``M* = I - gamma P_pi`` (``P_pi``
+    row-stochastic, non-negative) in the ball ``M`` and every ``B*`` in ``B``.
+
+    ``X~`` is an approximate solve of the midpoints; ``R = B - M X~`` in ball arithmetic
+    contains ``B* - M* X~``, and ``X* - X~ = M*^{-1} (B* - M* X~)`` with
+    ``||M*^{-1}||_inf = 1 / (1 - gamma)`` (MATH.md section 2: the inverse is non-negative with
+    row sums ``1 / (1 - gamma)``), so column ``k`` of ``X*`` lies within
+    ``max_i |R[i, k]| / (1 - gamma)`` of column ``k`` of ``X~``, entrywise.
+    """
+    X = M.mid().solve(B.mid(), nonstop=True, algorithm="approx").mid()
+    R = B - M * X
+    n, k = X.nrows(), X.ncols()
+    entries = X.entries()
+    if not all(v.is_finite() for v in entries):
+        raise _SolveFailed(cond)
+    out = []
+    errs = [(_upper_of([R[i, j] for i in range(n)]) / (1 - gamma)).upper() for j in range(k)]
+    for i in range(n):
+        out.extend(arb(entries[i * k + j], errs[j]) for j in range(k))
+    return arb_mat(n, k, out)
+
+
+def _row_mats(M: arb_mat) -> list:
+    """The rows of ``M`` as ``1 x n`` matrices."""
+    n = M.ncols()
+    flat = M.entries()
+    return [arb_mat(1, n, flat[i * n : (i + 1) * n]) for i in range(M.nrows())]
+
+
+def _float_start(pb: _Problem):
+    """A float64 soft-policy-iteration start (max-shifted), or ``None`` when float64 cannot
+    hold the problem (overflow, tiny ``tau``): then Newton starts at ``V = 0``."""
+    import numpy as np
+
+    S, A = pb.S, pb.A
+    with np.errstate(all="ignore"):
+        P = np.array([[float(v.mid()) for v in r.entries()] for r in pb.P_rows])
+        r = np.array([float(v.mid()) for v in pb.r])
+        g, tau = float(pb.gamma.mid()), float(pb.tau.mid())
+        if not (np.all(np.isfinite(P)) and np.all(np.isfinite(r)) and tau > 1e-200):
+            return None
+        V = np.zeros(S)
+        for _ in range(100):
+            z = (r + g * P @ V).reshape(S, A) / tau
+            m = z.max(axis=1, keepdims=True)
+            e = np.exp(z - m)
+            pi = e / e.sum(axis=1, keepdims=True)
+            TV = tau * (m[:, 0] + np.log(e.sum(axis=1)))
+            if not np.all(np.isfinite(TV)):
+                return None
+            if np.max(np.abs(TV - V)) <= 1e-13 * max(1.0, np.max(np.abs(TV))):
+                return [arb(float(v)) for v in TV]
+            log_pi = z - m - np.log(e.sum(axis=1, keepdims=True))
+            rhs = (pi * (r.reshape(S, A) - tau * log_pi)).sum(axis=1)
+            Ppi = np.einsum("sa,sat->st", pi, P.reshape(S, A, S))
+            V = np.linalg.solve(np.eye(S) - g * Ppi, rhs)
+    return None
 
 
 def _newton(pb: _Problem, prec: int):
     """Midpoint Newton iterate ``V~`` (exact arbs) at ``prec`` bits and the iteration count."""
-    V = [arb(0)] * pb.S
+    start = _float_start(pb)
+    V = start if start is not None else [arb(0)] * pb.S
     its = 0
-    for stage in (min(prec, 80), prec):
+    for stage in (prec,) if start is not None else (min(prec, 80), prec):
         with ctx.workprec(stage):
             best = None
             stall = 0
@@ -294,7 +382,7 @@ def _newton(pb: _Problem, prec: int):
                     )
                     for s in range(pb.S)
                 ]
-                M = _i_minus(pb, _policy_matrix(pb, pi), pb.P, pb.gamma.mid())
+                M = _i_minus(pb, pi, [r.mid() for r in pb.P_rows], pb.gamma.mid())
                 X = M.solve(_col(rhs), nonstop=True, algorithm="approx")
                 V = [X[s, 0].mid() for s in range(pb.S)]
                 if not all(v.is_finite() for v in V):
@@ -326,7 +414,7 @@ def _occupancy_upper(pb: _Problem, pi: list, Pi: arb_mat):
     P_u = arb_mat([_normalized(_balls(spec["P_u"][s][a])) for s in range(S) for a in range(A)])
     g, cx = _ball(spec["g"]), _ball(spec["cx"])
     target, mu = _col(_balls(spec["target"])), _col(_normalized(_balls(spec["mu_u"])))
-    M = _i_minus(pb, Pi, P_u, g)
+    M = _i_minus(pb, pi, _row_mats(P_u), g)
     z, y = M.solve(target), M.transpose().solve(mu)
     occ = (mu.transpose() * z)[0, 0]
     xx = sum((v * v for v in pb.x), arb(0))
@@ -417,18 +505,21 @@ def _trajectory_upper(pb: _Problem, pi: list, dQ: arb_mat, dV: arb_mat):
 
 
 def _conditioning(pb: _Problem, Q: list, pi: list) -> dict:
-    """``|Q|/tau`` and ``cond_inf(I - gamma P_pi) = ||I - gamma P_pi||_inf / (1 - gamma)`` at
-    the Newton point (midpoints, 3 digits; ``(I - gamma P_pi)^{-1} 1 = 1 / (1 - gamma)``)."""
+    """``|Q|/tau`` and ``cond_inf(I - gamma P_pi)`` at the Newton point (midpoints, 3 digits).
+
+    ``(I - gamma P_pi)^{-1} 1 = 1/(1 - gamma)`` with a non-negative inverse, and the rows of
+    ``P_pi`` sum to 1, so ``cond_inf = (1 + gamma - 2 gamma min_s P_pi[s, s]) / (1 - gamma)``.
+    """
     with ctx.workprec(64):
         qmax = max(abs(q.mid()) for q in Q)
         q_tau = qmax / pb.tau.mid()
-        Ppi = _policy_matrix(pb, pi) * pb.P.mid()
         g = pb.gamma.mid()
-        norm = max(
-            sum((abs((int(s == t) - g * Ppi[s, t]).mid()) for t in range(pb.S)), arb(0))
-            for s in range(pb.S)
+        S, A = pb.S, pb.A
+        diag = min(
+            sum((pi[s * A + a] * pb.P[s * A + a, s].mid() for a in range(A)), arb(0))
+            for s in range(S)
         )
-        cond = norm / (1 - g)
+        cond = (1 + g - 2 * g * diag) / (1 - g)
     return {"Q_over_tau": _sci(q_tau), "cond_inf": _sci(cond), "Q_max": _sci(qmax)}
 
 
@@ -468,12 +559,9 @@ def enclose(case, *, prec: int) -> Enclosure:
         V = [v.intersection(t) for v, t in zip(V, TV2)]
         pi = [lp.exp() for lp in log_pi]
         Pi = _policy_matrix(pb, pi)
-        M = _i_minus(pb, Pi, pb.P, gamma)
+        M = _i_minus(pb, pi, pb.P_rows, gamma)
         Phi = Pi * pb.dr  # [S, d]
-        try:
-            dV = M.solve(Phi)
-        except ZeroDivisionError as exc:
-            raise _SolveFailed(cond) from exc
+        dV = _m_matrix_solve(M, Phi, gamma, cond)
         dQ = pb.dr + (pb.P * dV) * gamma  # [SA, d]
         out = {"V": V, "Q": _nest(Q, A), "pi": _nest(pi, A)}
         if kind in ("rlhf", "shaping"):
@@ -484,23 +572,20 @@ def enclose(case, *, prec: int) -> Enclosure:
                 f, gx, gpi = _quadratic_upper(pb, pi)
             else:
                 f, gx, gpi = _occupancy_upper(pb, pi, Pi)
-            # adjoint (9): u = pi g, b = sum_a u - gamma P^T u, w = M^{-T} b
+            # (9): u = pi g, b = sum_a u - gamma P^T u, w = M^{-T} b; the adjoint term
+            # Phi^T w = Phi^T M^{-T} b = (M^{-1} Phi)^T b = dV^T b needs no second solve
             u = _col([p * g for p, g in zip(pi, gpi)])
             sums = [sum((u[s * A + a, 0] for a in range(A)), arb(0)) for s in range(S)]
             Ptu = pb.PT * u
             b = _col([sums[t] - gamma * Ptu[t, 0] for t in range(S)])
-            try:
-                w = M.transpose().solve(b)
-            except ZeroDivisionError as exc:
-                raise _SolveFailed(cond) from exc
             du = pb.dr.transpose() * u
-            Pw = Phi.transpose() * w
+            Pw = dV.transpose() * b
             grad = [gx[k] + (du[k, 0] - Pw[k, 0]) / tau for k in range(pb.d)]
             out.update(phi=f, grad=grad)
         enc = Enclosure(
             values=out,
             dV=_rows(dV),
-            dQ=[_rows(dQ)[s * A : (s + 1) * A] for s in range(S)],
+            dQ=_nest(_rows(dQ), A),
             prec=prec,
             residual=residual,
             bound=bound,
