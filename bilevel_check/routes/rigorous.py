@@ -294,7 +294,7 @@ def _m_matrix_solve(M: arb_mat, B: arb_mat, gamma: arb, cond: dict) -> arb_mat:
 
     ``X~`` is an approximate solve of the midpoints; ``R = B - M X~`` in ball arithmetic
     contains ``B* - M* X~``, and ``X* - X~ = M*^{-1} (B* - M* X~)`` with
-    ``||M*^{-1}||_inf = 1 / (1 - gamma)`` (MATH.md section 2: the inverse is non-negative with
+    ``||M*^{-1}||_inf = 1 / (1 - gamma)`` (docs/math.md [2.4]: the inverse is non-negative with
     row sums ``1 / (1 - gamma)``), so column ``k`` of ``X*`` lies within
     ``max_i |R[i, k]| / (1 - gamma)`` of column ``k`` of ``X~``, entrywise.
     """
