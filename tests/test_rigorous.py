@@ -270,3 +270,18 @@ def test_the_check_catches_a_printer_of_unproven_digits():
     raw = _random_case(3, 3, 2, 2, 0.9, -1.0, 0.0)
     assert _printed_are_proven(raw, 40)
     assert not _printed_are_proven(raw, 40, solve=_broken_solve)
+
+
+def test_trajectory_enumeration_too_large_is_refused(tmp_path, capsys):
+    """rlhf, S = 3, A = 2, H = 4: (S A)^(2H) = 1.7e6 pairs > MAX_TERMS: a clear refusal."""
+    from bilevel_check.golden.generators import make_traj_case
+
+    raw = make_traj_case("big-rlhf", 5, kind="rlhf", S=3, A=2, d=2, H=4, gamma=0.9, tau=1.0)
+    with pytest.raises(R.RigorousUnsupported) as exc:
+        R.enclose(raw, prec=100)
+    assert exc.value.argument == "upper.H" and "1679616 terms" in exc.value.received
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(raw))
+    assert cli.main(["solve", str(path), "--digits", "20"]) == 3
+    io = capsys.readouterr()
+    assert io.out == "" and "upper.H" in io.err
