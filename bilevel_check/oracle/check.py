@@ -316,9 +316,11 @@ class _InProcess:
 
 
 def _executor(fn, isolate, timeout):
-    if isolate:
-        from .isolate import IsolatedRunner
+    from .isolate import IsolatedRunner
 
+    if isinstance(fn, IsolatedRunner):
+        return fn
+    if isolate:
         return IsolatedRunner(fn, timeout=timeout)
     if timeout is not None:
         raise InvalidInputError("timeout", "None unless isolate=True", repr(timeout))
@@ -328,8 +330,10 @@ def _executor(fn, isolate, timeout):
 
 
 def _impl_name(fn, impl_name=None) -> str:
-    if isinstance(fn, str):
-        return fn
+    target = getattr(fn, "target", fn)  # an IsolatedRunner names its target
+    if isinstance(target, str):
+        return target
+    fn = target
     name = impl_name or getattr(fn, "__qualname__", repr(fn))
     return f"{getattr(fn, '__module__', '?')}:{name}"
 

@@ -141,7 +141,8 @@ class OracleReport:
         if self.max_inconclusive is not None and self.n_inconclusive > self.max_inconclusive:
             s += f" (more than the {self.max_inconclusive} allowed)"
         extra = [
-            f"{sum(1 for c in self.cases if c.error)} raised or returned a wrong shape",
+            f"{sum(1 for c in self.cases if c.error)} errors (raised, exited, crashed, timed out "
+            "or returned a wrong shape)",
             f"{sum(1 for c in self.cases if c.determinism)} non-deterministic",
         ]
         extra = [e for e in extra if not e.startswith("0 ")] + (
