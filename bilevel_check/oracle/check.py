@@ -71,7 +71,8 @@ class OracleInput:
     Arrays are fresh float64 copies per call. ``model`` is the package's
     :class:`~bilevel_check.case.Case` (python users only: float64 ``mdp``, ``reward``,
     ``upper``; trajectory uppers expose sampling through ``model.upper``); ``case`` the
-    case-file dict.
+    case-file dict. Autodiff clients: :meth:`torch` and :meth:`jax` give tensors and a
+    differentiable reward; :attr:`upper_spec` the upper objective as data.
     """
 
     id: str
@@ -90,6 +91,28 @@ class OracleInput:
     upper_grad_pi: Any  # (x, pi) -> [S, A]
     case: dict | None = None
     model: Any = field(default=None, repr=False)
+
+    def torch(self, *, dtype=None, device=None):
+        """Torch tensors (``P, mu, x``) and a differentiable ``reward(x_t)`` built from the
+        reward Jacobian (:func:`bilevel_check.oracle.bridges.torch_view`)."""
+        from .bridges import torch_view
+
+        return torch_view(self, dtype=dtype, device=device)
+
+    def jax(self):
+        """JAX arrays and a differentiable reward (``custom_jvp`` + ``pure_callback``;
+        :func:`bilevel_check.oracle.bridges.jax_view`); needs JAX installed."""
+        from .bridges import jax_view
+
+        return jax_view(self)
+
+    @property
+    def upper_spec(self) -> dict:
+        """The upper objective as data: ``{"kind", "params", "discount", "start"}``
+        (:func:`bilevel_check.oracle.bridges.upper_spec`)."""
+        from .bridges import upper_spec
+
+        return upper_spec(self)
 
 
 def _oracle_input(res: Resolved) -> OracleInput:
