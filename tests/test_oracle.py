@@ -414,3 +414,14 @@ def test_implementations_receive_an_oracle_input():
     report = oracle.check_hypergradient(impl, [case, CASES[0]])
     assert report.passed, report.to_text()
     assert seen and set(seen) == {OracleInput}
+
+
+def test_digits_of_a_zero_desired_entry_are_relative_to_the_output_scale():
+    """A desired 0 has no relative error; its digits are measured against max |desired|."""
+    from bilevel_check.oracle.check import _compare
+
+    rows = _compare("c", "grad", np.array([1e4, 1e-12]), np.array([1e4, 0.0]), 1e-11, scale=1e4)
+    # -log10(1e-12 / 1e4) = 16 (not -log10(1e-12) = 12 against a unit scale)
+    assert rows[1].digits == pytest.approx(16.0, abs=1e-12) and rows[1].ok
+    exact = _compare("c", "grad", np.array([0.0]), np.array([0.0]), 0.0, scale=0.0)
+    assert exact[0].digits == 17.0 and exact[0].ok
