@@ -100,3 +100,108 @@ def test_failed_route_is_shown_and_exits_1(tmp_path, capsys, monkeypatch):
     line = next(s for s in cap.out.splitlines() if s.startswith("cvxpy"))
     assert "nan" in line and "failed: SolverFailure" in line
     assert "1 route(s) failed: cvxpy occupancy measure" in cap.err
+
+
+# ----------------------------------------------------------------------------- bounds, pass/fail
+
+
+def _broken_sa_route():
+    """The SA x SA closed form with the 1/tau of (9) dropped (``broken_impls``), stated with
+    the correct form's bound: the row must fail."""
+    from broken_impls import hypergrad_dropped_inv_tau
+
+    from bilevel_check.routes.base import Route, RouteResult
+    from bilevel_check.routes.crosscheck import _closed_form_bound
+    from bilevel_check.soft import solve_soft
+
+    def compute(inp):
+        p = inp.problem
+        pi = solve_soft(p.mdp, p.reward.value(p.x)).pi
+        gx, gpi = p.upper.grad_x(p.x, pi), p.upper.grad_pi(p.x, pi)
+        m = p.mdp
+        grad, _, _ = hypergrad_dropped_inv_tau(
+            m.P, m.gamma, m.tau, pi, p.reward.jacobian(p.x), gx, gpi
+        )
+        _, bound = _closed_form_bound(inp, "adjoint")
+        return RouteResult("", "grad", grad, bound=bound, expected="eps-estimate")
+
+    return Route("closed form, dropped 1/tau (broken)", "grad", compute, key="broken")
+
+
+def test_every_row_has_a_verdict_and_the_default_case_passes(rows):
+    # each route's difference from the 50-digit reference is within its stated bound
+    assert rows[0].passed is None and all(r.passed for r in rows[1:]), [
+        (r.route, r.max_abs_diff, r.bound) for r in rows if not r.passed
+    ]
+    assert all(r.bound > 0 for r in rows[1:])
+    table = format_table(rows)
+    assert "pass" in table.splitlines()[0] and table.count("  ok  ") == len(rows) - 1
+
+
+def test_tau_1e9_s_form_row_passes_against_a_bound_that_reflects_conditioning():
+    """tau = 1e-9: the S x S form loses ~1e-6 (the issue saw 1.8e-6 against a stated
+    "~1e-13 rel"); its stated bound now carries eps kappa |grad_pi f| |dr| / tau."""
+    rows = run_crosscheck(default_case(tau=1e-9), digits=60, include=["adjoint", "sa"])
+    s_form = _row(rows, "closed form S x S")
+    assert s_form.max_abs_diff > 1e-8  # really off, measured against mpmath at 60 digits
+    assert s_form.passed and s_form.max_abs_diff <= s_form.bound
+    # not vacuous: below 1e-2 of the gradient (~0.65); the bound (100 x the a-priori
+    # estimate eps kappa C, kappa = 18, C = 2e9) is loose by ~6000 here, never below the error
+    assert s_form.bound <= 1e-2 * 0.65
+    sa_form = _row(rows, "closed form SA x SA")
+    assert sa_form.passed and sa_form.max_abs_diff <= 1e-14  # no cancellation in SA x SA
+
+
+def test_route_beyond_its_bound_fails_and_exits_1(capsys, monkeypatch):
+    from bilevel_check.routes import crosscheck
+
+    rows = run_crosscheck(routes=[crosscheck.ROUTES[1], _broken_sa_route()], digits=30)
+    correct, broken = rows[1], rows[2]
+    assert correct.passed and not broken.passed and broken.failed
+    assert broken.max_abs_diff > broken.bound
+    line = next(s for s in format_table(rows).splitlines() if s.startswith("closed form, drop"))
+    assert "FAIL" in line
+    monkeypatch.setattr(crosscheck, "ROUTES", [crosscheck.ROUTES[0], _broken_sa_route()])
+    rc = main(["crosscheck", "--digits", "30"])  # the default case: tau = 0.5, 1/tau matters
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "1 route(s) failed: closed form, dropped 1/tau (broken)" in cap.err
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_value_is_zero_digits_and_fails(bad):
+    from bilevel_check.routes.base import Route, RouteResult
+
+    def compute(inp):
+        return RouteResult("", "grad", np.array([bad, 0.0]), bound=1.0, expected="-")
+
+    rows = run_crosscheck(routes=[Route("non-finite route", "grad", compute)], digits=30)
+    row = rows[1]
+    assert row.digits == 0.0 and not row.passed
+    line = format_table(rows).splitlines()[-1]
+    assert " 0.0 " in line and "FAIL" in line and "16.0" not in line
+
+
+def test_adding_a_route_and_swapping_the_reference_are_one_entry():
+    """A route is one ``Route(name, quantity, compute)``; the reference is another one
+    (here the mpmath closed form at 40 digits under a new name; the rigorous route will be
+    passed the same way)."""
+    from bilevel_check.routes import crosscheck, precise
+    from bilevel_check.routes.base import Route, RouteResult
+
+    def mp40(inp):
+        ref = precise.mp_hypergradient(*inp.mp_args, digits=40)
+        return RouteResult("", "grad", list(ref.grad), extra={"pi": ref.pi})
+
+    def halves(inp):  # the SA x SA form's result with its stated bound
+        res = crosscheck.ROUTES[1].compute(inp)
+        return RouteResult("", "grad", res.value, bound=res.bound, expected=res.expected)
+
+    rows = run_crosscheck(
+        digits=30,
+        reference=Route("mpmath at 40 digits (reference)", "grad", mp40),
+        routes=[Route("a new route", "grad", halves)],
+    )
+    assert [r.route for r in rows] == ["mpmath at 40 digits (reference)", "a new route"]
+    # float64 SA x SA vs the 40-digit reference: the float64 floor (cond <= 19, ~1e-14)
+    assert rows[1].passed and rows[1].digits >= 12.0

@@ -1,40 +1,76 @@
 """Run every independent route of docs/math.md section 7 on one case and compare.
 
-The reference is the mpmath closed form at ``digits`` significant digits
-(:mod:`bilevel_check.routes.precise`, written independently of the float64 code).
-Each other route is compared with it: max absolute difference, digits of
-agreement ``-log10(max|a - b| / max|b|)`` and wall time.
+The reference (:data:`REFERENCE`) is the mpmath closed form at ``digits`` significant digits
+(:mod:`bilevel_check.routes.precise`, written independently of the float64 code). Every
+other route is a :class:`~bilevel_check.routes.base.Route` in :data:`ROUTES`; each returns a
+:class:`~bilevel_check.routes.base.RouteResult` with its value and a **stated bound** on its
+error, derived from its own error model and the case's conditioning, and is compared with
+the reference: max absolute difference, digits of agreement
+``-log10(max|a - b| / max|b|)`` (0 for NaN or inf), wall time, and pass/fail (difference
+within the stated bound). ``bilevel-check crosscheck`` exits 1 when any route fails.
 
-Imports numpy; from the package: core modules (inside functions: mpmath; from the
-package: its own room ``routes``). A route imports only the core and ``fast`` (never
-``golden``, ``oracle``, ``cli``).
+Adding a route is one entry in :data:`ROUTES` (a ``Route(name, quantity, compute, applies)``);
+a different reference (e.g. a rigorous one) is passed as ``reference=`` -- a route whose
+result carries ``grad`` as its value and ``pi*`` in ``extra["pi"]``.
+
+Stated bounds (absolute, max norm; each measured on the 47 golden cases and the
+crosscheck family, the largest observed ratio difference / bound is in the comment of each
+constant below):
+
+* closed forms (S x S adjoint, SA x SA), float64: ``ESTIMATE_SAFETY`` times the a-priori
+  estimate of :mod:`bilevel_check.hypergrad` (``eps kappa`` and the cancellation
+  ``eps kappa |grad_pi f| |dr| / tau`` of the S x S form);
+* float64 central differences: the truncation ``|D(2h) - D(h)| / 3`` (the error is
+  ``c h^2``) plus the rounding ``2 noise / h`` of the evaluations of ``phi``, times
+  :data:`FD_SAFETY`;
+* Richardson extrapolation: its own per-coordinate error estimate, times :data:`FD_SAFETY`;
+* mpmath central differences at ``N`` digits: ``|D(2h) - D(h)| / 3 + 10^-(N-5) |g|``, times
+  :data:`FD_SAFETY`;
+* unrolled autodiff, K sweeps: ``UNROLLED_SAFETY K gamma^K (1 + |V*|_inf / tau) s`` plus the
+  closed form's float64 bound (``s`` the gradient scale);
+* sympy at ``N`` digits: ``10^-(N-5) kappa (1 + |Q|/tau) |g|``;
+* cvxpy occupancy measure (``pi*``): a-posteriori, ``CONVEX_SAFETY`` times
+  ``|pi - greedy(V^pi)| + 2 gamma |T(V^pi) - V^pi| / ((1 - gamma) tau)`` (``V^pi`` the exact
+  values of the returned policy; the second term bounds the greedy policy's distance to
+  ``pi*`` through the contraction).
+Imports numpy; from the package: core modules and :mod:`.base` (inside functions: the
+route modules of its own room ``routes``, mpmath). A route imports only the core and ``fast``
+(never ``golden``, ``oracle``, ``cli``).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import asdict, dataclass
+import warnings
 
 import numpy as np
 
 from ..case import Case, load_case, make_case
+from .base import Route, RouteInput, RouteResult, compare, run_route
 
-__all__ = ["RouteRow", "default_case", "run_crosscheck", "format_table"]
+__all__ = [
+    "RouteRow",
+    "REFERENCE",
+    "ROUTES",
+    "default_case",
+    "default_routes",
+    "reference_route",
+    "run_crosscheck",
+    "format_table",
+    "FD_SAFETY",
+    "UNROLLED_SAFETY",
+    "CONVEX_SAFETY",
+]
 
+#: The table's row type (one result type for every route).
+RouteRow = RouteResult
 
-@dataclass
-class RouteRow:
-    route: str
-    quantity: str
-    max_abs_diff: float
-    digits: float
-    seconds: float
-    expected: str
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+#: Safety factor on the finite-difference error estimates (truncation from two steps,
+#: rounding from the evaluation noise).
+FD_SAFETY = 10.0
+#: Constant of the unrolled route's bound ``K gamma^K (1 + |V*|/tau)``.
+UNROLLED_SAFETY = 10.0
+#: Safety factor on the a-posteriori bound of the occupancy-measure route.
+CONVEX_SAFETY = 10.0
 
 
 def default_case(
@@ -55,167 +91,325 @@ def default_case(
     )
 
 
-def _digits(diff: float, scale: float, cap: float) -> float:
-    if diff == 0.0:
-        return cap
-    return min(cap, -math.log10(diff / max(scale, 1e-300)))
+# ----------------------------------------------------------------------------- helpers
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+def _inf(v) -> float:
+    a = np.asarray(v, dtype=np.float64)
+    return float(np.max(np.abs(a))) if a.size else 0.0
+
+
+def _closed_form_bound(inp: RouteInput, form: str):
+    """``(result, bound)`` of the float64 closed form ``form`` (estimate x safety)."""
+    from ..hypergrad import ESTIMATE_SAFETY, AccuracyWarning
+    from .forms import hypergradient
+
+    p = inp.problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccuracyWarning)  # the bound below says it
+        res = hypergradient(p.mdp, p.reward, p.upper, p.x, form=form, allow_inaccurate=True)
+    return res, ESTIMATE_SAFETY * res.error.absolute
+
+
+def _phi_fn(inp: RouteInput):
+    from ..hypergrad import phi_value
+
+    p = inp.problem
+    return lambda z: phi_value(p.mdp, p.reward, p.upper, z)
+
+
+def _kappa(inp: RouteInput) -> tuple[float, float]:
+    """``cond_inf(I - gamma P_pi*)`` and ``|Q*|_inf / tau`` at the float64 solution."""
+    from ..soft import solve_soft
+
+    p = inp.problem
+    sol = solve_soft(p.mdp, p.reward.value(p.x))
+    diag = np.einsum("sa,sa->s", sol.pi, np.einsum("sas->sa", p.mdp.P))
+    g = p.mdp.gamma
+    kappa = float(np.max(1.0 + g - 2.0 * g * diag)) / (1.0 - g)
+    return kappa, _inf(sol.Q) / p.mdp.tau
+
+
+# ----------------------------------------------------------------------------- the routes
+
+
+def _mpmath_reference(inp: RouteInput) -> RouteResult:
+    from . import precise
+
+    ref = precise.mp_hypergradient(*inp.mp_args, digits=inp.digits)
+    return RouteResult(
+        "",
+        "grad",
+        list(ref.grad),
+        expected="-",
+        digits=float(inp.digits),
+        max_abs_diff=0.0,
+        extra={"pi": ref.pi},
+    )
+
+
+def reference_route() -> Route:
+    """The mpmath closed form at ``digits`` digits (the default reference row)."""
+    return Route(
+        lambda inp: f"mpmath closed form, {inp.digits} digits (reference)",
+        "grad",
+        _mpmath_reference,
+        key="mpmath",
+    )
+
+
+REFERENCE = reference_route()
+
+
+def _closed_form(form: str, words: str):
+    def compute(inp: RouteInput) -> RouteResult:
+        res, bound = _closed_form_bound(inp, form)
+        e = res.error
+        return RouteResult(
+            "",
+            "grad",
+            res.grad,
+            bound=bound,
+            expected=f"{words} (kappa {e.kappa:.2g}, cancel. {e.cancellation:.2g})",
+        )
+
+    return compute
+
+
+def _fd_central(inp: RouteInput) -> RouteResult:
+    from . import finite_diff
+
+    p = inp.problem
+    phi = _phi_fn(inp)
+    x = np.asarray(p.x, dtype=np.float64)
+    h = finite_diff._EPS ** (1.0 / 3.0) * np.maximum(1.0, np.abs(x))
+    g1 = finite_diff.central_difference(phi, x, h=h)
+    g2 = finite_diff.central_difference(phi, x, h=2.0 * h)
+    noise = finite_diff._phi_noise(p.mdp, p.reward, p.upper, x)
+    est = _inf(g2 - g1) / 3.0 + 2.0 * noise / float(np.min(h))
+    return RouteResult(
+        "", "grad", g1, bound=FD_SAFETY * est, expected="|D(2h) - D(h)|/3 + 2 noise/h"
+    )
+
+
+def _fd_richardson(inp: RouteInput) -> RouteResult:
+    from . import finite_diff
+
+    p = inp.problem
+    res = finite_diff.phi_fd_gradient(p.mdp, p.reward, p.upper, p.x, method="richardson")
+    return RouteResult(
+        "",
+        "grad",
+        res.grad,
+        bound=FD_SAFETY * _inf(res.error_estimate),
+        expected="its error estimate (last columns + noise)",
+    )
+
+
+def _fd_mpmath(inp: RouteInput) -> RouteResult:
+    import mpmath
+
+    from ..soft import solve_soft
+    from . import finite_diff, precise
+
+    N = inp.digits
+    args = inp.mp_args
+
+    def phi(z):
+        return precise.mp_phi(*args[:5], z, digits=N)
+
+    h = mpmath.mpf(10) ** (-mpmath.mpf(N) / 3)
+    g1 = finite_diff.mp_central_difference(phi, list(args[5]), digits=N, h=h)
+    g2 = finite_diff.mp_central_difference(phi, list(args[5]), digits=N, h=2 * h)
+    # rounding: phi carries ~10^-(N+5) (1 + |Q|/tau) relative (its Newton target, through the
+    # log-softmax), divided by the step (applied relative to max(1, |x_i|))
+    sol = solve_soft(inp.problem.mdp, inp.problem.reward.value(inp.problem.x))
+    amp = 1.0 + _inf(sol.Q) / inp.problem.mdp.tau
+    fmax = abs(float(precise.mp_phi(*args, digits=N)))
+    with mpmath.workdps(N + 10):
+        trunc = max(abs(a - b) for a, b in zip(g1, g2)) / 3
+        scale = max(abs(a) for a in g1)
+        noise = mpmath.mpf(10) ** (-N - 5) * amp * max(fmax, 1.0) / h
+        est = trunc + noise + mpmath.mpf(10) ** (5 - N) * scale
+    return RouteResult(
+        "",
+        "grad",
+        g1,
+        bound=FD_SAFETY * float(est),
+        expected=f"|D(2h) - D(h)|/3 + noise/h + 1e-{N - 5}",
+    )
+
+
+def _unrolled(inp: RouteInput) -> RouteResult:
+    from ..soft import solve_soft
+    from .forms import hypergradient
+
+    p = inp.problem
+    K = int(inp.settings.get("unrolled_K", 300))
+    res = hypergradient(p.mdp, p.reward, p.upper, p.x, form="unrolled", K=K)
+    _, floor = _closed_form_bound(inp, "adjoint")
+    g, tau = p.mdp.gamma, p.mdp.tau
+    vmax = _inf(solve_soft(p.mdp, p.reward.value(p.x)).V)
+    scale = max(_inf(res.grad), 1e-300)
+    trunc = UNROLLED_SAFETY * K * g**K * (1.0 + vmax / tau) * scale
+    return RouteResult(
+        "",
+        "grad",
+        res.grad,
+        bound=trunc + floor,
+        expected=f"K gamma^K (1 + |V*|/tau) = {trunc / scale / UNROLLED_SAFETY:.0e} rel",
+    )
+
+
+def _sympy(inp: RouteInput) -> RouteResult:
+    from . import symbolic
+
+    g = symbolic.symbolic_hypergradient(*inp.mp_args, digits=inp.digits)
+    scale = max(abs(float(v)) for v in g)
+    kappa, q_tau = _kappa(inp)
+    rel = 10.0 ** (5 - inp.digits) * kappa * (1.0 + q_tau)
+    return RouteResult(
+        "",
+        "grad",
+        g,
+        bound=rel * max(scale, 1e-300),
+        expected=f"1e-{inp.digits - 5} kappa (1 + |Q|/tau)",
+    )
+
+
+def _sympy_applies(inp: RouteInput) -> bool:
+    # sympy has the quadratic upper objective only; the expressions grow quickly with S, A
+    return inp.case.S <= 3 and inp.case.A <= 3 and inp.case.raw["upper"]["kind"] == "quadratic"
+
+
+def _unrolled_applies(inp: RouteInput) -> bool:
+    # the torch twins exist for the quadratic upper objective only
+    return inp.case.raw["upper"]["kind"] == "quadratic"
+
+
+def _convex(inp: RouteInput) -> RouteResult:
+    from ..soft import soft_bellman_v, softmax_policy
+    from . import convex
+
+    p = inp.problem
+    m, r = p.mdp, p.reward.value(p.x)
+    sol = convex.solve_occupancy(m, r, accept_inaccurate=True)
+    # a-posteriori: V = V^pi of the returned pi; |V* - V| <= |T(V) - V| / (1 - gamma), and
+    # the greedy policy of V is within 2 gamma |V* - V| / tau of pi* in log (so in value)
+    residual = float(np.max(np.abs(soft_bellman_v(m, r, sol.V) - sol.V)))
+    greedy = softmax_policy(r + m.gamma * (m.P @ sol.V), m.tau)
+    to_greedy = _inf(sol.pi - greedy)
+    est = to_greedy + 2.0 * m.gamma * residual / ((1.0 - m.gamma) * m.tau)
+    bound = min(1.0, CONVEX_SAFETY * est)
+    note = "" if sol.status == "optimal" else f"solver status {sol.status}"
+    return RouteResult(
+        "",
+        "pi*",
+        sol.pi,
+        bound=bound,
+        expected="|pi - greedy(V^pi)| + 2 gamma |T V - V| / ((1 - gamma) tau)",
+        note=note,
+    )
+
+
+def default_routes() -> list[Route]:
+    """The independent routes of docs/math.md section 7, in table order."""
+    return [
+        Route(
+            "closed form S x S, float64",
+            "grad",
+            _closed_form("adjoint", "eps-estimate"),
+            key="adjoint",
+        ),
+        Route("closed form SA x SA, float64", "grad", _closed_form("sa", "eps-estimate"), key="sa"),
+        Route("finite differences, central, float64", "grad", _fd_central, key="central"),
+        Route("finite differences, Richardson, float64", "grad", _fd_richardson, key="richardson"),
+        Route(
+            lambda inp: f"finite differences, mpmath {inp.digits} digits",
+            "grad",
+            _fd_mpmath,
+            key="mp-fd",
+        ),
+        Route(
+            lambda inp: (
+                f"torch autodiff, {int(inp.settings.get('unrolled_K', 300))} unrolled soft VI "
+                "sweeps"
+            ),
+            "grad",
+            _unrolled,
+            _unrolled_applies,
+            key="unrolled",
+        ),
+        Route(
+            lambda inp: f"sympy implicit differentiation, {inp.digits} digits",
+            "grad",
+            _sympy,
+            _sympy_applies,
+            key="sympy",
+        ),
+        Route("cvxpy occupancy measure (lower level)", "pi*", _convex, key="convex"),
+    ]
+
+
+#: The default list of routes (:func:`default_routes`); pass ``routes=`` to run others.
+ROUTES = default_routes()
 
 
 def run_crosscheck(
-    case: Case | dict | None = None, *, digits: int = 50, unrolled_K: int = 300, include=None
-) -> list[RouteRow]:
-    """Run each route and compare with the mpmath reference at ``digits`` digits.
+    case: Case | dict | None = None,
+    *,
+    digits: int = 50,
+    unrolled_K: int = 300,
+    include=None,
+    routes: list[Route] | None = None,
+    reference: Route | None = None,
+) -> list[RouteResult]:
+    """Run each route and compare it with the reference at ``digits`` digits.
 
     Args:
         case: a :class:`~bilevel_check.case.Case`, a case dict or ``None`` (default case).
-        digits: precision of the mpmath reference (>= 30).
+        digits: precision of the mpmath reference and mpmath routes (>= 30).
         unrolled_K: sweeps for the unrolled-autodiff route (error ~ gamma^K).
-        include: optional iterable of route names to run (default: all that apply).
+        include: optional iterable of route names or keys to run (default: all that apply).
+        routes: the routes (default :data:`ROUTES`).
+        reference: the reference route (default :data:`REFERENCE`, mpmath).
+
+    Returns:
+        The reference row, then one :class:`~bilevel_check.routes.base.RouteResult` per
+        route that applies; ``failed`` is true for a route that raised or exceeded its bound.
     """
-    import mpmath
-
-    from ..hypergrad import hypergradient, phi_value
-    from . import convex, finite_diff, precise, symbolic, unrolled
-
     case = load_case(case if case is not None else default_case())
-    raw = case.raw
-    prob = case.to_float64()
-    mdp, reward, upper, x = prob.mdp, prob.reward, prob.upper, prob.x
-    mp_args = (
-        raw["mdp"]["P"],
-        raw["mdp"]["gamma"],
-        raw["mdp"]["tau"],
-        raw["reward"],
-        raw["upper"],
-        raw["x"],
-    )
-
-    ref, t_ref = _timed(lambda: precise.mp_hypergradient(*mp_args, digits=digits))
-    with mpmath.workdps(digits + 10):
-        g_ref = [mpmath.mpf(v) for v in ref.grad]
-        pi_ref = [[mpmath.mpf(v) for v in row] for row in ref.pi]
-        g_ref64 = np.array([float(v) for v in g_ref])
-        pi_ref64 = np.array([[float(v) for v in row] for row in pi_ref])
-
-    def mp_diff(values, ref_list):
-        with mpmath.workdps(digits + 10):
-            d = max(abs(mpmath.mpf(v) - r) for v, r in zip(values, ref_list))
-            s = max(abs(r) for r in ref_list)
-            return float(d), (float(-mpmath.log10(d / s)) if d != 0 else float(digits))
-
-    rows = [
-        RouteRow(
-            f"mpmath closed form, {digits} digits (reference)",
-            "grad",
-            0.0,
-            float(digits),
-            t_ref,
-            "-",
-        )
-    ]
+    inp = RouteInput(case, int(digits), {"unrolled_K": int(unrolled_K)})
+    ref = run_route(reference or REFERENCE, inp)
+    if ref.status != "ok":
+        raise RuntimeError(f"crosscheck: the reference route {ref.note}")
+    ref.passed = None
     want = None if include is None else set(include)
-
-    def add(name, quantity, fn, expected, cap=16.0):
-        if want is not None and name not in want:
-            return
-        try:
-            out, sec = _timed(fn)
-        except Exception as exc:  # shown in the table and in the exit status, never hidden
-            rows.append(
-                RouteRow(
-                    name,
-                    quantity.replace(" (mp)", ""),
-                    math.nan,
-                    math.nan,
-                    math.nan,
-                    expected,
-                    f"failed: {type(exc).__name__}: {exc}",
-                )
-            )
-            return
-        note = ""
-        if hasattr(out, "status"):  # the convex route: keep the solver status visible
-            note = "" if out.status == "optimal" else f"solver status {out.status}"
-            out = out.pi
-        if quantity == "grad (mp)":
-            diff, dig = mp_diff(out, g_ref)
-        else:
-            target = pi_ref64 if quantity == "pi*" else g_ref64
-            diff = float(np.max(np.abs(np.asarray(out, dtype=np.float64) - target)))
-            dig = _digits(diff, float(np.max(np.abs(target))), cap)
-        rows.append(RouteRow(name, quantity.replace(" (mp)", ""), diff, dig, sec, expected, note))
-
-    add(
-        "closed form S x S, float64",
-        "grad",
-        lambda: hypergradient(mdp, reward, upper, x).grad,
-        "~1e-13 rel",
-    )
-    add(
-        "closed form SA x SA, float64",
-        "grad",
-        lambda: hypergradient(mdp, reward, upper, x, form="sa").grad,
-        "~1e-13 rel",
-    )
-    add(
-        "finite differences, central, float64",
-        "grad",
-        lambda: finite_diff.central_difference(lambda z: phi_value(mdp, reward, upper, z), x),
-        "~1e-8",
-    )
-    add(
-        "finite differences, Richardson, float64",
-        "grad",
-        lambda: finite_diff.richardson_gradient(lambda z: phi_value(mdp, reward, upper, z), x).grad,
-        "~1e-11",
-    )
-    add(
-        f"finite differences, mpmath {digits} digits",
-        "grad (mp)",
-        lambda: finite_diff.mp_central_difference(
-            lambda z: precise.mp_phi(*mp_args[:5], z, digits=digits), list(raw["x"]), digits=digits
-        ),
-        f"~1e-{2 * digits // 3}",
-    )
-    # the torch and sympy routes have twins of the quadratic upper objective only
-    quadratic = raw["upper"]["kind"] == "quadratic"
-    if quadratic:
-        add(
-            f"torch autodiff, {unrolled_K} unrolled soft VI sweeps",
-            "grad",
-            lambda: unrolled.unrolled_hypergradient(mdp, reward, upper, x, K=unrolled_K).grad,
-            f"~gamma^K = {mdp.gamma**unrolled_K:.0e}",
-        )
-    if quadratic and case.S <= 3 and case.A <= 3:
-        add(
-            f"sympy implicit differentiation, {digits} digits",
-            "grad (mp)",
-            lambda: symbolic.symbolic_hypergradient(*mp_args, digits=digits),
-            f"~1e-{digits - 5}",
-        )
-    add(
-        "cvxpy occupancy measure (lower level)",
-        "pi*",
-        lambda: convex.solve_occupancy(mdp, reward.value(x), accept_inaccurate=True),
-        "~1e-7",
-    )
+    rows = [ref]
+    for route in ROUTES if routes is None else routes:
+        name = route.label(inp)
+        if want is not None and name not in want and route.key not in want:
+            continue
+        if not route.applies(inp):
+            continue
+        res = run_route(route, inp)
+        target = ref.value if route.quantity == "grad" else ref.extra["pi"]
+        rows.append(compare(res, target, digits=inp.digits))
     return rows
 
 
-def format_table(rows: list[RouteRow]) -> str:
+def format_table(rows: list[RouteResult]) -> str:
+    """The crosscheck table: one line per route; ``pass`` is ``ok``, ``FAIL`` or ``-``."""
     head = (
-        f"{'route':<48} {'quantity':<8} {'max |diff|':>11} {'digits':>7} {'time [s]':>9}  expected"
+        f"{'route':<48} {'quantity':<8} {'max |diff|':>11} {'bound':>9} {'digits':>7} "
+        f"{'time [s]':>9}  {'pass':<4}  expected"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        verdict = "-" if r.passed is None else ("ok" if r.passed else "FAIL")
         lines.append(
-            f"{r.route:<48} {r.quantity:<8} {r.max_abs_diff:>11.2e} {r.digits:>7.1f} "
-            f"{r.seconds:>9.3f}  {r.expected}" + (f"  [{r.note}]" if r.note else "")
+            f"{r.route:<48} {r.quantity:<8} {r.max_abs_diff:>11.2e} {r.bound:>9.1e} "
+            f"{r.digits:>7.1f} {r.seconds:>9.3f}  {verdict:<4}  {r.expected}"
+            + (f"  [{r.note}]" if r.note else "")
         )
     return "\n".join(lines)
