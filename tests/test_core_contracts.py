@@ -262,3 +262,102 @@ def test_public_implicit_derivatives_match_mpmath(form):
         want = np.array(want, dtype=float)
         # same pi (float64); cond(I - gamma P_pi) <= 19, entries O(1/tau) = O(3): 1e-12
         np.testing.assert_allclose(getattr(got, name), want, rtol=0, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("form", ["adjoint", "sa"])
+def test_public_hypergradient_from_policy_and_derivatives_at_match_mpmath(form):
+    """The public entry points ``hypergradient_from_policy`` and ``implicit_derivatives_at``
+    (both forms) against the mpmath closed form at 30 digits. Catches gamma or tau slips
+    in their argument passing, which ``hypergradient`` never reaches."""
+    from bilevel_check.hypergrad import hypergradient_from_policy, implicit_derivatives_at
+    from bilevel_check.routes.precise import mp_hypergradient_from_parts
+
+    mdp, reward, upper, x = make_problem("dense", 0.85, 0.4, seed=11, S=4, A=3, d=2)
+    r, dr = reward.value(x), reward.jacobian(x)
+    pi = solve_soft(mdp, r).pi
+    gx, gpi = upper.grad_x(x, pi), upper.grad_pi(x, pi)
+    grad, _, _ = hypergradient_from_policy(mdp.P, 0.85, 0.4, pi, dr, gx, gpi, form=form)
+    ref = mp_hypergradient_from_parts(
+        mdp.P.tolist(), 0.85, 0.4, r.tolist(), dr.tolist(), gx.tolist(), gpi.tolist(), digits=30
+    )
+    # fixed gx, gpi at the float64 pi* (rounding ~1e-16); O(1) gradient, cond <= 13: 1e-12
+    np.testing.assert_allclose(grad, np.array(ref.grad, dtype=float), rtol=0, atol=1e-12)
+    sol, der = implicit_derivatives_at(mdp, reward, x, form=form)
+    for name in ("dV", "dQ", "dlog_pi", "dpi"):
+        want = np.array(getattr(ref, name), dtype=float)
+        np.testing.assert_allclose(getattr(der, name), want, rtol=0, atol=1e-12, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- solver contracts
+
+
+def test_value_iteration_counts_sweeps_and_stops_at_max_iter():
+    """At gamma = 0, T does not depend on V: one sweep gives V* = tau logsumexp(r / tau)
+    exactly and VI reports 1 iteration; with max_iter = 1 from any start, V = T(V0)."""
+    mdp, reward, _, x = make_problem("dense", 0.0, 0.7, seed=12, S=4, A=3)
+    r = reward.value(x)
+    sol = soft_value_iteration(mdp, r)
+    assert sol.iterations == 1 and sol.converged
+    np.testing.assert_allclose(sol.V, 0.7 * sp_logsumexp(r / 0.7, axis=1), rtol=1e-15, atol=0)
+    mdp9, reward9, _, x9 = make_problem("dense", 0.9, 0.7, seed=12, S=4, A=3)
+    r9 = reward9.value(x9)
+    V0 = np.linspace(-1.0, 1.0, 4)
+    one = soft_value_iteration(mdp9, r9, V0=V0, max_iter=1, throw=False)
+    TV0, _ = _explicit_T(mdp9.P, 0.9, 0.7, r9, V0)
+    assert one.iterations == 1
+    # one sweep, einsum vs matmul: a few ulps of O(1) values
+    np.testing.assert_allclose(one.V, TV0, rtol=0, atol=1e-14)
+
+
+def test_newton_converges_quadratically():
+    """Soft policy iteration from V = 0 at gamma = 0.9: Newton's quadratic phase reaches
+    the 1e-12 relative residual in at most 8 steps (a Jacobian with the wrong gamma makes
+    it linear: dozens of steps), and each late residual is at most ~C r_prev^2."""
+    mdp, reward, _, x = make_problem("dense", 0.9, 1.0, seed=13, S=6, A=3)
+    sol = soft_policy_iteration(mdp, reward.value(x))
+    assert sol.converged and sol.iterations <= 8, sol.history
+    h = sol.history
+    for prev, nxt in zip(h[:-2], h[1:-1], strict=True):
+        if prev < 1e-2:  # inside the quadratic region; C = 10 is generous for O(1) values
+            assert nxt <= 10 * prev**2 + 1e-13, h
+
+
+def test_newton_stops_when_it_stagnates_at_the_float64_floor():
+    """An unreachable tol (1e-18) must not run to max_iter: Newton detects stagnation at
+    the floating-point floor within a few steps and reports converged=False."""
+    # (this instance's residual stalls at ~5e-14 and never hits 0.0; measured 5 steps)
+    mdp, reward, _, x = make_problem("dense", 0.99, 0.3, seed=0, S=8, A=3)
+    sol = soft_policy_iteration(mdp, reward.value(x), tol=1e-18, throw=False)
+    assert not sol.converged
+    assert sol.iterations <= 12, sol.history  # quadratic phase (~6) + stagnation test (>= 3)
+    V_star = soft_policy_iteration(mdp, reward.value(x)).V
+    # both at the float64 floor: cond <= 199 times eps, relative
+    np.testing.assert_allclose(sol.V, V_star, rtol=1e-13, atol=0)
+
+
+def test_pmd_validates_eta_and_the_start_policy():
+    mdp, reward, _, x = make_problem("dense", 0.8, 0.5, seed=15, S=3, A=2)
+    r = reward.value(x)
+    with pytest.raises(ValueError, match="eta"):
+        policy_mirror_descent(mdp, r, eta=0.0)
+    pi0 = np.full((3, 2), 0.5)
+    pi0[1] = [1.0, 0.0]
+    with pytest.raises(ValueError, match="pi0"):
+        policy_mirror_descent(mdp, r, pi0=pi0)
+
+
+def test_pmd_first_step_from_an_unnormalized_start():
+    """PMD normalizes its start per state: rows of pi0 summing to 2 behave like pi0 / 2;
+    the first step against the closed form pi_1 ∝ pi0^(1/(1+eta tau)) exp(eta Q^pi0/(1+eta tau))
+    with Q^pi0 from an explicit linear system."""
+    mdp, reward, _, x = make_problem("dense", 0.8, 0.5, seed=16, S=4, A=3)
+    r = reward.value(x)
+    rng = np.random.default_rng(3)
+    p0 = rng.random((4, 3)) + 0.1
+    p0 /= p0.sum(axis=1, keepdims=True)
+    eta = 1.3
+    sol = policy_mirror_descent(mdp, r, eta=eta, pi0=2 * p0, max_iter=1, throw=False)
+    V0 = _explicit_values(mdp.P, 0.8, 0.5, r, p0)
+    Q0 = r + 0.8 * np.einsum("sat,t->sa", mdp.P, V0)
+    z = (np.log(p0) + eta * Q0) / (1 + eta * 0.5)
+    np.testing.assert_allclose(sol.pi, sp_softmax(z, axis=1), rtol=0, atol=1e-13)
