@@ -41,16 +41,20 @@ TARGETS = {
     "soft.py": [
         "tests/test_core_contracts.py",
         "tests/test_core_numerics.py",
+        "tests/test_sparse.py",
         "properties/test_contraction.py",
     ],
     "implicit.py": [
         "tests/test_core_contracts.py",
         "tests/test_core_numerics.py",
+        "tests/test_sparse.py",
         "properties/test_m_matrix.py",
         "properties/test_consistency.py",
     ],
     "hypergrad.py": [
+        "tests/test_core_contracts.py",
         "tests/test_core_numerics.py",
+        "tests/test_sparse.py",
         "properties/test_consistency.py",
         "properties/test_invariances.py",
     ],
