@@ -19,6 +19,7 @@ import broken_impls as bi
 import numpy as np
 import pytest
 
+from bilevel_check._validation import InvalidInputError
 from bilevel_check.case import load_case
 from bilevel_check.cli import main
 from bilevel_check.golden.store import load_golden
@@ -253,3 +254,22 @@ def test_warm_started_correct_solver_passes_verify(capsys):
         == 1
     )
     assert "non-deterministic" in capsys.readouterr().out
+
+
+def test_python_api_isolate_and_timeout():
+    """check_*(..., isolate=True): same report as in-process for a correct implementation,
+    error rows for a hang; a lambda cannot cross to the child and is refused by name."""
+    from bilevel_check._validation import InvalidInputTypeError
+
+    cases = load_golden(["single_state"])
+    here = oracle.check_hypergradient(bi.correct_numpy, cases)
+    there = oracle.check_hypergradient(bi.correct_numpy, cases, isolate=True)
+    assert there.passed and [e.actual for e in there.entries] == [e.actual for e in here.entries]
+    hung = oracle.check_hypergradient(bi.hangs, cases[:1], isolate=True, timeout=1.0)
+    assert not hung.passed and "timeout: no result within 1 s" in hung.cases[0].error
+    with pytest.raises(InvalidInputTypeError) as info:
+        oracle.check_hypergradient(lambda p: bi.correct_numpy(p), cases, isolate=True)
+    assert info.value.argument == "fn"
+    with pytest.raises(InvalidInputError) as info:
+        oracle.check_hypergradient(bi.correct_numpy, cases, timeout=1.0)  # needs isolate
+    assert info.value.argument == "timeout"

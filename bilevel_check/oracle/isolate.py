@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 
@@ -120,7 +121,17 @@ class IsolatedRunner:
         proc = self._ctx.Process(
             target=_child, args=(child, self.target, list(sys.path), os.getcwd()), daemon=True
         )
-        proc.start()
+        try:
+            proc.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            parent.close()
+            child.close()
+            raise InvalidInputTypeError(
+                "fn",
+                "a module-level function or a 'module:function' target (a child process "
+                "imports it)",
+                f"{self.target!r} ({type(exc).__name__}: {exc})",
+            ) from None
         child.close()
         self._proc, self._conn = proc, parent
 
