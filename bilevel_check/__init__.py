@@ -8,7 +8,15 @@ Imports from the package: core modules. As a core module it imports no subpackag
 """
 
 from ._validation import InvalidInputError, InvalidInputTypeError
-from .hypergrad import HypergradResult, hypergradient, implicit_derivatives_at, phi_value
+from .hypergrad import (
+    AccuracyError,
+    AccuracyWarning,
+    ErrorEstimate,
+    HypergradResult,
+    hypergradient,
+    implicit_derivatives_at,
+    phi_value,
+)
 from .implicit import ImplicitDerivatives, implicit_derivatives, implicit_derivatives_sa
 from .mdp import (
     CallableReward,
@@ -57,6 +65,9 @@ __all__ = [
     "implicit_derivatives_sa",
     "implicit_derivatives_at",
     "HypergradResult",
+    "ErrorEstimate",
+    "AccuracyWarning",
+    "AccuracyError",
     "hypergradient",
     "phi_value",
     "__version__",
