@@ -1,7 +1,8 @@
 """Optional dependencies, imported on first use or refused with the extra that installs them.
 
 The oracle (check functions, golden suite, ``verify``, the pytest plugin) needs only
-the core dependencies (numpy, mpmath, python-flint, hypothesis, pytest, jsonschema).
+the core dependencies (numpy, scipy, mpmath, gmpy2, python-flint, hypothesis, pytest,
+jsonschema).
 The independent routes and the algorithm engines need more; each is an extra of the
 package (``pip install 'bilevel-check[torch]'``, ``[all]`` for everything):
 

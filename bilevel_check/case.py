@@ -16,7 +16,9 @@ class whose ``spec()`` writes it and the fields it takes):
 * upper ``quadratic`` (``cx, G [S, A], cpi``: ``f = cx/2 |x|^2 + <G, pi> + cpi/2 |pi|^2``),
   ``target_occupancy`` (``P_u, g, target, mu_u, cx``), ``rlhf`` (``H, P_u, mu_u,
   features, r_true, labels``, optional ``ridge``) and ``shaping`` (``H, P_u, mu_u, r_u,
-  gamma_u``); the last two are the trajectory-level objectives of docs/math.md section 5.
+  gamma_u``); the last two are the trajectory-level objectives of docs/math.md section 5;
+  ``discounted_return`` (``P_u, r_u, gamma_u, rho_u, cx``: ``f = -rho_u^T V_u + cx/2 |x|^2``,
+  docs/math.md section 10).
 
 A file is parsed once: :func:`load_case` validates it and builds the float64 models
 (:class:`Case` carries both the raw dict and the models). Unknown keys (with the
@@ -47,7 +49,13 @@ import numpy as np
 
 from ._validation import InvalidInputError
 from .mdp import LinearReward, QuadraticReward, TabularMDP, TabularReward, check_x
-from .upper import QuadraticUpper, RLHFUpper, ShapingUpper, TargetOccupancyUpper
+from .upper import (
+    DiscountedReturnUpper,
+    QuadraticUpper,
+    RLHFUpper,
+    ShapingUpper,
+    TargetOccupancyUpper,
+)
 
 __all__ = [
     "CASE_SCHEMA",
@@ -283,6 +291,14 @@ def _shaping_upper(spec, S, A, where):
     return ShapingUpper(P_u, mu_u, H, _field(spec, "gamma_u", where, "upper"), r_u, mode="exact")
 
 
+def _discounted_return_upper(spec, S, A, where):
+    P_u = _field(spec, "P_u", where, "upper", (S, A, S))
+    r_u = _field(spec, "r_u", where, "upper", (S, A))
+    rho_u = _field(spec, "rho_u", where, "upper", (S,))
+    gamma_u, cx = _field(spec, "gamma_u", where, "upper"), _field(spec, "cx", where, "upper")
+    return DiscountedReturnUpper(P_u, r_u, gamma_u, rho_u, cx=cx)
+
+
 #: kind -> :class:`Kind` for the reward models ``r_x``.
 REWARD_KINDS: dict[str, Kind] = {
     k.name: k
@@ -312,6 +328,13 @@ UPPER_KINDS: dict[str, Kind] = {
             _rlhf_upper,
         ),
         Kind("shaping", ShapingUpper, ("H", "P_u", "mu_u", "r_u", "gamma_u"), (), _shaping_upper),
+        Kind(
+            "discounted_return",
+            DiscountedReturnUpper,
+            ("P_u", "r_u", "gamma_u", "rho_u", "cx"),
+            (),
+            _discounted_return_upper,
+        ),
     )
 }
 

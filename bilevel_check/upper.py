@@ -42,6 +42,7 @@ __all__ = [
     "UpperObjective",
     "QuadraticUpper",
     "TargetOccupancyUpper",
+    "DiscountedReturnUpper",
     "check_upper",
     "sigmoid",
     "softplus",
@@ -181,6 +182,86 @@ class TargetOccupancyUpper:
     def grad_pi(self, x, pi):
         y, z = self._solves(pi)
         return -(1.0 - self.g) * self.g * y[:, None] * p_apply(self.P, z)
+
+
+class DiscountedReturnUpper:
+    """``f(x, pi) = -rho_u^T V_u + cx/2 |x|^2``: minus an expected discounted return
+    (docs/math.md section 10, the HPGD / AMD family).
+
+    The return has its own reward ``r_u``, discount ``gamma_u`` (in general not the
+    lower level's) and start distribution ``rho_u``, in the environment ``P_u`` (the
+    lower level's ``P`` when the upper level acts in the same MDP). With
+    ``M = I - gamma_u P_pi``, ``V_u = M^{-1} sum_a pi r_u``, ``Q_u = r_u + gamma_u P_u V_u``
+    and the unnormalized occupancy ``d_u = M^{-T} rho_u``::
+
+        grad_pi f[s, a] = -d_u[s] Q_u[s, a]
+
+    (entries of ``pi`` treated as free). Only the implicit derivatives of ``pi*`` use
+    the lower discount.
+
+    Args:
+        P_u: transitions ``[S, A, S]``.
+        r_u: upper reward ``[S, A]``.
+        gamma_u: upper discount in ``[0, 1)``.
+        rho_u: start distribution ``[S]``.
+        cx: ridge weight on ``x``.
+    """
+
+    def __init__(self, P_u, r_u, gamma_u: float, rho_u, *, cx: float = 0.0):
+        P = as_float_array(P_u, "P_u", ndim=3)
+        S, A = P.shape[:2]
+        check_shape(P, (S, A, S), "P_u")
+        check_stochastic(P, "P_u")
+        self.P = P / P.sum(axis=-1, keepdims=True)
+        self.r_u = as_float_array(r_u, "r_u", ndim=2)
+        check_shape(self.r_u, (S, A), "r_u")
+        rho = as_float_array(rho_u, "rho_u", ndim=1)
+        check_distribution(rho, "rho_u", S)
+        self.rho_u = rho / rho.sum()
+        if (
+            isinstance(gamma_u, bool)
+            or not isinstance(gamma_u, numbers.Real)
+            or not 0.0 <= float(gamma_u) < 1.0
+        ):
+            raise InvalidInputError("gamma_u", "a discount in [0, 1)", repr(gamma_u))
+        if isinstance(cx, bool) or not isinstance(cx, numbers.Real) or not np.isfinite(cx):
+            raise InvalidInputError("cx", "a finite real number", repr(cx))
+        self.gamma_u, self.cx, self.S, self.A = float(gamma_u), float(cx), S, A
+
+    def spec(self) -> dict:
+        """The case-file spec ``{"kind": "discounted_return", "P_u", "r_u", "gamma_u",
+        "rho_u", "cx"}``."""
+        return {
+            "kind": "discounted_return",
+            "P_u": np.array(self.P),
+            "r_u": np.array(self.r_u),
+            "gamma_u": self.gamma_u,
+            "rho_u": np.array(self.rho_u),
+            "cx": self.cx,
+        }
+
+    def values(self, pi):
+        """``(V_u [S], Q_u [S, A])`` of ``pi`` under ``(P_u, r_u, gamma_u)``."""
+        pi = np.asarray(pi, dtype=np.float64)
+        V = m_solve(self.P, pi, self.gamma_u, (pi * self.r_u).sum(axis=1))
+        return V, self.r_u + self.gamma_u * p_apply(self.P, V)
+
+    def occupancy(self, pi):
+        """``d_u = rho_u^T (I - gamma_u P_pi)^{-1}`` (unnormalized: sums to ``1/(1-gamma_u)``)."""
+        pi = np.asarray(pi, dtype=np.float64)
+        return m_solve(self.P, pi, self.gamma_u, self.rho_u, transpose=True)
+
+    def value(self, x, pi):
+        x = np.asarray(x, dtype=np.float64)
+        V, _ = self.values(pi)
+        return float(-self.rho_u @ V + 0.5 * self.cx * x @ x)
+
+    def grad_x(self, x, pi):
+        return self.cx * np.asarray(x, dtype=np.float64)
+
+    def grad_pi(self, x, pi):
+        _, Q = self.values(pi)
+        return -self.occupancy(pi)[:, None] * Q
 
 
 def check_upper(upper, S: int, A: int, name: str = "upper") -> None:

@@ -156,7 +156,7 @@ def test_every_golden_case_loads_in_a_fresh_interpreter():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert out[0] == str(["quadratic", "rlhf", "shaping", "target_occupancy"])
+    assert out[0] == str(["discounted_return", "quadratic", "rlhf", "shaping", "target_occupancy"])
     assert out[1] == "[]"  # no route was needed to read a case
 
 
@@ -182,7 +182,13 @@ def test_registry_lists_the_same_kinds_as_the_mpmath_route():
 
     assert set(REWARD_KINDS) == set(MP_REWARD_KINDS) == {"tabular", "linear", "quadratic"}
     assert set(UPPER_KINDS) == set(MP_UPPER_KINDS)
-    assert set(UPPER_KINDS) == {"quadratic", "target_occupancy", "rlhf", "shaping"}
+    assert set(UPPER_KINDS) == {
+        "quadratic",
+        "target_occupancy",
+        "discounted_return",
+        "rlhf",
+        "shaping",
+    }
 
 
 @pytest.mark.parametrize("section", ["reward", "upper"])

@@ -32,6 +32,10 @@ REPRESENTATIVE = [
     "gridworld-N3-seed0",
     "rlhf-S2A2-H2-bern",
     "shaping-S2A3-H2",
+    "peaked-S4A3-jump",
+    "clusters-S6A2-g099",
+    "live-tau001-S3A2",
+    "return-g09-gu05",
 ]
 DIGITS = 30
 
@@ -76,7 +80,7 @@ def test_representatives_cover_every_group_and_upper_kind():
     assert {c.group for c in chosen} == {c.group for c in CASES.values()}
     kinds = {c.case["upper"]["kind"] for c in CASES.values()}
     assert {c.case["upper"]["kind"] for c in chosen} == kinds
-    assert len(CASES) == 47
+    assert len(CASES) == 71
 
 
 @pytest.mark.slow

@@ -157,14 +157,18 @@ def test_pytest_plugin_runs_without_extras(tmp_path):
 
 
 @pytest.mark.slow
-def test_core_install_in_a_fresh_venv(tmp_path):
+@pytest.mark.parametrize("numpy_spec", ["numpy<2", "numpy>=2"])
+def test_core_install_in_a_fresh_venv(tmp_path, numpy_spec):
     """pip-installs the package with its core dependencies only into a new virtual
-    environment (needs the package index or a wheel cache) and runs the oracle there."""
+    environment (needs the package index or a wheel cache), with numpy 1.x (a JAX project
+    pinned to numpy<2) and with numpy 2, and runs the oracle there."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     pip = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True
+        [str(py), "-m", "pip", "install", "-q", numpy_spec, str(ROOT)],
+        capture_output=True,
+        text=True,
     )
     if pip.returncode != 0:
         pytest.skip(f"pip could not install the core dependencies: {pip.stderr[-300:]}")

@@ -280,6 +280,8 @@ def certify_case(
                     ra = f"exact trajectory enumeration of (13)+(14), {digits} digits"
                 elif kind == "target_occupancy":
                     ra = f"implicit derivatives + occupancy gradient in pi, {digits} digits"
+                elif kind == "discounted_return":
+                    ra = f"implicit derivatives + grad_pi f = -d_u Q_u, {digits} digits"
                 else:
                     ra = desc_a
             else:
@@ -298,7 +300,8 @@ def certify_case(
         pi_min = float(min(_mp(p) for p in _flat(a["pi"])))
         certified = {k: _strings(v, digits) for k, v in a.items()}
         certificate = {"residual": _strings(resid, 6), "bound": _strings(bound, 6)}
-    flags = case_flags(case, pi_min)
+    pi_float = [[float(p) for p in row] for row in a["pi"]]
+    flags = case_flags(case, pi_min, pi_float)
     if rmax >= 100:
         flags.append("large_reward")
     return {
@@ -493,6 +496,8 @@ def certify_groups(
     man_path = base / "manifest.json"
     manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"groups": {}}
     old_groups = manifest.get("groups", {})
+    if groups is None:  # the whole suite: exactly the built-in groups, in their order
+        manifest["groups"] = {g: old_groups[g] for g in specs if g in old_groups}
 
     def write_manifest():
         entries = manifest["groups"]

@@ -18,6 +18,13 @@ Groups (file ``reference/golden/<group>.json``):
 * ``problems``          named problems of :mod:`bilevel_check.problems`
 * ``model_free``        trajectory-level upper objectives (RLHF, reward shaping),
                         docs/math.md section 5
+* ``peaked_transitions`` near-deterministic ``P``: one main successor per ``(s, a)``, the other
+                        entries 1e-8 to 1e-4
+* ``slow_mixing``       lazy rings and weakly coupled clusters at gamma 0.99 and 0.999
+                        (``|lambda_2(P_pi*)| >= 0.99``)
+* ``policy_live``       tau 0.01 to 0.05 with rewards ~ tau: ``pi*`` not one-hot
+* ``discounted_return`` upper level ``-rho_u^T V_u`` with its own ``r_u``, ``gamma_u``, ``rho_u``
+                        (docs/math.md section 10)
 
 Imports numpy; from the package: core modules. The golden room imports only the core and
 ``routes`` (never ``oracle``, ``cli``).
@@ -125,6 +132,88 @@ def gen_gap(cid, seed, *, S, A, d, gamma, tau, gap):
     F[:, 0, 0] += gap  # x[0] = 1 below, so r[s, 0] gets +gap
     x = np.concatenate([[1.0], rng.normal(size=d - 1)])
     upper = _quad_upper(rng, S, A)
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
+
+
+def gen_peaked(cid, seed, *, S, A, d, gamma, tau, lo, hi, jump=1.0):
+    """Near-deterministic ``P``: one main successor per ``(s, a)``, every other entry
+    ``10^U(log10 lo, log10 hi)``; linear reward, state ``S-1`` scaled by ``jump`` so that
+    the rare transitions into it move the values."""
+    rng = np.random.default_rng(seed)
+    P = 10.0 ** rng.uniform(np.log10(lo), np.log10(hi), size=(S, A, S))
+    main = rng.integers(S, size=(S, A))
+    for s in range(S):
+        for a in range(A):
+            P[s, a, main[s, a]] = 0.0
+            P[s, a, main[s, a]] = 1.0 - P[s, a].sum()
+    F = rng.normal(size=(S, A, d))
+    F[S - 1] *= jump
+    upper = _quad_upper(rng, S, A)
+    x = rng.normal(size=d)
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
+
+
+def _ring_P(rng, S, A, lazy):
+    """A ring of ``S`` states: every action moves one step forward, action ``a`` stays put
+    with probability ``a lazy``; ``P_pi`` is close to a rotation, so it mixes slowly
+    (eigenvalues near the ``S``-th roots of unity)."""
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        for a in range(A):
+            P[s, a, (s + 1) % S] += 1.0 - a * lazy
+            P[s, a, s] += a * lazy
+    return P
+
+
+def _clusters_P(rng, S, A, leak):
+    """Two dense clusters of ``S // 2`` and ``S - S // 2`` states; each ``(s, a)`` leaves its
+    cluster with probability ``leak * U(0.5, 1.5)``."""
+    half = S // 2
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        inside = np.arange(half) if s < half else np.arange(half, S)
+        outside = np.arange(half, S) if s < half else np.arange(half)
+        for a in range(A):
+            p_out = leak * rng.uniform(0.5, 1.5)
+            w_in, w_out = rng.random(inside.size) + 0.1, rng.random(outside.size) + 0.1
+            P[s, a, inside] = (1.0 - p_out) * w_in / w_in.sum()
+            P[s, a, outside] = p_out * w_out / w_out.sum()
+    return P
+
+
+def gen_slow(cid, seed, *, S, A, d, gamma, tau, chain, mix):
+    """Slowly mixing chain: ``chain='ring'`` (lazy rotation, ``mix`` = stay probability
+    per action index) or ``'clusters'`` (two clusters, ``mix`` = leak); linear reward."""
+    rng = np.random.default_rng(seed)
+    P = _ring_P(rng, S, A, mix) if chain == "ring" else _clusters_P(rng, S, A, mix)
+    F = rng.normal(size=(S, A, d))
+    upper = _quad_upper(rng, S, A)
+    x = rng.normal(size=d)
+    return make_case(
+        cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
+    )
+
+
+def gen_return(cid, seed, *, S, A, d, gamma, tau, gamma_u, cx=0.0, sparse=False):
+    """Discounted-return upper level (docs/math.md section 10) in the lower MDP: ``r_u ~ N(0,1)``,
+    ``rho_u`` a random distribution, ``gamma_u`` (not the lower ``gamma``); linear reward."""
+    rng = np.random.default_rng(seed)
+    P = _sparse_P(rng, S, A) if sparse else _dense_P(rng, S, A)
+    F = rng.normal(size=(S, A, d))
+    rho = rng.random(S) + 0.1
+    upper = {
+        "kind": "discounted_return",
+        "P_u": P,
+        "r_u": rng.normal(size=(S, A)),
+        "gamma_u": gamma_u,
+        "rho_u": rho / rho.sum(),
+        "cx": cx,
+    }
+    x = rng.normal(size=d)
     return make_case(
         cid, P=P, gamma=gamma, tau=tau, reward={"kind": "linear", "features": F}, upper=upper, x=x
     )
@@ -245,6 +334,9 @@ GENERATORS: dict[str, Callable] = {
     "tabular": gen_tabular,
     "quadratic": gen_quadratic,
     "gap": gen_gap,
+    "peaked": gen_peaked,
+    "slow": gen_slow,
+    "return": gen_return,
     "problem": gen_problem,
     "model_free": gen_model_free,
 }
@@ -366,6 +458,174 @@ GROUPS: dict[str, tuple[str, str, list]] = {
             ),
         ],
     ),
+    "peaked_transitions": (
+        "near-deterministic P: one main successor, the other entries 1e-8 to 1e-4",
+        "hard",
+        [
+            (
+                "peaked-S3A2-e8",
+                "peaked",
+                801,
+                dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, lo=1e-8, hi=1e-6),
+            ),
+            (
+                "peaked-S4A2-e6",
+                "peaked",
+                802,
+                dict(S=4, A=2, d=2, gamma=0.9, tau=0.5, lo=1e-6, hi=1e-4),
+            ),
+            (
+                "peaked-S5A3-e8e4",
+                "peaked",
+                803,
+                dict(S=5, A=3, d=3, gamma=0.9, tau=1.0, lo=1e-8, hi=1e-4),
+            ),
+            (
+                "peaked-S4A3-jump",
+                "peaked",
+                804,
+                dict(S=4, A=3, d=2, gamma=0.9, tau=1.0, lo=1e-8, hi=1e-5, jump=30.0),
+            ),
+            (
+                "peaked-S6A2-e7",
+                "peaked",
+                805,
+                dict(S=6, A=2, d=2, gamma=0.9, tau=0.3, lo=1e-7, hi=1e-5),
+            ),
+            (
+                "peaked-S3A3-jump",
+                "peaked",
+                806,
+                dict(S=3, A=3, d=2, gamma=0.9, tau=2.0, lo=1e-8, hi=1e-4, jump=100.0),
+            ),
+        ],
+    ),
+    "slow_mixing": (
+        "slowly mixing chains (lazy rings, two weakly coupled clusters) at gamma 0.99, 0.999",
+        "hard",
+        [
+            (
+                "ring-S8A2-g099",
+                "slow",
+                901,
+                dict(S=8, A=2, d=2, gamma=0.99, tau=1.0, chain="ring", mix=0.02),
+            ),
+            (
+                "ring-S12A3-g0999",
+                "slow",
+                902,
+                dict(S=12, A=3, d=2, gamma=0.999, tau=1.0, chain="ring", mix=0.01),
+            ),
+            (
+                "ring-S10A2-g0999",
+                "slow",
+                903,
+                dict(S=10, A=2, d=3, gamma=0.999, tau=0.5, chain="ring", mix=0.05),
+            ),
+            (
+                "clusters-S6A2-g099",
+                "slow",
+                904,
+                dict(S=6, A=2, d=2, gamma=0.99, tau=1.0, chain="clusters", mix=1e-3),
+            ),
+            (
+                "clusters-S8A2-g0999",
+                "slow",
+                905,
+                dict(S=8, A=2, d=2, gamma=0.999, tau=0.5, chain="clusters", mix=1e-3),
+            ),
+            (
+                "clusters-S10A3-g0999",
+                "slow",
+                906,
+                dict(S=10, A=3, d=3, gamma=0.999, tau=1.0, chain="clusters", mix=1e-4),
+            ),
+        ],
+    ),
+    "policy_live": (
+        "low temperature (tau 0.01 to 0.05) with rewards ~ tau: pi* far from one-hot",
+        "hard",
+        [
+            (
+                "live-tau001-S3A2",
+                "linear",
+                1001,
+                dict(S=3, A=2, d=2, gamma=0.9, tau=0.01, scale=0.01),
+            ),
+            (
+                "live-tau001-S4A3",
+                "linear",
+                1002,
+                dict(S=4, A=3, d=3, gamma=0.9, tau=0.01, scale=0.005),
+            ),
+            (
+                "live-tau002-tabular",
+                "tabular",
+                1003,
+                dict(S=3, A=3, gamma=0.8, tau=0.02, scale=0.02),
+            ),
+            (
+                "live-tau005-S5A2",
+                "linear",
+                1004,
+                dict(S=5, A=2, d=2, gamma=0.95, tau=0.05, scale=0.03),
+            ),
+            (
+                "live-tau001-sparse",
+                "linear",
+                1005,
+                dict(S=5, A=3, d=2, gamma=0.9, tau=0.01, sparse=True, scale=0.005),
+            ),
+            (
+                "live-tau002-g099",
+                "linear",
+                1006,
+                dict(S=4, A=2, d=2, gamma=0.99, tau=0.02, scale=0.002),
+            ),
+        ],
+    ),
+    "discounted_return": (
+        "upper level = minus a discounted return with its own r_u, gamma_u != gamma, rho_u",
+        "medium",
+        [
+            (
+                "return-g09-gu05",
+                "return",
+                1101,
+                dict(S=3, A=2, d=2, gamma=0.9, tau=1.0, gamma_u=0.5),
+            ),
+            (
+                "return-g05-gu09",
+                "return",
+                1102,
+                dict(S=4, A=2, d=2, gamma=0.5, tau=0.5, gamma_u=0.9),
+            ),
+            (
+                "return-g09-gu099",
+                "return",
+                1103,
+                dict(S=4, A=3, d=3, gamma=0.9, tau=1.0, gamma_u=0.99),
+            ),
+            (
+                "return-g095-gu08-cx",
+                "return",
+                1104,
+                dict(S=5, A=2, d=2, gamma=0.95, tau=0.3, gamma_u=0.8, cx=1.0),
+            ),
+            (
+                "return-g08-gu095",
+                "return",
+                1105,
+                dict(S=3, A=3, d=2, gamma=0.8, tau=2.0, gamma_u=0.95),
+            ),
+            (
+                "return-sparse-g09-gu07",
+                "return",
+                1106,
+                dict(S=5, A=2, d=3, gamma=0.9, tau=0.5, gamma_u=0.7, sparse=True),
+            ),
+        ],
+    ),
 }
 
 
@@ -399,8 +659,17 @@ def build_case(spec: dict) -> dict:
     return gen(spec["id"], int(spec["seed"]), **spec["params"])
 
 
-def case_flags(case: dict, pi_min: float | None = None) -> list[str]:
-    """Difficulty flags of a case (``pi_min``: the smallest entry of ``pi*``, if known)."""
+#: ``policy_path_live``: some state has ``max_a pi*[s, a] < 1 - LIVE_MARGIN``
+LIVE_MARGIN = 1e-3
+#: ``slow_mixing``: the second largest eigenvalue modulus of ``P_pi*`` is at least this
+SLOW_MIXING = 0.99
+#: ``near_deterministic_P``: the smallest positive entry of ``P`` is at most this
+SMALL_P = 1e-4
+
+
+def case_flags(case: dict, pi_min: float | None = None, pi=None) -> list[str]:
+    """Difficulty flags of a case (``pi_min``: the smallest entry of ``pi*``; ``pi``: ``pi*``
+    ``[S][A]`` as floats, for the flags that need the policy)."""
     P = np.array([[[float(v) for v in row] for row in sa] for sa in case["mdp"]["P"]])
     S, A = P.shape[:2]
     gamma, tau = float(case["mdp"]["gamma"]), float(case["mdp"]["tau"])
@@ -411,6 +680,16 @@ def case_flags(case: dict, pi_min: float | None = None) -> list[str]:
         flags.append("low_temperature")
     if pi_min is not None and pi_min < 1e-6:
         flags.append("near_deterministic")
+    if P[P > 0].min() <= SMALL_P:
+        flags.append("near_deterministic_P")
+    if pi is not None:
+        pi = np.asarray(pi, dtype=np.float64)
+        if A > 1 and pi.max(axis=1).min() < 1.0 - LIVE_MARGIN:
+            flags.append("policy_path_live")
+        if S > 1:
+            modulus = np.sort(np.abs(np.linalg.eigvals(np.einsum("sa,sat->st", pi, P))))
+            if modulus[-2] >= SLOW_MIXING:
+                flags.append("slow_mixing")
     if (P == 0).mean() >= 0.4:
         flags.append("sparse_P")
     if any(all(P[s, a, s] == 1.0 for a in range(A)) for s in range(S)) and S > 1:
@@ -421,4 +700,6 @@ def case_flags(case: dict, pi_min: float | None = None) -> list[str]:
         flags.append("single_action")
     if case["upper"]["kind"] in ("rlhf", "shaping"):
         flags.append("trajectory_upper")
+    if case["upper"]["kind"] == "discounted_return":
+        flags.append("return_upper")
     return flags

@@ -531,6 +531,12 @@ def _occupancy_upper(spec, S, A):
     return mp_occupancy_upper(spec, S, A)
 
 
+def _return_upper(spec, S, A):
+    from .precise_traj import mp_return_upper
+
+    return mp_return_upper(spec, S, A)
+
+
 def _trajectory_upper(spec, S, A):
     from .precise_traj import mp_trajectory_upper
 
@@ -550,6 +556,7 @@ MP_REWARD_KINDS: dict[str, Callable] = {
 MP_UPPER_KINDS: dict[str, Callable] = {
     "quadratic": _quadratic_upper,
     "target_occupancy": _occupancy_upper,
+    "discounted_return": _return_upper,
     "rlhf": _trajectory_upper,
     "shaping": _trajectory_upper,
 }

@@ -48,6 +48,7 @@ __all__ = [
     "trajectories",
     "mp_trajectory_upper",
     "mp_occupancy_upper",
+    "mp_return_upper",
     "route_a_traj",
 ]
 
@@ -206,6 +207,64 @@ def mp_occupancy_upper(spec: dict, S: int, A: int):
     return make
 
 
+class _MPDiscountedReturn:
+    """``f(x, pi) = -rho_u^T V_u + cx/2 |x|^2`` in mpmath (docs/math.md section 10), with
+    ``V_u = M^{-1} sum_a pi r_u``, ``M = I - gamma_u P_pi``, ``Q_u = r_u + gamma_u P_u V_u``
+    and ``grad_pi f[s, a] = -d_u[s] Q_u[s, a]``, ``d_u = M^{-T} rho_u``."""
+
+    def __init__(self, spec: dict, S: int, A: int):
+        P = _arr(spec["P_u"], (S, A, S), "upper_spec.P_u")
+        self.P = [[[v / mpmath.fsum(row) for v in row] for row in sa] for sa in P]
+        self.r = _arr(spec["r_u"], (S, A), "upper_spec.r_u")
+        self.g, self.cx = _num(spec["gamma_u"], "upper_spec.gamma_u"), _num(spec["cx"], "upper.cx")
+        rho = _arr(spec["rho_u"], (S,), "upper_spec.rho_u")
+        self.rho = mpmath.matrix([v / mpmath.fsum(rho) for v in rho])
+        self.S, self.A = S, A
+
+    def _M(self, pi):
+        S, A = self.S, self.A
+        M = mpmath.matrix(S, S)
+        for s in range(S):
+            for t in range(S):
+                M[s, t] = (1 if s == t else 0) - self.g * mpmath.fsum(
+                    pi[s][a] * self.P[s][a][t] for a in range(A)
+                )
+        return M
+
+    def _V(self, M, pi):
+        r_pi = [mpmath.fsum(pi[s][a] * self.r[s][a] for a in range(self.A)) for s in range(self.S)]
+        return mpmath.lu_solve(M, mpmath.matrix(r_pi))
+
+    def value(self, x, pi):
+        V = self._V(self._M(pi), pi)
+        ret = mpmath.fsum(self.rho[s] * V[s] for s in range(self.S))
+        return -ret + self.cx / 2 * mpmath.fsum(v * v for v in x)
+
+    def grad_pi(self, pi):
+        M = self._M(pi)
+        V, d = self._V(M, pi), mpmath.lu_solve(M.T, self.rho)
+        S, A = self.S, self.A
+        Q = [
+            [
+                self.r[s][a] + self.g * mpmath.fsum(self.P[s][a][t] * V[t] for t in range(S))
+                for a in range(A)
+            ]
+            for s in range(S)
+        ]
+        return [[-d[s] * Q[s][a] for a in range(A)] for s in range(S)]
+
+
+def mp_return_upper(spec: dict, S: int, A: int):
+    """mpmath model of a ``discounted_return`` spec, in the form of
+    :data:`bilevel_check.routes.precise.MP_UPPER_KINDS`: ``make(x) -> (f(pi), gx(pi), gpi(pi))``."""
+    ret = _MPDiscountedReturn(spec, S, A)
+
+    def make(x):
+        return (lambda pi: ret.value(x, pi)), (lambda pi: [ret.cx * v for v in x]), ret.grad_pi
+
+    return make
+
+
 def mp_trajectory_upper(spec: dict, S: int, A: int):
     """mpmath model of an ``rlhf`` / ``shaping`` spec by exact enumeration:
     ``make(x) -> (f(pi), gx(pi), gpi(pi))`` with ``f = E[l]``, ``gx = E[grad_x l]`` (13) and
@@ -242,7 +301,7 @@ def route_a_traj(case: dict, digits: int) -> dict:
         m["P"], m["gamma"], m["tau"], case["reward"], case["upper"], case["x"], digits=digits
     )
     out = {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi}
-    if case["upper"]["kind"] == "target_occupancy":
+    if case["upper"]["kind"] in ("target_occupancy", "discounted_return"):
         out["grad"] = res.grad_dpi
         return out
     with mpmath.workdps(digits + GUARD_DIGITS):

@@ -32,8 +32,9 @@ past the cap it raises :class:`PrecisionCapError` naming the output, the digits 
 conditioning (``|Q|/tau`` and ``cond_inf(I - gamma P_pi)``).
 
 Supported: every reward kind (``tabular``, ``linear``, ``quadratic``) and upper kind
-(``quadratic``, ``target_occupancy``, ``rlhf``, ``shaping``) of the case format; trajectory
-uppers up to :data:`MAX_TERMS` terms of the enumeration (else :class:`RigorousUnsupported`).
+(``quadratic``, ``target_occupancy``, ``discounted_return``, ``rlhf``, ``shaping``) of the case
+format; trajectory uppers up to :data:`MAX_TERMS` terms of the enumeration (else
+:class:`RigorousUnsupported`).
 
 May import: ``flint``, ``numpy``, :mod:`bilevel_check._validation`, :mod:`bilevel_check.case`,
 :mod:`bilevel_check.routes.precise_traj` (path enumeration); never ``oracle``, ``golden``, ``cli``.
@@ -423,6 +424,25 @@ def _occupancy_upper(pb: _Problem, pi: list, Pi: arb_mat):
     return -(1 - g) * occ + cx / 2 * xx, [cx * v for v in pb.x], gpi
 
 
+def _return_upper(pb: _Problem, pi: list, Pi: arb_mat):
+    """``f = -rho_u^T (I - gamma_u P_u,pi)^{-1} sum_a pi r_u + cx/2 |x|^2`` (docs/math.md
+    section 10) and its gradients: ``grad_pi f[s, a] = -d_u[s] Q_u[s, a]``,
+    ``d_u = M^{-T} rho_u``."""
+    spec, S, A = pb.upper, pb.S, pb.A
+    P_u = arb_mat([_normalized(_balls(spec["P_u"][s][a])) for s in range(S) for a in range(A)])
+    g, cx = _ball(spec["gamma_u"]), _ball(spec["cx"])
+    r = [_ball(spec["r_u"][s][a]) for s in range(S) for a in range(A)]
+    rho = _col(_normalized(_balls(spec["rho_u"])))
+    M = _i_minus(pb, Pi, P_u, g)
+    r_pi = [sum((pi[s * A + a] * r[s * A + a] for a in range(A)), arb(0)) for s in range(S)]
+    V, d = M.solve(_col(r_pi)), M.transpose().solve(rho)
+    ret = (rho.transpose() * V)[0, 0]
+    PV = P_u * V
+    gpi = [-d[s, 0] * (r[s * A + a] + g * PV[s * A + a, 0]) for s in range(S) for a in range(A)]
+    xx = sum((v * v for v in pb.x), arb(0))
+    return -ret + cx / 2 * xx, [cx * v for v in pb.x], gpi
+
+
 def _sigmoid(z: arb) -> arb:
     if z.mid() >= 0:
         return 1 / (1 + (-z).exp())
@@ -540,10 +560,9 @@ def enclose(case, *, prec: int) -> Enclosure:
     if isinstance(prec, bool) or not isinstance(prec, int) or prec < 30:
         raise InvalidInputError("prec", "an integer number of bits >= 30", repr(prec))
     kind = case.raw["upper"]["kind"]
-    if kind not in ("quadratic", "target_occupancy", "rlhf", "shaping"):
-        raise RigorousUnsupported(
-            "upper.kind", "'quadratic', 'target_occupancy', 'rlhf' or 'shaping'", repr(kind)
-        )
+    kinds = ("quadratic", "target_occupancy", "discounted_return", "rlhf", "shaping")
+    if kind not in kinds:
+        raise RigorousUnsupported("upper.kind", f"one of {kinds}", repr(kind))
     with ctx.workprec(prec):
         pb = _Problem(case)
     Vt, its = _newton(pb, prec)
@@ -570,6 +589,8 @@ def enclose(case, *, prec: int) -> Enclosure:
         else:
             if kind == "quadratic":
                 f, gx, gpi = _quadratic_upper(pb, pi)
+            elif kind == "discounted_return":
+                f, gx, gpi = _return_upper(pb, pi, Pi)
             else:
                 f, gx, gpi = _occupancy_upper(pb, pi, Pi)
             # (9): u = pi g, b = sum_a u - gamma P^T u, w = M^{-T} b; the adjoint term
