@@ -433,7 +433,7 @@ def _return_upper(pb: _Problem, pi: list, Pi: arb_mat):
     g, cx = _ball(spec["gamma_u"]), _ball(spec["cx"])
     r = [_ball(spec["r_u"][s][a]) for s in range(S) for a in range(A)]
     rho = _col(_normalized(_balls(spec["rho_u"])))
-    M = _i_minus(pb, Pi, P_u, g)
+    M = _i_minus(pb, pi, _row_mats(P_u), g)
     r_pi = [sum((pi[s * A + a] * r[s * A + a] for a in range(A)), arb(0)) for s in range(S)]
     V, d = M.solve(_col(r_pi)), M.transpose().solve(rho)
     ret = (rho.transpose() * V)[0, 0]
