@@ -49,8 +49,7 @@ from .ops import (
     lower_from_problems,
     policy_products,
     quadratic_upper_value,
-    soft_bellman_q,
-    soft_values,
+    soft_sweeps,
     solve_soft_newton,
     thread_count,
 )
@@ -162,13 +161,19 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     """
     lb = bt.lower
     P, gamma, tau, reward = lb.P, lb.gamma, lb.tau, lb.reward
-    pi = torch.exp(log_policy(q, tau))  # step 1
-    v = soft_values(q, tau)
+    # per-problem constants broadcast over [B, S, A]; Python floats when the batch shares
+    # them (fewer dispatched operations for small problems)
+    g3 = lb.gamma_scalar if lb.gamma_scalar is not None else gamma[:, None, None]
+    t3 = lb.tau_scalar if lb.tau_scalar is not None else tau[:, None, None]
+    z = q / t3  # step 1: log pi = z - logsumexp(z), V = tau logsumexp(z)
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    pi = torch.exp(z - lse)
+    v = (t3 * lse).squeeze(-1)
     u = pi * bt.grad_pi(pi)  # step 2
     ppi, ptu = policy_products(P, pi, u)
     b = u.sum(-1) - gamma[:, None] * ptu
     w_next = w - zeta_b[:, None] * apply_a(ppi, gamma, apply_a_t(ppi, gamma, w) - b)
-    gpv = gamma[:, None, None] * expect_next(P, v)  # gamma P V_k
+    gpv = g3 * expect_next(P, v)  # gamma P V_k
     pit = torch.exp(log_policy(reward.value(x) + gpv, tau))
     # step 3: sum u dr - Phi^T w = sum_{s,a} (u[s,a] - pit[s,a] w[s]) dr[s,a]
     h = bt.cx[:, None] * x + reward.contract(u - pit * w_next[:, :, None], x) / tau[:, None]
@@ -176,8 +181,7 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     r_next = reward.value(x_next)  # step 5
     if N >= 1:
         q = r_next + gpv  # first sweep: T(Q_k) = r + gamma P V_k
-    for _ in range(N - 1):
-        q = soft_bellman_q(P, gamma, tau, r_next, q)
+    q = soft_sweeps(P, gamma, tau, r_next, q, N - 1, gamma=lb.gamma_scalar, tau=lb.tau_scalar)
     return x_next, q, w_next, h
 
 

@@ -45,6 +45,8 @@ __all__ = [
     "expect_prev",
     "policy_products",
     "state_chain",
+    "soft_sweeps",
+    "uniform_value",
     "thread_count",
     "threads",
     "apply_a",
@@ -169,6 +171,20 @@ class LowerBatch:
     @property
     def B(self) -> int:
         return int(self.P.shape[0])
+
+    @property
+    def gamma_scalar(self) -> float | None:
+        """The batch's common ``gamma`` (a float) or ``None`` (computed once)."""
+        if not hasattr(self, "_gamma_scalar"):
+            self._gamma_scalar = uniform_value(self.gamma)
+        return self._gamma_scalar
+
+    @property
+    def tau_scalar(self) -> float | None:
+        """The batch's common ``tau`` (a float) or ``None`` (computed once)."""
+        if not hasattr(self, "_tau_scalar"):
+            self._tau_scalar = uniform_value(self.tau)
+        return self._tau_scalar
 
     @property
     def S(self) -> int:
@@ -370,6 +386,37 @@ def soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa) -> torch.Tensor:
     return r_bsa + gamma_b[:, None, None] * expect_next(p_bsas, v)
 
 
+def uniform_value(t_b: torch.Tensor) -> float | None:
+    """The common value of a ``[B]`` tensor as a Python float, or ``None`` if they differ."""
+    first = float(t_b[0])
+    return first if bool((t_b == first).all()) else None
+
+
+def soft_sweeps(p_bsas, gamma_b, tau_b, r_bsa, q_bsa, n: int, *, gamma=None, tau=None):
+    """``n`` applications of :func:`soft_bellman_q` with fewer dispatched operations.
+
+    ``gamma``, ``tau``: the batch's common discount and temperature as Python floats
+    (:func:`uniform_value`) or ``None``. With a common ``gamma`` each sweep is one
+    ``logsumexp`` and one ``baddbmm`` (``r + gamma P V``) on the ``[B, S A, S]`` view of
+    ``P``; a common ``tau = 1`` also drops the two scalings. Same arithmetic as
+    :func:`soft_bellman_q` up to the rounding of the fused multiply-add.
+    """
+    if gamma is None:
+        for _ in range(n):
+            q_bsa = soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa)
+        return q_bsa
+    B, S, A, _ = p_bsas.shape
+    p_flat = p_bsas.reshape(B, S * A, S)
+    r_flat = r_bsa.reshape(B, S * A, 1)
+    for _ in range(n):
+        if tau == 1.0:
+            v = torch.logsumexp(q_bsa, dim=-1)
+        else:
+            v = soft_values(q_bsa, tau_b)
+        q_bsa = torch.baddbmm(r_flat, p_flat, v.unsqueeze(-1), alpha=gamma).view(B, S, A)
+    return q_bsa
+
+
 def state_chain(p_bsas, pi_bsa) -> torch.Tensor:
     """``P_pi[b, s, s'] = sum_a pi[b, s, a] P[b, s, a, s']`` ([B, S, S])."""
     return torch.einsum("bsa,bsat->bst", pi_bsa, p_bsas)
@@ -377,12 +424,12 @@ def state_chain(p_bsas, pi_bsa) -> torch.Tensor:
 
 def apply_a(ppi_bss, gamma_b, z_bs) -> torch.Tensor:
     """``(I - gamma P_pi) z`` ([B, S]); O(S^2) per problem, no matrix is formed."""
-    return z_bs - gamma_b[:, None] * torch.einsum("bst,bt->bs", ppi_bss, z_bs)
+    return z_bs - gamma_b[:, None] * torch.matmul(ppi_bss, z_bs.unsqueeze(-1)).squeeze(-1)
 
 
 def apply_a_t(ppi_bss, gamma_b, w_bs) -> torch.Tensor:
     """``(I - gamma P_pi)^T w`` ([B, S])."""
-    return w_bs - gamma_b[:, None] * torch.einsum("bst,bs->bt", ppi_bss, w_bs)
+    return w_bs - gamma_b[:, None] * torch.matmul(w_bs.unsqueeze(1), ppi_bss).squeeze(1)
 
 
 #: a batch whose transition tensors total less than this many bytes runs on one thread:
