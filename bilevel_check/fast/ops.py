@@ -432,10 +432,13 @@ def apply_a_t(ppi_bss, gamma_b, w_bs) -> torch.Tensor:
     return w_bs - gamma_b[:, None] * torch.matmul(w_bs.unsqueeze(1), ppi_bss).squeeze(1)
 
 
-#: a batch whose transition tensors total less than this many bytes runs on one thread:
-#: measured (benchmarks/bench_fast.py, 2 cores) a second OpenMP thread does not pay below
-#: it, and under load spinning workers of a small problem fight the main thread (3-40x).
-SINGLE_THREAD_BYTES = 8 * 1024**2
+#: a batch whose transition tensors total less than this many bytes runs on one thread.
+#: Measured on 2 shared cores (load ~11, torch 2.13, one M-SoBiRL step): a second OpenMP
+#: thread made the step 0.19x as fast at S = 500 (20 MB of P), 0.15x at B = 16, S = 200
+#: (51 MB) and 0.12x at B = 64, S = 100, its workers spinning against the other
+#: processes; one thread wins at every size measured, so only batches far beyond them get
+#: every core.
+SINGLE_THREAD_BYTES = 256 * 1024**2
 
 
 def thread_count(B: int, S: int, A: int, itemsize: int = 8) -> int:
