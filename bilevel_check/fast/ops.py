@@ -135,8 +135,10 @@ class BatchedReward:
     def value(self, x_bd: torch.Tensor) -> torch.Tensor:
         """``r_x [B, S, A]``."""
         if self.kind == "quadratic":
-            quad = torch.einsum("bi,bij,bj->b", x_bd, self.M, x_bd)
-            return self.c * quad[:, None, None]
+            # x^T M x as two batched products (half the time of a 3-operand einsum, which
+            # plans its contraction on every call)
+            quad = torch.matmul(torch.matmul(x_bd.unsqueeze(1), self.M), x_bd.unsqueeze(-1))
+            return self.c * quad.view(-1, 1, 1)
         return self.r0 + torch.einsum("bsad,bd->bsa", self.F, x_bd)
 
     def jacobian(self, x_bd: torch.Tensor) -> torch.Tensor:
@@ -150,7 +152,7 @@ class BatchedReward:
         """``sum_{s,a} weight[b, s, a] dr[b, s, a, :]`` ([B, d]) without forming ``dr``
         for the quadratic family: ``(sum_{s,a} weight c) (M + M^T) x``."""
         if self.kind == "quadratic":
-            g = torch.einsum("bij,bj->bi", self.msym, x_bd)
+            g = torch.matmul(self.msym, x_bd.unsqueeze(-1)).squeeze(-1)
             return (weight_bsa * self.c).sum(dim=(1, 2))[:, None] * g
         return torch.einsum("bsa,bsad->bd", weight_bsa, self.F)
 
