@@ -164,7 +164,7 @@ def test_100x100_sparse_agrees_with_dense_lapack(grid100):
     p, h = grid100
     mdp, pi = p.mdp, h.solution.pi
     r = p.reward.value(p.x0)
-    lu = sla.lu_factor(m_matrix(mdp.P, mdp.gamma, pi).toarray(), check_finite=False)
+    lu = sla.lu_factor(m_matrix(mdp.P, pi, mdp.gamma).toarray(), check_finite=False)
     c = np.sum(pi * (r - mdp.tau * h.solution.log_pi), axis=1)
     # dense evaluation of pi* loses cond * eps * |Q| ~ 19 * 1e-16 relative: 1e-12 holds
     assert _rel(h.solution.V, sla.lu_solve(lu, c)) <= 1e-12
