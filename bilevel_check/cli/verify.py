@@ -116,7 +116,7 @@ def run_verify(
             f"no case of the {suite} suite is left after --select {list(select)} "
             f"--exclude {list(exclude)}"
         )
-    runner = IsolatedRunner(target, timeout=timeout)
+    runner = IsolatedRunner(target, timeout=timeout, evaluate=oracle.evaluate_call)
     err = runner.probe()
     if err is not None:
         runner.close()

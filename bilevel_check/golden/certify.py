@@ -3,7 +3,7 @@
 Route A (``digits`` significant digits) is the project's arbitrary-precision route,
 :func:`bilevel_check.routes.precise.mp_hypergradient` (Newton lower level, implicit
 derivatives, hyper-gradient (9) in adjoint form); for trajectory objectives the exact
-enumeration of (13) + (14) of :func:`bilevel_check.routes.precise_traj.route_a_traj`, fed
+enumeration of (13) + (14) of :func:`bilevel_check.routes.precise.route_a_traj`, fed
 with route A's ``pi*``, ``dV*``, ``dQ*``.
 
 Route B (``check_digits`` digits; it shares only the input parsing
@@ -41,8 +41,7 @@ import mpmath
 
 from .._validation import ConvergenceError, InvalidInputError
 from ..agreement import digits_normwise
-from ..routes.precise import mp_case, mp_hypergradient, mp_m_matrix
-from ..routes.precise_traj import route_a_traj
+from ..routes.precise import mp_case, mp_hypergradient, mp_m_matrix, route_a_traj
 
 __all__ = [
     "MIN_DIGITS",

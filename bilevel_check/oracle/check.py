@@ -344,7 +344,7 @@ def _executor(fn, isolate, timeout):
     if isinstance(fn, IsolatedRunner):
         return fn
     if isolate:
-        return IsolatedRunner(fn, timeout=timeout)
+        return IsolatedRunner(fn, timeout=timeout, evaluate=evaluate_call)
     if timeout is not None:
         raise InvalidInputError("timeout", "None unless isolate=True", repr(timeout))
     if not callable(fn):
@@ -441,6 +441,18 @@ def _call_implicit(f, p):
 
 _CALLS = {"soft": _call_soft, "hypergradient": _call_hypergradient, "implicit": _call_implicit}
 _NAMES = {"soft": ("V", "Q", "pi"), "hypergradient": ("grad",), "implicit": IMPLICIT_OUTPUTS}
+
+
+def evaluate_call(fn, kind: str, case_id, case) -> dict:
+    """One call of ``fn`` under the ``kind`` protocol on ``case``: ``{output name: array}``.
+
+    What the child process of :class:`~bilevel_check.oracle.isolate.IsolatedRunner` runs
+    (handed to it, so that ``isolate`` does not import this module back)."""
+    from types import SimpleNamespace
+
+    value = _CALLS[kind](fn, _oracle_input(SimpleNamespace(id=case_id, case=case)))
+    return _outputs(value, _NAMES[kind], "fn(...)")
+
 
 _COMMON_ARGS = """
     Args:

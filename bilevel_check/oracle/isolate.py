@@ -15,8 +15,11 @@ can end or block the oracle.
 The child's ``stdout`` is sent to ``stderr`` (a chatty implementation cannot corrupt a
 JSON report on ``stdout``). The target is ``"module:function"``,
 ``"path/to/file.py:function"`` (:func:`bilevel_check._loader.load_target`) or a picklable
-callable (a module-level function). May import the standard library,
-:mod:`bilevel_check._loader` and the oracle's ``check`` module (inside the child).
+callable (a module-level function). ``evaluate(fn, kind, case_id, case) -> outputs`` is
+the oracle's call protocol (:func:`bilevel_check.oracle.check.evaluate_call`), handed in by
+the caller and pickled by reference, so this module does not import ``check`` (which imports
+this one). May import the standard library, :mod:`bilevel_check._loader` and
+:mod:`bilevel_check._validation`.
 """
 
 from __future__ import annotations
@@ -34,16 +37,12 @@ from .._validation import InvalidInputError, InvalidInputTypeError
 __all__ = ["IsolatedRunner"]
 
 
-def _child(conn, target, path, cwd):
+def _child(conn, target, path, cwd, evaluate):
     """Child loop: receive ``(kind, id, case)``; answer ``("ok", outputs)``, ``("error", msg)``."""
     os.dup2(2, 1)  # the implementation's prints go to stderr, not into a report on stdout
     sys.stdout = sys.stderr
     sys.path[:] = path
     os.chdir(cwd)
-    from types import SimpleNamespace
-
-    from . import check
-
     try:
         fn = load_target(target) if isinstance(target, str) else target
     except BaseException as exc:  # an import that exits or raises: every case reports it
@@ -60,9 +59,7 @@ def _child(conn, target, path, cwd):
             conn.send(("error", f"loading the target failed: {load_error}"))
             continue
         try:
-            inp = check._oracle_input(SimpleNamespace(id=cid, case=case))
-            value = check._CALLS[kind](fn, inp)
-            conn.send(("ok", check._outputs(value, check._NAMES[kind], "fn(...)")))
+            conn.send(("ok", evaluate(fn, kind, cid, case)))
         except SystemExit as exc:
             conn.send(("error", f"SystemExit({exc.code!r}): the implementation exited"))
         except BaseException as exc:  # noqa: BLE001 (the implementation's failure is the result)
@@ -97,9 +94,11 @@ class IsolatedRunner:
     Args:
         target: ``"module:function"``, ``"path/file.py:function"`` or a picklable callable.
         timeout: seconds per call (``None``: no limit).
+        evaluate: ``(fn, kind, case_id, case) -> outputs``, a module-level function run in
+            the child (:func:`bilevel_check.oracle.check.evaluate_call`).
     """
 
-    def __init__(self, target, *, timeout: float | None = None):
+    def __init__(self, target, *, timeout: float | None = None, evaluate):
         if not (isinstance(target, str) or callable(target)):
             raise InvalidInputTypeError(
                 "fn", "a callable or a 'module:function' target", type(target).__name__
@@ -110,7 +109,12 @@ class IsolatedRunner:
             or not (timeout > 0 and math.isfinite(timeout))
         ):
             raise InvalidInputError("timeout", "None or a positive number of seconds", timeout)
+        if not callable(evaluate):
+            raise InvalidInputTypeError(
+                "evaluate", "a module-level function", type(evaluate).__name__
+            )
         self.target = target
+        self.evaluate = evaluate
         self.timeout = None if timeout is None else float(timeout)
         self._ctx = _context()
         self._proc = None
@@ -119,7 +123,9 @@ class IsolatedRunner:
     def _start(self):
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_child, args=(child, self.target, list(sys.path), os.getcwd()), daemon=True
+            target=_child,
+            args=(child, self.target, list(sys.path), os.getcwd(), self.evaluate),
+            daemon=True,
         )
         try:
             proc.start()

@@ -11,9 +11,14 @@ arrays; rows of ``P`` renormalized in working precision. Outputs: mpf (nested li
 at the working precision; convert with :func:`to_decimal_strings`. Hyper-gradient
 (9) by the S x S adjoint, ``dpi`` by the S x S implicit derivatives of section 2.
 
-Imports mpmath, numpy; from the package: core modules (inside functions: from the
-package: its own room ``routes``). A route imports only the core and ``fast`` (never
-``golden``, ``oracle``, ``cli``).
+The golden suite's route A for the non-quadratic uppers, :func:`route_a_traj` (the lower
+level and implicit derivatives from here, then (13) and (14) by the enumeration of
+:mod:`.precise_traj`), lives here too.
+
+Imports mpmath, numpy; from the package: core modules, :mod:`._mp` (shared mpmath
+primitives) and :mod:`.precise_traj` (upper-level models), which import neither this
+module nor each other back. A route imports only the core and ``fast`` (never ``golden``,
+``oracle``, ``cli``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ from .._validation import (
 )
 from ..agreement import digits_normwise
 from ..mdp import dense_p, p_dims
+from ._mp import GUARD_DIGITS, _arr, _num, mp_m_matrix
+from .precise_traj import (
+    _MPSpec,
+    mp_occupancy_upper,
+    mp_return_upper,
+    mp_trajectory_upper,
+)
 
 __all__ = [
     "GUARD_DIGITS",
@@ -53,11 +65,9 @@ __all__ = [
     "to_decimal_strings",
     "from_strings",
     "digits_of_agreement",
+    "route_a_traj",
 ]
 
-#: extra working digits beyond the requested ``digits`` (absorbs the condition
-#: number of ``I - gamma P_pi``, up to ~1e4 at gamma = 0.9999, and rounding in sums).
-GUARD_DIGITS = 15
 #: Newton iterations allowed; soft policy iteration from V = 0 needs ~5-30.
 MAX_NEWTON = 200
 
@@ -109,46 +119,6 @@ def _check_digits(digits, minimum: int = 15) -> int:
     if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < minimum:
         raise InvalidInputError("digits", f"an integer >= {minimum}", repr(digits))
     return int(digits)
-
-
-def _num(v, name: str):
-    """One number at the current precision; floats exactly, strings digit by digit."""
-    v = v.item() if isinstance(v, np.generic) else v
-    if isinstance(v, bool) or not isinstance(v, (numbers.Real, str, mpmath.mpf)):
-        raise InvalidInputTypeError(
-            name, "a real number, decimal string or mpf", f"{type(v).__name__} {v!r}"
-        )
-    try:
-        m = mpmath.mpf(v.strip() if isinstance(v, str) else v)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInputError(name, "a real number or decimal string", repr(v)[:60]) from exc
-    if not mpmath.isfinite(m):
-        raise InvalidInputError(name, "a finite number", repr(v)[:60])
-    return m
-
-
-def _arr(v, shape: tuple, name: str):
-    """Nested lists (or a numpy array) -> nested lists of mpf; ``None`` in shape = free length."""
-    v = v.tolist() if isinstance(v, np.ndarray) else v
-
-    def walk(e, depth, path):
-        if depth == len(shape):
-            return _num(e, f"{name}{path}")
-        if not isinstance(e, (list, tuple)):
-            raise InvalidInputError(
-                f"{name}{path}", f"a list (nesting depth {len(shape)})", type(e).__name__
-            )
-        if (shape[depth] is not None and len(e) != shape[depth]) or len(e) == 0:
-            want = shape[depth] if shape[depth] is not None else ">= 1"
-            raise InvalidInputError(f"{name}{path}", f"length {want}", f"length {len(e)}")
-        return [walk(c, depth + 1, f"{path}[{i}]") for i, c in enumerate(e)]
-
-    out = walk(v, 0, "")
-    if shape and shape[-1] is None and len({len(e) for e in _flat(out, len(shape) - 1)}) > 1:
-        raise InvalidInputError(
-            name, "the same length along the last axis everywhere", "ragged nested lists"
-        )
-    return out
 
 
 #: bytes per mpmath number held by the route (an ``mpf`` object and its list slot)
@@ -218,20 +188,6 @@ def _solve(M, B):
             for j in range(k)
         ]
     return X
-
-
-def mp_m_matrix(p, gamma, pi):
-    """``I - gamma P_pi`` (nested lists, at the current precision) with
-    ``P_pi[s, t] = sum_a pi[s, a] P[s, a, t]``: the one mpmath home of this matrix."""
-    S = len(p)
-    return [
-        [
-            (1 if s == t else 0)
-            - gamma * mpmath.fsum(pi[s][a] * p[s][a][t] for a in range(len(pi[s])))
-            for t in range(S)
-        ]
-        for s in range(S)
-    ]
 
 
 # ----------------------------------------------------------------------------- lower level
@@ -525,24 +481,6 @@ def _quadratic_upper(spec, S, A):
     return make
 
 
-def _occupancy_upper(spec, S, A):
-    from .precise_traj import mp_occupancy_upper
-
-    return mp_occupancy_upper(spec, S, A)
-
-
-def _return_upper(spec, S, A):
-    from .precise_traj import mp_return_upper
-
-    return mp_return_upper(spec, S, A)
-
-
-def _trajectory_upper(spec, S, A):
-    from .precise_traj import mp_trajectory_upper
-
-    return mp_trajectory_upper(spec, S, A)
-
-
 #: reward kind -> builder ``(spec, S, A) -> fn(x: list of mpf) -> (r [S][A], dr [S][A][d])``;
 #: the same kinds as :data:`bilevel_check.case.REWARD_KINDS`.
 MP_REWARD_KINDS: dict[str, Callable] = {
@@ -555,10 +493,10 @@ MP_REWARD_KINDS: dict[str, Callable] = {
 #: :mod:`bilevel_check.routes.precise_traj`).
 MP_UPPER_KINDS: dict[str, Callable] = {
     "quadratic": _quadratic_upper,
-    "target_occupancy": _occupancy_upper,
-    "discounted_return": _return_upper,
-    "rlhf": _trajectory_upper,
-    "shaping": _trajectory_upper,
+    "target_occupancy": mp_occupancy_upper,
+    "discounted_return": mp_return_upper,
+    "rlhf": mp_trajectory_upper,
+    "shaping": mp_trajectory_upper,
 }
 
 
@@ -662,16 +600,36 @@ def from_strings(value, *, digits: int):
         )
 
 
-def _flat(v, depth=None):
-    """Leaves of nested lists/arrays (or the sub-lists at nesting ``depth``)."""
-    v = v.tolist() if isinstance(v, np.ndarray) else v
-    if depth == 0 or not isinstance(v, (list, tuple)):
-        return [v]
-    return [e for c in v for e in _flat(c, None if depth is None else depth - 1)]
-
-
 def digits_of_agreement(a, b, *, cap: float = 60.0) -> float:
     """:func:`bilevel_check.agreement.digits_normwise` with the mpmath routes' cap of 60:
     ``-log10(max|a - b| / max|b|)`` over all entries (numbers, mpf, decimal strings, nested
     lists or arrays of the same size), computed in mpmath at ``cap + 10`` digits."""
     return digits_normwise(a, b, cap=cap)
+
+
+def route_a_traj(case: dict, digits: int) -> dict:
+    """Route A for non-quadratic uppers at ``digits``: ``pi*, dV*, dQ*`` from
+    :func:`mp_hypergradient`, then exact (13) and (14)
+    (trajectory kinds) or ``grad_x f + sum grad_pi f dpi*`` (occupancy)."""
+    m = case["mdp"]
+    S, A = len(m["P"]), len(m["P"][0])
+    res = mp_hypergradient(
+        m["P"], m["gamma"], m["tau"], case["reward"], case["upper"], case["x"], digits=digits
+    )
+    out = {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi}
+    if case["upper"]["kind"] in ("target_occupancy", "discounted_return"):
+        out["grad"] = res.grad_dpi
+        return out
+    with mpmath.workdps(digits + GUARD_DIGITS):
+        tau = _num(m["tau"], "tau")
+        x = _arr(case["x"], (None,), "x")
+        d, pi, dV, dQ = len(x), res.pi, res.dV, res.dQ
+        spec = _MPSpec(case["upper"], S, A)
+        W = [
+            [mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)]
+            for p in spec.paths
+        ]
+        El, g13, ElW = spec.expectation(x, pi, W)
+        g14 = [v / tau for v in ElW]
+        out.update(phi=El, grad=[a + b for a, b in zip(g13, g14)], grad_13=g13, grad_14=g14)
+    return out

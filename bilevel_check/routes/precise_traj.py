@@ -28,11 +28,13 @@ upper kinds of :data:`bilevel_check.case.UPPER_KINDS` that are not quadratic:
   in closed form (an S x S solve in mpmath).
 
 :func:`mp_trajectory_upper` and :func:`mp_occupancy_upper` are the mpmath models of these
-kinds in :data:`bilevel_check.routes.precise.MP_UPPER_KINDS`; :func:`route_a_traj` is the
-golden suite's route A for them (lower level and implicit derivatives from
-:mod:`bilevel_check.routes.precise`, then (13) and (14) by enumeration).
+kinds in :data:`bilevel_check.routes.precise.MP_UPPER_KINDS`;
+:func:`bilevel_check.routes.precise.route_a_traj` is the golden suite's route A for them
+(lower level and implicit derivatives from :mod:`bilevel_check.routes.precise`, then (13)
+and (14) by the enumeration of :class:`_MPSpec`).
 
-May import ``routes.precise`` and the core modules; never ``golden``, ``oracle`` or ``cli``.
+May import :mod:`._mp` (shared mpmath primitives) and the core modules; never
+``routes.precise`` (which imports this module), ``golden``, ``oracle`` or ``cli``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import itertools
 
 import mpmath
 
-from .precise import GUARD_DIGITS, _arr, _num, mp_hypergradient, mp_m_matrix
+from ._mp import _arr, _num, mp_m_matrix
 
 __all__ = [
     "TRAJ_KINDS",
@@ -49,7 +51,6 @@ __all__ = [
     "mp_trajectory_upper",
     "mp_occupancy_upper",
     "mp_return_upper",
-    "route_a_traj",
 ]
 
 TRAJ_KINDS = ("rlhf", "shaping")
@@ -289,31 +290,3 @@ def mp_trajectory_upper(spec: dict, S: int, A: int):
         return f, (lambda pi: ev(pi)[1]), (lambda pi: ev(pi)[2])
 
     return make
-
-
-def route_a_traj(case: dict, digits: int) -> dict:
-    """Route A for non-quadratic uppers at ``digits``: ``pi*, dV*, dQ*`` from
-    :func:`bilevel_check.routes.precise.mp_hypergradient`, then exact (13) and (14)
-    (trajectory kinds) or ``grad_x f + sum grad_pi f dpi*`` (occupancy)."""
-    m = case["mdp"]
-    S, A = len(m["P"]), len(m["P"][0])
-    res = mp_hypergradient(
-        m["P"], m["gamma"], m["tau"], case["reward"], case["upper"], case["x"], digits=digits
-    )
-    out = {"V": res.V, "Q": res.Q, "pi": res.pi, "phi": res.phi}
-    if case["upper"]["kind"] in ("target_occupancy", "discounted_return"):
-        out["grad"] = res.grad_dpi
-        return out
-    with mpmath.workdps(digits + GUARD_DIGITS):
-        tau = _num(m["tau"], "tau")
-        x = _arr(case["x"], (None,), "x")
-        d, pi, dV, dQ = len(x), res.pi, res.dV, res.dQ
-        spec = _MPSpec(case["upper"], S, A)
-        W = [
-            [mpmath.fsum(dQ[s][a][k] - dV[s][k] for s, a in p) for k in range(d)]
-            for p in spec.paths
-        ]
-        El, g13, ElW = spec.expectation(x, pi, W)
-        g14 = [v / tau for v in ElW]
-        out.update(phi=El, grad=[a + b for a, b in zip(g13, g14)], grad_13=g13, grad_14=g14)
-    return out
