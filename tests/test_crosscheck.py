@@ -205,3 +205,15 @@ def test_adding_a_route_and_swapping_the_reference_are_one_entry():
     assert [r.route for r in rows] == ["mpmath at 40 digits (reference)", "a new route"]
     # float64 SA x SA vs the 40-digit reference: the float64 floor (cond <= 19, ~1e-14)
     assert rows[1].passed and rows[1].digits >= 12.0
+
+
+def test_a_failing_reference_raises_its_own_error():
+    """Without a reference there is nothing to compare with: its error propagates as is."""
+    from bilevel_check.routes.base import Route
+    from bilevel_check.routes.precise import MPConvergenceError
+
+    def fails(inp):
+        raise MPConvergenceError("mpmath Newton: no convergence (test double)")
+
+    with pytest.raises(MPConvergenceError, match="test double"):
+        run_crosscheck(digits=30, reference=Route("failing reference", "grad", fails), routes=[])

@@ -163,13 +163,17 @@ class Route:
         return self.name(inp) if callable(self.name) else self.name
 
 
-def run_route(route: Route, inp: RouteInput) -> RouteResult:
-    """Run ``route`` on ``inp``: time it; an exception becomes ``status='failed: ...'``."""
+def run_route(route: Route, inp: RouteInput, *, propagate: bool = False) -> RouteResult:
+    """Run ``route`` on ``inp`` and time it. An exception becomes ``status='failed: ...'``
+    (``passed=False``), or propagates with ``propagate=True`` (the reference row: without
+    it there is nothing to compare with)."""
     name = route.label(inp)
     t0 = time.perf_counter()
     try:
         res = route.compute(inp)
     except Exception as exc:  # shown in the table and in the exit status, never hidden
+        if propagate:
+            raise
         msg = f"failed: {type(exc).__name__}: {exc}"
         return RouteResult(name, route.quantity, None, msg, math.nan, note=msg, passed=False)
     res.seconds = time.perf_counter() - t0
