@@ -20,7 +20,8 @@ Derivation: ``grad phi = grad_x f + sum g dpi*`` with ``dpi* = pi* (dQ* - dV*)/t
 factorization) and ``dr^T v``, so it runs in ``O(nnz(P) + nnz(dr) + S A)`` memory.
 ``form='sa'`` refuses sizes whose ``[SA, SA]`` matrix exceeds the dense memory budget.
 
-A-priori error estimate (:class:`ErrorEstimate`, carried by every :class:`HypergradResult`),
+A-priori error estimate (docs/math.md [3.3]; :class:`ErrorEstimate`, carried by every
+:class:`HypergradResult`),
 relative to the gradient's scale ``s = max(|grad|_inf, |grad_x f|_inf + |grad_pi f|_inf
 |dr|_inf)`` (the second term keeps the estimate meaningful at stationary points)::
 
