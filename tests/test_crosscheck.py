@@ -1,9 +1,10 @@
-"""``bilevel-check crosscheck``: every route of docs/math.md section 7 against the mpmath reference.
+"""``bilevel-check crosscheck``: every route of docs/math.md section 7 against the rigorous
+reference (Arb ball enclosures proving 50 digits, :mod:`bilevel_check.routes.rigorous`).
 
-Each route is computed by code that shares nothing with the 50-digit mpmath closed
-form it is compared with (:mod:`bilevel_check.routes.precise`), so every row is an
-independent agreement; the bounds below are the issue's and each route's own
-error model.
+Each route is computed by code that shares nothing with the ball code it is compared with,
+so every row is an independent agreement with a proven value; the mpmath closed form
+(:mod:`bilevel_check.routes.precise`) is one of the rows. The bounds below are the issue's
+and each route's own error model.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ def _row(rows, prefix):
 def test_default_problem_every_route(rows):
     case = default_case()
     assert float(case["mdp"]["gamma"]) == 0.9 and len(case["x"]) == 2
-    assert len(rows) == 9, [
+    assert len(rows) == 10, [
         r.route for r in rows
-    ]  # reference + 8 routes (sympy applies: S, A <= 3)
+    ]  # reference + 9 routes (sympy applies: S, A <= 3)
+    assert rows[0].route == "Arb ball enclosure, 50 proven digits (reference)"
+    # the rigorous reference proves 50 digits: its radius is below 1e-50 of |grad| ~ 1
+    assert rows[0].bound < 1e-45
+    # the mpmath twin carries 15 guard digits: it agrees to the 50 digits compared
+    assert _row(rows, "mpmath closed form").digits >= 50.0
     assert all(not r.note for r in rows), [r.note for r in rows]
     # float64 closed forms (both linear-algebra forms): the issue's 1e-12 relative
     # (gamma = 0.9, |Q|/tau ~ 10: cond(I - gamma P_pi) <= 19, so ~1e-14 expected)
@@ -83,7 +89,8 @@ def test_cli_case_file_json(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     routes = [r["route"] for r in out]
-    assert routes[0].startswith("mpmath closed form, 40 digits")
+    assert routes[0].startswith("Arb ball enclosure, 40 proven digits")
+    assert "mpmath closed form, 40 digits" in routes
     assert not any(r.startswith("sympy") for r in routes)  # S = 4 > 3: no sympy row
     closed = next(r for r in out if r["route"].startswith("closed form S x S"))
     assert closed["digits"] >= 12.0  # gamma = 0.5, tau = 1: cond <= 3, float64 floor ~1e-15
@@ -184,8 +191,8 @@ def test_non_finite_value_is_zero_digits_and_fails(bad):
 
 def test_adding_a_route_and_swapping_the_reference_are_one_entry():
     """A route is one ``Route(name, quantity, compute)``; the reference is another one
-    (here the mpmath closed form at 40 digits under a new name; the rigorous route will be
-    passed the same way)."""
+    (here the mpmath closed form at 40 digits under a new name instead of the default
+    rigorous reference)."""
     from bilevel_check.routes import crosscheck, precise
     from bilevel_check.routes.base import Route, RouteResult
 
@@ -217,3 +224,16 @@ def test_a_failing_reference_raises_its_own_error():
 
     with pytest.raises(MPConvergenceError, match="test double"):
         run_crosscheck(digits=30, reference=Route("failing reference", "grad", fails), routes=[])
+
+
+def test_reference_falls_back_to_mpmath_when_the_rigorous_route_refuses(monkeypatch):
+    from bilevel_check.routes import rigorous
+
+    def refuse(case, *, digits, max_prec=None):
+        raise rigorous.PrecisionCapError("grad[0]", 12, digits, 4096, {"Q_over_tau": "1e3"})
+
+    monkeypatch.setattr(rigorous, "rigorous_solve", refuse)
+    rows = run_crosscheck(digits=30, include=["adjoint"])
+    assert "rigorous route refused" in rows[0].note and "grad[0] proves 12" in rows[0].note
+    # the mpmath reference at 30 digits still checks the float64 closed form (~1e-14)
+    assert rows[1].passed and rows[1].digits >= 12.0

@@ -1,7 +1,13 @@
 """Run every independent route of docs/math.md section 7 on one case and compare.
 
-The reference (:data:`REFERENCE`) is the mpmath closed form at ``digits`` significant digits
-(:mod:`bilevel_check.routes.precise`, written independently of the float64 code). Every
+The reference (:data:`REFERENCE`) is the rigorous route (:mod:`bilevel_check.routes.rigorous`):
+Arb ball enclosures that prove ``digits`` significant digits of every entry, so every other
+row is compared with a proven value (its midpoints; the row's bound is the largest radius).
+When the rigorous route refuses a case (an enumeration too large, the precision cap), the
+mpmath closed form is the reference and the note says so. The mpmath closed form at
+``digits`` digits (:mod:`bilevel_check.routes.precise`, written independently of the float64
+code and of the ball code) stays as an independent row; :func:`mpmath_route` makes it the
+reference again (``reference=mpmath_route()``). Every
 other route is a :class:`~bilevel_check.routes.base.Route` in :data:`ROUTES`; each returns a
 :class:`~bilevel_check.routes.base.RouteResult` with its value and a **stated bound** on its
 error, derived from its own error model and the case's conditioning, and is compared with
@@ -10,13 +16,15 @@ the reference: max absolute difference, digits of agreement
 within the stated bound). ``bilevel-check crosscheck`` exits 1 when any route fails.
 
 Adding a route is one entry in :data:`ROUTES` (a ``Route(name, quantity, compute, applies)``);
-a different reference (e.g. a rigorous one) is passed as ``reference=`` -- a route whose
-result carries ``grad`` as its value and ``pi*`` in ``extra["pi"]``.
+a different reference is passed as ``reference=`` -- a route whose result carries ``grad`` as
+its value and ``pi*`` in ``extra["pi"]``.
 
 Stated bounds (absolute, max norm; each measured on the 47 golden cases and the
 crosscheck family, the largest observed ratio difference / bound is in the comment of each
 constant below):
 
+* mpmath closed form at ``N`` digits: ``10^-(N-5) kappa (1 + |Q|/tau) |g|`` (its guard
+  digits absorb the rest);
 * closed forms (S x S adjoint, SA x SA), float64: ``ESTIMATE_SAFETY`` times the a-priori
   estimate of :mod:`bilevel_check.hypergrad` (``eps kappa`` and the cancellation
   ``eps kappa |grad_pi f| |dr| / tau`` of the S x S form);
@@ -54,6 +62,7 @@ __all__ = [
     "default_case",
     "default_routes",
     "reference_route",
+    "mpmath_route",
     "run_crosscheck",
     "format_table",
     "FD_SAFETY",
@@ -148,8 +157,8 @@ def _mpmath_reference(inp: RouteInput) -> RouteResult:
     )
 
 
-def reference_route() -> Route:
-    """The mpmath closed form at ``digits`` digits (the default reference row)."""
+def mpmath_route() -> Route:
+    """The mpmath closed form at ``digits`` digits (a reference for ``reference=``)."""
     return Route(
         lambda inp: f"mpmath closed form, {inp.digits} digits (reference)",
         "grad",
@@ -158,7 +167,62 @@ def reference_route() -> Route:
     )
 
 
+def _mid_strings(balls, digits: int) -> list:
+    """Midpoints of Arb balls as decimal strings with ``digits + 10`` digits."""
+    return [b.mid().str(digits + 10, radius=False, more=True) for b in balls]
+
+
+def _rigorous_reference(inp: RouteInput) -> RouteResult:
+    from . import rigorous
+
+    try:
+        enc = rigorous.rigorous_solve(inp.case, digits=inp.digits)
+    except (rigorous.RigorousUnsupported, rigorous.PrecisionCapError) as exc:
+        res = _mpmath_reference(inp)
+        res.note = f"rigorous route refused ({exc}); mpmath reference"
+        res.expected = "-"
+        return res
+    grad = enc.values["grad"]
+    pi = [b for row in enc.values["pi"] for b in row]
+    rad = max(float(rigorous.radius_string(b)) for b in grad)
+    return RouteResult(
+        "",
+        "grad",
+        _mid_strings(grad, inp.digits),
+        bound=rad,
+        expected=f"Arb enclosure, radius <= {rad:.1e} ({enc.prec} bits)",
+        digits=float(inp.digits),
+        max_abs_diff=0.0,
+        extra={"pi": _mid_strings(pi, inp.digits)},
+    )
+
+
+def reference_route() -> Route:
+    """The rigorous Arb enclosure proving ``digits`` digits of every entry (the default
+    reference row, :mod:`bilevel_check.routes.rigorous`); its midpoints are the reference."""
+    return Route(
+        lambda inp: f"Arb ball enclosure, {inp.digits} proven digits (reference)",
+        "grad",
+        _rigorous_reference,
+        key="rigorous",
+    )
+
+
 REFERENCE = reference_route()
+
+
+def _mpmath_twin(inp: RouteInput) -> RouteResult:
+    res = _mpmath_reference(inp)
+    scale = max(abs(float(v)) for v in res.value)
+    kappa, q_tau = _kappa(inp)
+    rel = 10.0 ** (5 - inp.digits) * kappa * (1.0 + q_tau)
+    return RouteResult(
+        "",
+        "grad",
+        res.value,
+        bound=rel * max(scale, 1e-300),
+        expected=f"1e-{inp.digits - 5} kappa (1 + |Q|/tau)",
+    )
 
 
 def _closed_form(form: str, words: str):
@@ -348,6 +412,12 @@ def default_routes() -> list[Route]:
             key="sympy",
         ),
         Route("cvxpy occupancy measure (lower level)", "pi*", _convex, key="convex"),
+        Route(
+            lambda inp: f"mpmath closed form, {inp.digits} digits",
+            "grad",
+            _mpmath_twin,
+            key="mpmath",
+        ),
     ]
 
 
