@@ -115,3 +115,15 @@ def test_output_comparison_rejects_a_changed_number():
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_each_block_compiles(i):
     compile(BLOCKS[i], f"README.md python block {i + 1}", "exec")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """``.ci/run`` ends with the README's second set-up command, which installs every extra
+    (``.[all,dev]``) with torch pinned first."""
+    text = README.read_text()
+    commands = re.findall(r"^```bash\n(python3 -m venv .*?)\n```", text, flags=re.M)
+    assert len(commands) >= 2
+    ci = (README.parent / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == commands[1]
+    for cmd in commands[:2]:
+        assert "pip install -q torch==2.13.0 -e '.[all,dev]'" in cmd
