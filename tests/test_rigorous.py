@@ -285,3 +285,17 @@ def test_trajectory_enumeration_too_large_is_refused(tmp_path, capsys):
     assert cli.main(["solve", str(path), "--digits", "20"]) == 3
     io = capsys.readouterr()
     assert io.out == "" and "upper.H" in io.err
+
+
+def test_solve_method_mpmath_keeps_the_twin(tmp_path, capsys):
+    """``--method mpmath`` prints the mpmath twin's strings (no radii); on a well-conditioned
+    case they equal the proven strings of the rigorous route (both correctly rounded at 30
+    digits; the twin carries 15 guard digits, a rounding tie would show as a difference)."""
+    path, raw = _extreme_case(tmp_path, "plain", lambda r: None)
+    assert cli.main(["solve", str(path), "--digits", "30", "--method", "mpmath"]) == 0
+    twin = json.loads(capsys.readouterr().out)
+    assert twin["method"] == "mpmath" and "radius" not in twin
+    proven = solve_case(raw, digits=30)
+    assert proven["method"] == "rigorous"
+    for key in ("V", "pi", "hypergradient", "phi"):
+        assert twin[key] == proven[key], key
