@@ -208,7 +208,8 @@ class DiscountedReturnUpper:
     """
 
     def __init__(self, P_u, r_u, gamma_u: float, rho_u, *, cx: float = 0.0):
-        P = as_float_array(P_u, "P_u", ndim=3)
+        # a sparse [S*A, S] P_u is densified within the memory budget (dense route)
+        P = as_float_array(dense_p(P_u, "DiscountedReturnUpper (P_u)"), "P_u", ndim=3)
         S, A = P.shape[:2]
         check_shape(P, (S, A, S), "P_u")
         check_stochastic(P, "P_u")
@@ -351,7 +352,8 @@ class TrajectoryUpper:
     MODES = ("auto", "exact", "sample")
 
     def __init__(self, P_u, mu_u, H, *, mode="auto", n_samples=10_000, seed=0, cap=None):
-        P = as_float_array(P_u, "P_u", ndim=3)
+        # a sparse [S*A, S] P_u is densified within the memory budget (dense route)
+        P = as_float_array(dense_p(P_u, "TrajectoryUpper (P_u)"), "P_u", ndim=3)
         S, A = P.shape[:2]
         check_shape(P, (S, A, S), "P_u")
         check_stochastic(P, "P_u")

@@ -257,3 +257,18 @@ def test_mpmath_route_densifies_small_sparse_and_refuses_large(*, rtol=1e-30):
     assert max(abs(float(u - v)) for u, v in zip(a.V, b.V)) <= rtol
     with pytest.raises(SizeBudgetError, match=r"the mpmath route.*S=3000, A=10"):
         mp_soft_solve(_big_sparse_mdp().P, 0.9, 1.0, np.zeros((3000, 10)), digits=30)
+
+
+def test_trajectory_uppers_take_a_sparse_p_within_the_budget(monkeypatch, *, rtol=1e-14):
+    from bilevel_check.upper import TrajectoryUpper
+
+    dense = gridworld(3, gamma=0.9)
+    sparse = gridworld(3, gamma=0.9, sparse=True)
+    mu = np.full(9, 1.0 / 9)
+    a = TrajectoryUpper(dense.mdp.P, mu, 2)
+    b = TrajectoryUpper(sparse.mdp.P, mu, 2)
+    # the densified sparse P is the same array (bit-identical entries): same upper
+    np.testing.assert_allclose(b.P_u, a.P_u, rtol=rtol, atol=0)
+    monkeypatch.setenv("BILEVEL_CHECK_DENSE_BUDGET_GB", "0.5")  # dense P: 0.67 GiB
+    with pytest.raises(SizeBudgetError, match=r"TrajectoryUpper \(P_u\)"):
+        TrajectoryUpper(_big_sparse_mdp().P, np.full(3000, 1 / 3000), 1)
