@@ -361,3 +361,13 @@ def test_pmd_first_step_from_an_unnormalized_start():
     Q0 = r + 0.8 * np.einsum("sat,t->sa", mdp.P, V0)
     z = (np.log(p0) + eta * Q0) / (1 + eta * 0.5)
     np.testing.assert_allclose(sol.pi, sp_softmax(z, axis=1), rtol=0, atol=1e-13)
+
+
+def test_estimator_needs_two_samples_and_takes_two():
+    """n_samples = 2 is the smallest sample with a standard error: accepted; 1 refused."""
+    mdp, reward, up, x = _rlhf(1.0, seed=4)
+    pi = solve_soft(mdp, reward.value(x)).pi
+    est = sobirl_estimator(mdp, reward, up, x, pi, n_samples=2, rng=0)
+    assert est.n_samples == 2 and np.all(np.isfinite(est.stderr))
+    with pytest.raises(ValueError, match="n_samples"):
+        sobirl_estimator(mdp, reward, up, x, pi, n_samples=1, rng=0)

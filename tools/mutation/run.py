@@ -60,20 +60,27 @@ TARGETS = {
     ],
     "model_free.py": [
         "tests/test_core_contracts.py",
+        "tests/test_core_contracts_models.py",
         "tests/test_model_free.py",
     ],
     "upper.py": [
         "tests/test_core_contracts.py",
+        "tests/test_core_contracts_models.py",
         "tests/test_upper.py",
         "tests/test_model_free.py",
         "properties/test_bradley_terry.py",
     ],
     "trajectories.py": [
         "tests/test_core_contracts.py",
+        "tests/test_core_contracts_models.py",
         "tests/test_model_free.py",
         "tests/test_upper.py",
     ],
-    "fast/ops.py": ["tests/test_fast.py"],
+    "fast/ops.py": [
+        "tests/test_core_contracts_models.py",
+        "tests/test_fast.py",
+        "tests/test_unrolled.py",
+    ],
     "routes/rigorous.py": ["tests/test_rigorous.py"],
 }
 
