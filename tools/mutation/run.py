@@ -78,10 +78,11 @@ TARGETS = {
     ],
     "fast/ops.py": [
         "tests/test_core_contracts_models.py",
+        "tests/test_fast_contracts.py",
         "tests/test_fast.py",
         "tests/test_unrolled.py",
     ],
-    "routes/rigorous.py": ["tests/test_rigorous.py"],
+    "routes/rigorous.py": ["tests/test_rigorous_contracts.py", "tests/test_rigorous.py"],
 }
 
 #: score below which ``--check`` fails (the committed per-module floor, in percent)
