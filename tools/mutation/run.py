@@ -13,9 +13,10 @@ Each mutant runs the test files that cover its module (``TARGETS``); a mutant is
 Mutants are numbered per module in source order; the sample (``--per-module N``, default
 40) is a seeded choice, so two runs on the same code mutate the same places. Results go
 to ``tools/mutation/results.json`` and a Markdown table on stdout (``--markdown FILE``).
-Surviving mutants that are equivalent (cannot change any result) are listed with the
-reason in ``tools/mutation/equivalent.json`` (keyed by module and mutant description) and
-excluded from the score. Nothing here is imported by the package.
+Surviving mutants that are equivalent (cannot change any result beyond a stated
+tolerance) are listed with the reason in ``tools/mutation/equivalent.json`` (keyed by
+module and ``description | source line``, stable when lines move) and excluded from the
+score. Nothing here is imported by the package.
 """
 
 from __future__ import annotations
@@ -101,8 +102,14 @@ class Mutant:
     index: int
     line: int
     description: str
+    source: str = ""  # the mutated source line, stripped (with the description: the key)
     status: str = "pending"  # killed | survived | timeout | error
     seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Stable across line shifts: ``description | source line``."""
+        return f"{self.description} | {self.source}"
 
 
 def _skip_function(node) -> bool:
@@ -334,8 +341,8 @@ def summarize(results: list, equivalent: dict) -> list:
         ms = [m for m in results if m.module == module]
         if not ms:
             continue
-        eq = {d for d in equivalent.get(module, {})}
-        counted = [m for m in ms if not (m.status == "survived" and m.description in eq)]
+        eq = set(equivalent.get(module, {}))
+        counted = [m for m in ms if not (m.status == "survived" and m.key in eq)]
         killed = sum(m.status in ("killed", "timeout") for m in counted)
         rows.append(
             {
@@ -364,7 +371,7 @@ def markdown(rows: list, results: list, equivalent: dict) -> str:
     if surv:
         out += ["", "Surviving mutants:", ""]
         for m in surv:
-            why = equivalent.get(m.module, {}).get(m.description)
+            why = equivalent.get(m.module, {}).get(m.key)
             tag = f"equivalent: {why}" if why else "NOT KILLED"
             out.append(f"* `{m.module}:{m.line}` #{m.index} {m.description} - {tag}")
     return "\n".join(out)
