@@ -371,3 +371,43 @@ def test_estimator_needs_two_samples_and_takes_two():
     assert est.n_samples == 2 and np.all(np.isfinite(est.stderr))
     with pytest.raises(ValueError, match="n_samples"):
         sobirl_estimator(mdp, reward, up, x, pi, n_samples=1, rng=0)
+
+
+# ----------------------------------------------------------------------------- error estimate
+
+
+def test_error_estimate_kappa_is_the_condition_number():
+    """kappa of the a-priori estimate is cond_inf(I - gamma P_pi): ||M||_inf from the row
+    formula 1 + gamma - 2 gamma P_pi[s, s] and ||M^-1||_inf = 1/(1 - gamma); numpy's
+    condition number of the explicit matrix is the independent route."""
+    from bilevel_check import hypergradient
+    from bilevel_check.soft import m_matrix
+
+    mdp, reward, upper, x = make_problem("dense", 0.9, 0.5, seed=17, S=5, A=3)
+    res = hypergradient(mdp, reward, upper, x)
+    M = m_matrix(mdp.P, res.solution.pi, 0.9)
+    # a 5 x 5 inverse in float64: ~1e-15 relative
+    assert res.error.kappa == pytest.approx(np.linalg.cond(M, np.inf), rel=1e-12)
+
+
+def test_accuracy_warning_and_error_thresholds():
+    """The documented thresholds (issue 11): warn above 1e-8 relative, raise above 1e-2
+    unless allow_inaccurate."""
+    import warnings
+
+    from bilevel_check.hypergrad import AccuracyError, AccuracyWarning, ErrorEstimate, _judge
+
+    def est(rel):
+        return ErrorEstimate(1.0, 0.0, 0.0, 1.0, rel, "adjoint")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _judge(est(0.9e-8), False)  # below: silent
+    with pytest.warns(AccuracyWarning):
+        _judge(est(1.5e-8), False)
+    with pytest.warns(AccuracyWarning):
+        _judge(est(0.9e-2), False)
+    with pytest.raises(AccuracyError, match="form='sa'"):
+        _judge(est(1.5e-2), False)
+    with pytest.warns(AccuracyWarning):
+        _judge(est(1.5e-2), True)
