@@ -411,3 +411,53 @@ def test_accuracy_warning_and_error_thresholds():
         _judge(est(1.5e-2), False)
     with pytest.warns(AccuracyWarning):
         _judge(est(1.5e-2), True)
+
+
+@pytest.mark.parametrize("form", ["adjoint", "sa"])
+@pytest.mark.parametrize("tau", [0.5, 1e-3])
+def test_error_estimate_is_its_documented_formula(form, tau):
+    """Every part of the a-priori estimate (hypergrad module docstring, docs/math.md
+    [3.3]) recomputed with explicit loops: the scale, the bracket terms C, the policy
+    term L (0 when pi* is one-hot in float64, as at tau = 1e-3 here) and the total for
+    each form. Catches a dropped term, min for max, a slipped tau."""
+    from bilevel_check import hypergradient
+
+    eps = np.finfo(np.float64).eps
+    mdp, reward, upper, x = make_problem("dense", 0.9, tau, seed=18, S=4, A=3, d=3)
+    res = hypergradient(mdp, reward, upper, x, form=form, allow_inaccurate=True)
+    est, pi, Q = res.error, res.solution.pi, res.solution.Q
+    dr, gx, gpi = reward.jacobian(x), upper.grad_x(x, pi), upper.grad_pi(x, pi)
+    S, A, d = dr.shape
+    u = pi * gpi
+    # adjoint w from an explicit transposed system (independent of the package's solve)
+    M = np.eye(S)
+    for s in range(S):
+        for a in range(A):
+            M[s] -= 0.9 * pi[s, a] * mdp.P[s, a]
+    b = np.array(
+        [
+            sum(u[s, a] * ((s == t) - 0.9 * mdp.P[s, a, t]) for s in range(S) for a in range(A))
+            for t in range(S)
+        ]
+    )
+    w = np.linalg.solve(M.T, b)
+    Phi = np.einsum("sa,sad->sd", pi, dr)
+    terms = [
+        sum(abs(u[s, a] * dr[s, a, k]) for s in range(S) for a in range(A))
+        + sum(abs(Phi[s, k]) * abs(w[s]) for s in range(S))
+        for k in range(d)
+    ]
+    scale = max(
+        np.max(np.abs(res.grad)), np.max(np.abs(gx)) + np.max(np.abs(gpi)) * np.max(np.abs(dr))
+    )
+    C = max(terms) / tau / scale
+    one_hot = all(sum(p for j, p in enumerate(row) if j != np.argmax(row)) < eps / 2 for row in pi)
+    L = 0.0 if one_hot else np.max(np.abs(Q)) / tau
+    kappa = np.linalg.cond(M, np.inf)
+    total = eps * (kappa + C * (kappa + L)) if form == "adjoint" else eps * (kappa + C * L)
+    assert one_hot == (tau == 1e-3)
+    # sums of a few dozen O(1) terms in another order: 1e-12 relative
+    assert est.scale == pytest.approx(scale, rel=1e-12)
+    assert est.cancellation == pytest.approx(C, rel=1e-10)
+    assert est.policy == pytest.approx(L, rel=1e-12, abs=0)
+    assert est.relative == pytest.approx(total, rel=1e-10)
