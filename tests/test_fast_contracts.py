@@ -258,25 +258,29 @@ def test_hypergrad_policy_term_matches_formula_9(kind):
 
 
 def _lying_reward(delta, scale):
-    """An affine reward whose stated Jacobian ``F`` misses ``delta x[0]``: at ``x0 = e_0``
-    the value test sees a deviation of exactly ``delta`` (``F[..., 0] = 0`` and ``r0 = 0``,
-    so every product is exact); ``max |F| = scale``."""
+    """An affine reward whose stated Jacobian ``F`` misses ``delta x[0]`` at the pair
+    ``(0, 0)`` only: at ``x0 = e_0`` the value test sees a deviation of exactly ``delta``
+    there and 0 elsewhere (``F[..., 0] = 0`` and ``r0 = 0``, so every product is exact);
+    ``max |F| = scale``."""
     F = np.zeros((S, A, 2))
     F[..., 1] = np.linspace(-scale, scale / 2, S * A).reshape(S, A)
-    return CallableReward(lambda x: F @ x + delta * x[0], lambda x: F, S=S, A=A, d=2), F
+    mask = np.zeros((S, A))
+    mask[0, 0] = 1.0
+    return CallableReward(lambda x: F @ x + delta * x[0] * mask, lambda x: F, S=S, A=A, d=2), F
 
 
-def test_affine_check_tolerance_is_relative_and_inclusive():
-    """``deviation <= 1e-12 max(1, max |F|)``: at ``max |F| = 1e3`` a deviation of exactly
-    that threshold is accepted (the relative scale and the inclusive bound), 1.5 times it is
-    rejected."""
+@pytest.mark.parametrize("scale", [1e3, 0.5])
+def test_affine_check_tolerance_is_relative_and_inclusive(scale):
+    """``deviation <= 1e-12 max(1, max |F|)``, the worst pair counted: a deviation of
+    exactly that threshold is accepted (the relative scale above ``max |F| = 1``, the floor
+    1 below it, the inclusive bound), 1.5 times it at one pair is rejected."""
     x0 = np.array([1.0, 0.0])
-    threshold = 1e-12 * max(1.0, 1e3)
-    reward, F = _lying_reward(threshold, 1e3)
+    threshold = 1e-12 * max(1.0, scale)
+    reward, F = _lying_reward(threshold, scale)
     r0, got_F = ops._affine_parts(reward, x0, "reward")
     np.testing.assert_array_equal(got_F, F)
     np.testing.assert_array_equal(r0, np.zeros((S, A)))
-    reward, _ = _lying_reward(1.5 * threshold, 1e3)
+    reward, _ = _lying_reward(1.5 * threshold, scale)
     with pytest.raises(ValueError, match="affine"):
         ops._affine_parts(reward, x0, "reward")
 
@@ -284,9 +288,11 @@ def test_affine_check_tolerance_is_relative_and_inclusive():
 def test_affine_check_probes_the_jacobian_at_x0_plus_one():
     """The documented second point is ``x0 + 1``: a hinge reward ``C max(x, 0)^2`` is
     affine (zero) for ``x <= 0`` and curved above, so from ``x0 = 0`` only a probe above
-    ``x0`` sees the curvature (its value test sees nothing: ``r(0) = 0``)."""
+    ``x0`` sees the curvature (its value test sees nothing: ``r(0) = 0``). ``C`` vanishes
+    at one pair: the worst pair's Jacobian change counts, not the best one's."""
     rng = np.random.default_rng(11)
     C = rng.random((S, A)) + 0.5
+    C[0, 0] = 0.0
     hinge = CallableReward(
         lambda x: C * np.sum(np.maximum(x, 0.0) ** 2),
         lambda x: 2 * C[..., None] * np.maximum(x, 0.0),
