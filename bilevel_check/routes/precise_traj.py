@@ -223,14 +223,7 @@ class _MPDiscountedReturn:
         self.S, self.A = S, A
 
     def _M(self, pi):
-        S, A = self.S, self.A
-        M = mpmath.matrix(S, S)
-        for s in range(S):
-            for t in range(S):
-                M[s, t] = (1 if s == t else 0) - self.g * mpmath.fsum(
-                    pi[s][a] * self.P[s][a][t] for a in range(A)
-                )
-        return M
+        return mpmath.matrix(mp_m_matrix(self.P, self.g, pi))
 
     def _V(self, M, pi):
         r_pi = [mpmath.fsum(pi[s][a] * self.r[s][a] for a in range(self.A)) for s in range(self.S)]
