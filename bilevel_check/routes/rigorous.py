@@ -715,7 +715,9 @@ def proven_digits(x: arb, *, cap: int | None = None) -> int:
         return 0
     mid, rad = x.mid(), x.rad()
     if rad == 0:
-        guess = cap if cap is not None else 10**6
+        if cap is None:  # exact: every count proves (no 10^6-digit string is built)
+            return 10**6
+        guess = cap
     else:
         with ctx.workprec(64):
             rel = abs(mid) / rad if mid != 0 else arb(0)
