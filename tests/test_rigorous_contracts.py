@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from flint import arb
 
-from bilevel_check.case import make_case
+from bilevel_check.case import load_case, make_case
+from bilevel_check.mdp import LinearReward
 from bilevel_check.routes import rigorous as R
-from bilevel_check.routes.precise import mp_hypergradient
-from bilevel_check.upper import QuadraticUpper, TargetOccupancyUpper
+from bilevel_check.routes.precise import mp_hypergradient, route_a_traj
+from bilevel_check.upper import QuadraticUpper, RLHFUpper, TargetOccupancyUpper
 
 #: the mpmath route runs at this many digits (with its own guard digits)
 MP_DIGITS = 30
@@ -189,3 +190,84 @@ def test_precision_cap_leaves_room_for_the_digits():
             cap = R.precision_cap(digits)
             assert cap >= max(R.MAX_PREC_BITS, 8 * need) - 1, (digits, cap)
             assert cap <= max(R.MAX_PREC_BITS, 8 * need), (digits, cap)
+
+
+def _rlhf_case() -> dict:
+    """S = A = 2, H = 1, deterministic labels with tied true returns (and the i = j pairs,
+    which always tie and score 1/2), a ridge term; exact decimal ``P_u`` and ``mu_u``."""
+    rng = np.random.default_rng(16)
+    S, A, d = 2, 2, 2
+    P_u = np.array([[[0.5, 0.5], [0.25, 0.75]], [[1.0, 0.0], [0.125, 0.875]]])
+    reward = LinearReward(rng.normal(size=(S, A, d)))
+    r_true = np.array([[0.5, 0.5], [0.0, 1.0]])
+    upper = RLHFUpper(
+        P_u,
+        np.array([0.25, 0.75]),
+        1,
+        reward,
+        r_true,
+        labels="deterministic",
+        ridge=0.3,
+        mode="exact",
+    )
+    return make_case(
+        "contract-rlhf",
+        P=_stochastic(rng, S, A, S),
+        gamma=0.8,
+        tau=0.7,
+        reward=reward,
+        upper=upper,
+        x=np.array([0.4, -0.9]),
+    )
+
+
+def test_rlhf_terms_against_mpmath():
+    """``phi``, (13) and (14) of the pairwise (Bradley-Terry) upper on balls contain the mpmath
+    route's exact enumeration (ties scored 1/2, the ridge's ``ridge x`` in (13))."""
+    case = _rlhf_case()
+    enc = R.enclose(case, prec=200)
+    ref = route_a_traj(case, MP_DIGITS)
+    with mpmath.workdps(60):
+        # the mpmath route at MP_DIGITS digits (guarded): 1e-25 relative to max(1, |value|)
+        slack = mpmath.mpf(10) ** -25
+        for name in ("phi", "grad_13", "grad_14"):
+            balls = enc.values[name] if name != "phi" else [enc.values[name]]
+            values = ref[name] if name != "phi" else [ref[name]]
+            for ball, value in zip(balls, values, strict=True):
+                mid, rad = _mp(ball)
+                assert abs(mid - value) <= rad + slack * max(1, abs(value)), (name, ball, value)
+
+
+def test_float_start_is_the_float64_solution():
+    """Newton's float64 start (soft policy iteration) is ``V*`` to float64 accuracy: the mpmath
+    route's ``V*`` within 1e-11 relative (its stopping rule: residual <= 1e-13 |V|, and
+    ``|V - V*| <= residual / (1 - gamma)`` = 10x at gamma = 0.9, plus the float64 solves)."""
+    case = _case("quadratic")
+    with R.ctx.workprec(128):
+        pb = R._Problem(load_case(case))
+    start = R._float_start(pb)
+    assert start is not None
+    m = case["mdp"]
+    ref = mp_hypergradient(
+        m["P"], m["gamma"], m["tau"], case["reward"], case["upper"], case["x"], digits=MP_DIGITS
+    )
+    got = np.array([float(v) for v in start])
+    np.testing.assert_allclose(got, [float(v) for v in ref.V], rtol=1e-11, atol=0)
+
+
+def test_proven_digits_of_exact_values():
+    """An exact nonzero ball proves every count: ``10^6`` without a cap (documented), the cap
+    with one; an exact half-way point is decided (half away from zero, as ``decimal``)."""
+    assert R.proven_digits(arb(3.25)) == 10**6
+    assert R.proven_digits(arb(3.25), cap=40) == 40
+    assert R.proven_digits(arb(0.25), cap=1) == 1
+    assert R.round_ball(arb(0.25), 1) == "0.3" == str(_expected(0.25, 1))
+
+
+def test_precision_cap_error_names_the_entry():
+    """The error names the first unproven entry in print order with its index path: ``V[0]``
+    (at 40 bits, ~12 digits, no entry of V proves 30)."""
+    with pytest.raises(R.PrecisionCapError) as exc:
+        R.rigorous_solve(_case("quadratic"), digits=30, max_prec=40)
+    assert exc.value.output == "V[0]"
+    assert exc.value.prec == 40 and exc.value.digits == 30 and exc.value.proven < 30
