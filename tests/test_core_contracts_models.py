@@ -197,3 +197,27 @@ def test_affine_callable_rewards_are_checked():
     quad = CallableReward(lambda x: C * (x @ x), lambda x: 2 * C[..., None] * x, S=S, A=A, d=d)
     with pytest.raises(ValueError, match="affine"):
         _affine_parts(quad, np.zeros(d), "reward")
+
+
+def test_trajectory_upper_renormalizes_rows_and_shares_one_sample():
+    """Rows of P_u within the admitted 1e-12 of a probability vector are divided by their
+    sum; in sampling mode value, grad_x and grad_pi at one (x, pi) come from one cached
+    sample (a second call returns the same numbers, a new (x, pi) draws anew)."""
+    rng = np.random.default_rng(9)
+    S, A = 3, 2
+    P = _stochastic(rng, S, A, S) * (1 + 5e-13)  # inside the 1e-12 row-sum tolerance
+    up = RLHFUpper(
+        P,
+        np.full(S, 1 / S),
+        2,
+        TabularReward(S, A),
+        rng.normal(size=(S, A)),
+        mode="sample",
+        n_samples=50,
+    )
+    np.testing.assert_allclose(up.P_u.sum(axis=-1), 1.0, rtol=0, atol=4e-16)
+    pi = _stochastic(rng, S, A)
+    x = rng.normal(size=S * A)
+    f1, f2 = up.value(x, pi), up.value(x, pi)
+    assert f1 == f2
+    assert up.value(x + 1.0, pi) != f1  # new point, new evaluation
