@@ -221,3 +221,13 @@ def test_trajectory_upper_renormalizes_rows_and_shares_one_sample():
     f1, f2 = up.value(x, pi), up.value(x, pi)
     assert f1 == f2
     assert up.value(x + 1.0, pi) != f1  # new point, new evaluation
+
+
+def test_log_probability_of_a_single_long_path():
+    """One path of horizon 3 (N = 1): the transition factors are included."""
+    rng = np.random.default_rng(10)
+    P, mu, pi = _stochastic(rng, 2, 2, 2), np.array([0.4, 0.6]), _stochastic(rng, 2, 2)
+    st, ac = np.array([[0, 1, 1]]), np.array([[1, 0, 1]])
+    want = mu[0] * pi[0, 1] * P[0, 1, 1] * pi[1, 0] * P[1, 0, 1] * pi[1, 1]
+    got = enumerated_log_prob(P, mu, pi, st, ac)
+    assert got[0] == pytest.approx(math.log(want), rel=1e-14)

@@ -425,10 +425,23 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    rows = summarize(results, equivalent)
-    text = markdown(rows, results, equivalent)
+    if args.index:
+        # a spot check of chosen mutants: report, keep the committed results as they are
+        print(markdown(summarize(results, equivalent), results, equivalent))
+        return 0
+    # merge: this run replaces the modules it sampled, the others keep their last results
+    merged = []
+    if RESULTS_FILE.is_file():
+        ran = {m.module for m in results}
+        for old in json.loads(RESULTS_FILE.read_text()).get("mutants", []):
+            if old["module"] not in ran:
+                merged.append(Mutant(**old))
+    merged += results
+    merged.sort(key=lambda m: (list(TARGETS).index(m.module), m.index))
+    rows = summarize(merged, equivalent)
+    text = markdown(rows, merged, equivalent)
     print(text)
-    doc = {"rows": rows, "mutants": [asdict(m) for m in results], "seed": args.seed}
+    doc = {"rows": rows, "mutants": [asdict(m) for m in merged], "seed": args.seed}
     tmp = RESULTS_FILE.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, RESULTS_FILE)
