@@ -125,10 +125,11 @@ def test_soft_bellman_q_and_sweeps_match_numpy():
         _close(t3[b], want)
 
 
-@pytest.mark.parametrize("tau", [1.0, 0.7])
+@pytest.mark.parametrize("tau", [1.0, 0.7, 0.5])
 def test_soft_sweeps_fused_branch_matches_numpy(tau):
     """The common-``gamma`` branch (``baddbmm``), with and without the ``tau = 1``
-    shortcut; fused multiply-adds change roundings only (same 1e-13 margin)."""
+    shortcut (``tau = 0.5`` must not take it); fused multiply-adds change roundings only
+    (same 1e-13 margin)."""
     d = _batch(5, gammas=(0.8, 0.8), taus=(tau, tau))
     P, g, t, r, q = _t(d["P"]), _t(d["gamma"]), _t(d["tau"]), _t(d["r"]), _t(d["q"])
     got = ops.soft_sweeps(P, g, t, r, q, 3, gamma=0.8, tau=tau).numpy()
@@ -229,6 +230,29 @@ def test_solve_soft_newton_stopping_rule_is_relative_to_v():
         _close(v[b], ref.V, rtol=0, atol=2 * 1e-12 * scale / (1 - d["gamma"][b]))
 
 
+def test_solve_soft_newton_stopping_rule_is_inclusive():
+    """With ``tol = 0`` the rule ``res <= 0`` stops at an exact fixed point. One state, one
+    action: ``T(V) = r + gamma V``, whose fixed point ``r / (1 - gamma)`` (2 and 4 here) the
+    first Newton step reaches exactly in binary floating point (``tau = 1``, and the
+    log-sum-exp of one entry is that entry)."""
+    P = torch.ones((2, 1, 1, 1), dtype=torch.float64)
+    r = _t([[[1.0]], [[3.0]]])
+    v, _, res = ops.solve_soft_newton(P, _t([0.5, 0.25]), _t([1.0, 1.0]), r, tol=0.0)
+    assert res == 0.0
+    np.testing.assert_array_equal(v.numpy(), [[2.0], [4.0]])
+
+
+def test_solve_soft_newton_tolerance_is_absolute_below_one():
+    """Below ``|V| = 1`` the rule is absolute (``max(1, |V|)``): with ``tol = 1e-3`` the
+    start ``V = 0`` is accepted when ``||T(0)|| = |r| = 5e-4`` (one state, one action,
+    ``T(0) = r`` exactly), and no Newton step is taken."""
+    P = torch.ones((2, 1, 1, 1), dtype=torch.float64)
+    r = _t([[[5e-4]], [[-2e-4]]])
+    v, _, res = ops.solve_soft_newton(P, _t([0.5, 0.9]), _t([1.0, 1.0]), r, tol=1e-3)
+    assert res == 5e-4
+    np.testing.assert_array_equal(v.numpy(), [[0.0], [0.0]])
+
+
 @pytest.mark.parametrize("kind", ["quadratic", "affine"])
 def test_hypergrad_policy_term_matches_formula_9(kind):
     """The policy term of (9) against ``hypergradient_from_policy`` with ``grad_x f = 0``
@@ -315,3 +339,21 @@ def test_cuda_index_must_be_below_the_device_count(monkeypatch):
     assert ops.resolve_device("cuda:0") == torch.device("cuda", 0)
     with pytest.raises(ValueError, match="cuda:0 .. cuda:0"):
         ops.resolve_device("cuda:1")
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_thread_policy_boundary(monkeypatch):
+    """One thread while ``B S^2 A itemsize < SINGLE_THREAD_BYTES``, else
+    ``min(cpu_count, threads at import)``: checked at the boundary (exactly the limit) with
+    unequal sizes, 4 pretended cores and 3 threads at import."""
+    monkeypatch.setattr(ops, "_DEFAULT_THREADS", 3)
+    monkeypatch.setattr(ops.os, "cpu_count", lambda: 4)
+    S_, A_, item = 4, 2, 8
+    b = ops.SINGLE_THREAD_BYTES // (S_ * S_ * A_ * item)
+    assert b * S_ * S_ * A_ * item == ops.SINGLE_THREAD_BYTES  # the boundary is reachable
+    assert ops.thread_count(b - 1, S_, A_, item) == 1
+    assert ops.thread_count(b, S_, A_, item) == 3
+    monkeypatch.setattr(ops, "_DEFAULT_THREADS", 8)
+    assert ops.thread_count(b, S_, A_, item) == 4
