@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._budget import check_dense_budget
 from ._validation import (
     InvalidInputError,
     as_float_array,
+    check_dense_budget,
     check_finite,
     check_policy,
 )

@@ -8,7 +8,7 @@ Sparse MDPs: ``P`` may also be a ``scipy.sparse`` matrix of shape ``[S*A, S]`` (
 layouts share the flat view ``[S*A, S]`` (:func:`p_flat`; for a dense ``P`` a free
 reshape), on which ``soft``, ``implicit`` and ``hypergrad`` write every formula once.
 
-Imports ``_validation`` and ``_budget`` only.
+Imports ``_validation`` only.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from ._budget import check_dense_budget
 from ._validation import (
     STOCHASTIC_ATOL,
     InvalidInputError,
     as_float_array,
+    check_dense_budget,
     check_distribution,
     check_finite,
     check_gamma,
@@ -128,7 +128,7 @@ def p_flat(P):
 
 def dense_p(P, route: str = "a dense route") -> np.ndarray:
     """``P`` as a dense ``[S, A, S]`` array; a sparse ``P`` is densified only within the
-    memory budget (:func:`~bilevel_check._budget.check_dense_budget`)."""
+    memory budget (:func:`~bilevel_check._validation.check_dense_budget`)."""
     if not sp.issparse(P):
         return P
     S, A = p_dims(P)

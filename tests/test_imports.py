@@ -273,6 +273,16 @@ def test_no_import_cycle_through_function_level_imports():
     assert cycle is None, "import cycle through a function-level import: " + " -> ".join(cycle)
 
 
+#: issue 9: at most ~15 modules side by side at the top level (``__init__`` not counted);
+#: a new one joins a room or a subpackage instead
+MAX_TOP_LEVEL = 15
+
+
+def test_top_level_holds_at_most_15_modules():
+    top = sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__")
+    assert len(top) <= MAX_TOP_LEVEL, f"{len(top)} top-level modules: {top}"
+
+
 def test_every_room_has_a_layering_rule():
     rooms = {room(m) for m in MODULES}
     undeclared = rooms - set(ALLOWED)

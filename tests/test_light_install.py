@@ -5,7 +5,7 @@ sympy and the sweep engine (dask, distributed, pandas, pyarrow) unimportable, as
 an environment installed without extras, then uses the oracle: the golden suite
 (loaded and schema-checked), ``check_hypergradient`` on it, ``bilevel-check verify``,
 ``certify`` of one group and the pytest plugin. The modules that need an extra must
-raise :class:`~bilevel_check._extras.MissingExtraError` naming that extra. The slow
+raise :class:`~bilevel_check._loader.MissingExtraError` naming that extra. The slow
 test does the same in a real virtual environment built from the core dependencies.
 """
 
@@ -85,7 +85,7 @@ attempts = {{
     "plot": lambda: __import__("bilevel_check.cli.run", fromlist=["x"]).plot_convergence(
         None, sys.argv[1] + "/x.png"),
 }}
-from bilevel_check._extras import MissingExtraError
+from bilevel_check._loader import MissingExtraError
 for extra, attempt in attempts.items():
     try:
         attempt()

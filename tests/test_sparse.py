@@ -20,8 +20,7 @@ import scipy.sparse as sp
 
 import bilevel_check as bc
 from bilevel_check import hypergrad as hg
-from bilevel_check._budget import SizeBudgetError
-from bilevel_check._validation import InvalidInputError
+from bilevel_check._validation import InvalidInputError, SizeBudgetError
 from bilevel_check.implicit import _implicit, policy_jacobian
 from bilevel_check.mdp import LinearReward, TabularMDP, dense_p, jacobian_dense
 from bilevel_check.problems import garnet, gridworld, gridworld_transitions

@@ -162,7 +162,7 @@ def run_algorithm(
 def plot_convergence(hist, path, *, title: str = "", max_lines: int = 16) -> None:
     """``||h_k||`` (log scale) and ``phi(x_k)`` against ``k`` for up to ``max_lines``
     problems of the batch, written atomically as a PNG (matplotlib, Agg backend)."""
-    from .._extras import import_extra
+    from .._loader import import_extra
 
     import_extra("matplotlib", "the convergence plot").use("Agg")
     plt = import_extra("matplotlib.pyplot", "the convergence plot")

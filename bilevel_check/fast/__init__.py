@@ -4,12 +4,12 @@
 ``sobirl_fast`` run them at once with the iterates of the numpy reference loops in
 :mod:`bilevel_check.algorithms` (docs/math.md sections 4 and 5).
 
-Imports torch (through ``_extras.import_extra``, which names the extra to install when it
+Imports torch (through ``_loader.import_extra``, which names the extra to install when it
 is missing); from the package: its own room ``fast`` and core modules. The fast room
 imports only the core.
 """
 
-from .._extras import import_extra
+from .._loader import import_extra
 
 import_extra("torch", "the batched torch path (bilevel_check.fast)")
 

@@ -145,7 +145,7 @@ def solve_occupancy(
         SolverFailure: the solver status is not ``'optimal'`` (or ``'optimal_inaccurate'``
             with ``accept_inaccurate=True``); the message names the status and the remedy.
     """
-    from .._extras import import_extra
+    from .._loader import import_extra
     from ..soft import policy_evaluation
 
     cp = import_extra("cvxpy", "the occupancy-measure route (routes.convex)")

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from .._budget import check_dense_budget
 from .._validation import (
     STOCHASTIC_ATOL,
     ConvergenceError,
     InvalidInputError,
     InvalidInputTypeError,
+    check_dense_budget,
 )
 from ..agreement import digits_normwise
 from ..mdp import dense_p, p_dims

@@ -30,7 +30,7 @@ import numbers
 import mpmath
 import numpy as np
 
-from .._extras import import_extra
+from .._loader import import_extra
 from .._validation import (
     STOCHASTIC_ATOL,
     ConvergenceError,

@@ -91,7 +91,7 @@ class UnrolledRate:
 
 
 def _torch():
-    from .._extras import import_extra
+    from .._loader import import_extra
 
     return import_extra("torch", "the unrolled-autodiff route (routes.unrolled)")
 
