@@ -283,6 +283,21 @@ def test_top_level_holds_at_most_15_modules():
     assert len(top) <= MAX_TOP_LEVEL, f"{len(top)} top-level modules: {top}"
 
 
+def test_every_subpackage_ships_in_the_wheel():
+    """``[tool.setuptools] packages`` lists packages explicitly: a subpackage missing there
+    imports from a checkout but is absent from an installed wheel."""
+    import tomllib
+
+    pyproject = PACKAGE_DIR.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("not a source checkout")
+    listed = set(
+        tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    )
+    found = {name for name, (_, is_pkg) in find_modules(PACKAGE_DIR).items() if is_pkg}
+    assert found - listed == set(), f"subpackages not in pyproject's packages: {found - listed}"
+
+
 def test_every_room_has_a_layering_rule():
     rooms = {room(m) for m in MODULES}
     undeclared = rooms - set(ALLOWED)
