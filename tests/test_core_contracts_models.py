@@ -80,7 +80,7 @@ def test_quadratic_upper_value_is_the_stated_formula():
     upper = QuadraticUpper(0.7, np.arange(6.0).reshape(3, 2), 1.3)
     x, pi = np.array([1.0, -2.0]), np.full((3, 2), 0.5)
     # 0.5 cx |x|^2 + <G, pi> + 0.5 cpi |pi|^2, by hand: 1.75 + 7.5 + 0.975
-    assert upper.value(x, pi) == pytest.approx(1.75 + 7.5 + 0.975, rel=1e-15)
+    assert upper.value(x, pi) == pytest.approx(1.75 + 7.5 + 0.975, rel=1e-15, abs=0)
 
 
 def test_deterministic_labels_tie_relative_to_both_returns():
@@ -123,7 +123,7 @@ def test_sample_counts_and_enumerated_log_probabilities():
             p = mu[st[0]] * math.prod(pi[s, a] for s, a in zip(st, ac, strict=True))
             p *= math.prod(P[st[k], ac[k], st[k + 1]] for k in range(h - 1))
             assert got == pytest.approx(math.log(p), rel=1e-13, abs=1e-14)
-        assert np.exp(lp).sum() == pytest.approx(1.0, rel=1e-13)
+        assert np.exp(lp).sum() == pytest.approx(1.0, rel=1e-13, abs=0)
 
 
 def test_draw_is_the_inverse_cdf():
@@ -230,4 +230,4 @@ def test_log_probability_of_a_single_long_path():
     st, ac = np.array([[0, 1, 1]]), np.array([[1, 0, 1]])
     want = mu[0] * pi[0, 1] * P[0, 1, 1] * pi[1, 0] * P[1, 0, 1] * pi[1, 1]
     got = enumerated_log_prob(P, mu, pi, st, ac)
-    assert got[0] == pytest.approx(math.log(want), rel=1e-14)
+    assert got[0] == pytest.approx(math.log(want), rel=1e-14, abs=0)

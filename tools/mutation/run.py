@@ -265,10 +265,13 @@ def mutants_of(module: str) -> list:
     tree = ast.parse(path.read_text())
     c = _Collector()
     c.visit(tree)
-    return [
-        Mutant(module, i, getattr(n, "lineno", 0), _describe(n, k))
-        for i, (n, k) in enumerate(c.sites)
-    ]
+    lines = path.read_text().splitlines()
+    out = []
+    for i, (n, k) in enumerate(c.sites):
+        line = getattr(n, "lineno", 0)
+        src = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        out.append(Mutant(module, i, line, _describe(n, k), src))
+    return out
 
 
 def mutated_source(module: str, index: int) -> str:
