@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _signals import default_sigint
 
 from bilevel_check.cli import main
 from bilevel_check.golden import certify, load_golden, load_manifest, reference_root
@@ -135,7 +136,12 @@ def test_certify_sigint_gives_one_line_and_no_half_file(tmp_path):
     cmd = [sys.executable, "-m", "bilevel_check.cli", "certify", "--quiet", "--out", str(out)]
     cmd += ["--groups", "single_state", "problems", "--digits", "40"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env()
+        preexec_fn=default_sigint,
+        args=cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(),
     )
     # single_state is written in well under a second; problems takes ~10 s more
     man = out / "manifest.json"
@@ -199,7 +205,8 @@ def test_run_sigint_saves_the_partial_history(tmp_path, engine):
     argv = ["run", "m-sobirl", "--problem", "ranmdp_small", "--engine", engine]
     argv += ["--iters", "10000000", "--out", str(out)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bilevel_check.cli", *argv],
+        preexec_fn=default_sigint,
+        args=[sys.executable, "-m", "bilevel_check.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _signals import default_sigint
 
 from bilevel_check.algorithms.protocol import score
 from bilevel_check.sweep.cell import algorithm_seed, run_cell
@@ -205,7 +206,11 @@ def _write_spec(tmp_path: Path, delay: float) -> list:
 def test_sigint_then_resume_loses_nothing_and_repeats_nothing(tmp_path, user_algo):
     out = tmp_path / "out"
     cmd = _write_spec(tmp_path, 0.1)
-    proc = subprocess.Popen([*cmd, "--engine", "serial", "--no-progress"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        preexec_fn=default_sigint,
+        args=[*cmd, "--engine", "serial", "--no-progress"],
+        stderr=subprocess.PIPE,
+    )
     _wait_for(lambda: len(list(out.glob("cells/*.json"))) >= 3, 300, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
@@ -227,7 +232,8 @@ def test_killed_worker_then_resume_loses_nothing_and_repeats_nothing(tmp_path, u
     out = tmp_path / "out"
     cmd = _write_spec(tmp_path, 0.15)
     proc = subprocess.Popen(
-        [*cmd, "--engine", "dask", "--workers", "2", "--no-progress"],
+        preexec_fn=default_sigint,
+        args=[*cmd, "--engine", "dask", "--workers", "2", "--no-progress"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
