@@ -4,16 +4,18 @@ Notation: ``J_tau(x, pi) = mu^T V^pi_x`` (soft value of ``pi`` under ``r_x``), t
 unnormalized discounted occupancy ``d^pi = (I - gamma P_pi)^{-T} mu`` ([S]) and
 ``Phi_pi[s, :] = sum_a pi[s, a] dr[s, a, :]``. Trusted inputs (validated by callers).
 
-Imports: numpy and :mod:`bilevel_check.soft`.
+Imports: numpy, :mod:`bilevel_check.soft` and :mod:`bilevel_check._validation`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._validation import InvalidInputError
 from ..soft import logsumexp, state_chain
 
 __all__ = [
+    "unpack_problem",
     "occupancy",
     "grad_x_value",
     "soft_q_of_policy",
@@ -72,3 +74,27 @@ def penalized_pmd_step(p_sas, gamma, tau, mu_s, r_sa, log_pi_sa, g_sa, lam, eta)
     d = occupancy(p_sas, gamma, pi, mu_s)
     qt = Q if g_sa is None else Q - g_sa / (lam * d[:, None])
     return log_policy((log_pi_sa + eta * qt) / (1.0 + eta * tau)), Q, d
+
+
+def unpack_problem(problem_or_parts):
+    """``(mdp, reward, upper, x0, defaults, meta)`` of a :class:`~bilevel_check.problems.Problem`
+    (``meta`` = its name and seed), or of a bare ``(mdp, reward, upper)`` tuple (then
+    ``x0 = None`` and no defaults): the one argument unpacking of the reference loops."""
+    if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
+        p = problem_or_parts
+        return (
+            p.mdp,
+            p.reward,
+            p.upper,
+            p.x0,
+            dict(getattr(p, "defaults", {})),
+            {"problem": p.name, "seed": p.seed},
+        )
+    if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
+        mdp, reward, upper = problem_or_parts
+        return mdp, reward, upper, None, {}, {}
+    raise InvalidInputError(
+        "problem_or_parts",
+        "a Problem or a tuple (mdp, reward, upper)",
+        type(problem_or_parts).__name__,
+    )

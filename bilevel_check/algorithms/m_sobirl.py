@@ -42,6 +42,7 @@ from ..hypergrad import hypergradient, phi_value
 from ..mdp import TabularMDP, check_reward_model, check_x
 from ..soft import log_softmax_policy, m_matrix, soft_bellman_q, soft_values
 from ..upper import check_upper
+from ._tabular import unpack_problem
 
 __all__ = ["History", "m_sobirl", "m_sobirl_step"]
 
@@ -108,27 +109,6 @@ def m_sobirl_step(
     return x_next, q_next, w_next, h, pi
 
 
-def _unpack(problem_or_parts):
-    if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
-        p = problem_or_parts
-        return (
-            p.mdp,
-            p.reward,
-            p.upper,
-            p.x0,
-            dict(getattr(p, "defaults", {})),
-            {"problem": p.name, "seed": p.seed},
-        )
-    if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
-        mdp, reward, upper = problem_or_parts
-        return mdp, reward, upper, None, {}, {}
-    raise InvalidInputError(
-        "problem_or_parts",
-        "a Problem or a tuple (mdp, reward, upper)",
-        type(problem_or_parts).__name__,
-    )
-
-
 def _pos(value, name: str, *, integer: bool = False, allow_zero: bool = False):
     kind = numbers.Integral if integer else numbers.Real
     ok = not isinstance(value, bool) and isinstance(value, kind) and np.isfinite(value)
@@ -172,7 +152,7 @@ def m_sobirl(
     Returns:
         :class:`History`.
     """
-    mdp, reward, upper, px0, defaults, meta = _unpack(problem_or_parts)
+    mdp, reward, upper, px0, defaults, meta = unpack_problem(problem_or_parts)
     if not isinstance(mdp, TabularMDP):
         raise InvalidInputError("mdp", "a TabularMDP", type(mdp).__name__)
     check_reward_model(reward, mdp)

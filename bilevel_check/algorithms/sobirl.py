@@ -39,6 +39,7 @@ from ..hypergrad import hypergradient
 from ..model_free import _check_common, model_free_hypergradient_exact, sobirl_estimator
 from ..soft import ConvergenceError, policy_mirror_descent, solve_soft
 from ..trajectories import check_rng
+from ._tabular import unpack_problem
 
 __all__ = ["SoBiRLHistory", "sobirl", "BaselineReport", "reward_fitting_baseline"]
 
@@ -95,24 +96,23 @@ class SoBiRLHistory(IterateHistory):
         return out
 
 
-def _unpack(problem_or_parts):
-    if hasattr(problem_or_parts, "parts") and hasattr(problem_or_parts, "x0"):
-        p = problem_or_parts
-        return (
-            p.mdp,
-            p.reward,
-            p.upper,
-            p.x0,
-            dict(getattr(p, "defaults", {})),
-            {"problem": p.name, "seed": p.seed},
-        )
-    if isinstance(problem_or_parts, (tuple, list)) and len(problem_or_parts) == 3:
-        return (*problem_or_parts, None, {}, {})
-    raise InvalidInputError(
-        "problem_or_parts",
-        "a Problem or a tuple (mdp, reward, upper)",
-        type(problem_or_parts).__name__,
-    )
+def _estimate(mdp, reward, upper, x, pi, estimator, n_samples, rng, implicit, drop_14):
+    """``h_k`` at ``(x, pi_k)``: the exact (13)+(14) by enumeration (``'exact'``) or the
+    sampled estimator (15); with ``drop_14`` only term (13) (the reward-fitting baseline)."""
+    if estimator == "exact":
+        res = model_free_hypergradient_exact(mdp, reward, upper, x, pi=pi)
+        return res.term13 if drop_14 else res.grad
+    return sobirl_estimator(
+        mdp,
+        reward,
+        upper,
+        x,
+        pi,
+        n_samples=n_samples,
+        rng=rng,
+        implicit=implicit,
+        drop_exploration_term=drop_14,
+    ).grad
 
 
 def _check_pos(v, name, *, integer=False):
@@ -185,7 +185,7 @@ def sobirl(
         track_true_grad: record ``||grad phi(x_k)||`` and ``||h_k - grad phi(x_k)||``.
         progress: show a progress bar on stderr.
     """
-    mdp, reward, upper, px0, defaults, meta = _unpack(problem_or_parts)
+    mdp, reward, upper, px0, defaults, meta = unpack_problem(problem_or_parts)
     fallback = {"delta": 1e-8, "eta": 1.0, "n_samples": 1000}
     given = {"K": K, "beta": beta, "delta": delta, "eta": eta, "n_samples": n_samples}
     hp = {}
@@ -220,21 +220,18 @@ def sobirl(
             pi, steps, err = _pmd_to_accuracy(
                 mdp, r, pi, star.log_pi, delta=delta, eta=eta, max_steps=max_pmd_steps
             )
-            if estimator == "exact":
-                res = model_free_hypergradient_exact(mdp, reward, upper, x, pi=pi)
-                h = res.term13 if drop_exploration_term else res.grad
-            else:
-                h = sobirl_estimator(
-                    mdp,
-                    reward,
-                    upper,
-                    x,
-                    pi,
-                    n_samples=n_samples,
-                    rng=rng,
-                    implicit=implicit,
-                    drop_exploration_term=drop_exploration_term,
-                ).grad
+            h = _estimate(
+                mdp,
+                reward,
+                upper,
+                x,
+                pi,
+                estimator,
+                n_samples,
+                rng,
+                implicit,
+                drop_exploration_term,
+            )
             if track_true_grad:
                 true = hypergradient(mdp, reward, upper, x, solution=star)
                 phi_k, gnorm, gerr = (
@@ -317,7 +314,7 @@ def reward_fitting_baseline(problem_or_parts, **kwargs) -> BaselineReport:
     """
     kwargs.setdefault("estimator", "exact")
     hist = sobirl(problem_or_parts, drop_exploration_term=True, **kwargs)
-    mdp, reward, upper, *_ = _unpack(problem_or_parts)
+    mdp, reward, upper, *_ = unpack_problem(problem_or_parts)
     x = hist.x[-1]
     star = solve_soft(mdp, reward.value(x), tol=1e-12)
     fit = model_free_hypergradient_exact(mdp, reward, upper, x, pi=star.pi)
@@ -383,21 +380,10 @@ def sobirl_iterates(
             mdp, r, pi, star.log_pi, delta=delta, eta=eta, max_steps=max_pmd_steps
         )
         c.add(lower=steps)
-        if estimator == "exact":
-            res = model_free_hypergradient_exact(mdp, reward, upper, x, pi=pi)
-            h = res.term13 if drop_exploration_term else res.grad
-        else:
-            h = sobirl_estimator(
-                mdp,
-                reward,
-                upper,
-                x,
-                pi,
-                n_samples=n_samples,
-                rng=rng,
-                implicit=implicit,
-                drop_exploration_term=drop_exploration_term,
-            ).grad
+        h = _estimate(
+            mdp, reward, upper, x, pi, estimator, n_samples, rng, implicit, drop_exploration_term
+        )
+        if estimator != "exact":
             visits = upper.m * upper.H * n_samples
             c.add(samples=upper.m * n_samples)
             if implicit == "rollout" and not drop_exploration_term:
