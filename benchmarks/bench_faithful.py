@@ -2,6 +2,7 @@
 numpy reference, per iteration (not a test; prints a self-check and one table).
 
     python benchmarks/bench_faithful.py [--sizes 10,50,100,200] [--nan-iters 30]
+                                        [--reading per_entry|shared]
 
 ``ranmdp`` with ``A = 10``, ``d = 100``, ``N = 10``, ``beta = 8e-3``, ``zeta = 0.5``, the
 script's starting scale (``|x0| = 10``, :func:`authors_faithful.faithful_start`), one
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from authors_faithful import (  # noqa: E402
     HP,
+    READINGS,
     faithful_start,
     run_faithful,
     run_twin,
@@ -61,12 +63,12 @@ def median_time(fn, reps):
     return statistics.median(ts)
 
 
-def row(S: int, nan_iters: int) -> dict:
+def row(S: int, nan_iters: int, reading: str) -> dict:
     p = ranmdp(S=S, A=10, d=100, seed=0)
     x0 = faithful_start(100)
     iters = 3 if S <= 50 else 2 if S <= 100 else 1
     t0 = time.perf_counter()
-    run_faithful(p, x0, iters)
+    run_faithful(p, x0, iters, reading)
     t_faithful = (time.perf_counter() - t0) / iters
     twin = run_twin(p, x0, nan_iters)
     nan_at = next((k for k, (x, h, _) in enumerate(twin) if not np.isfinite(x).all()), None)
@@ -105,21 +107,28 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,50,100,200")
     ap.add_argument("--nan-iters", type=int, default=30)
+    ap.add_argument(
+        "--reading",
+        choices=READINGS,
+        default="per_entry",
+        help="the script's reward assembly (authors_faithful.py docstring; default per_entry)",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    chk = self_check()
+    chk = self_check(a.reading)
     print(
         f"self-check (S=8, A=3, d=5): faithful torch vs numpy twin, 3 iterates: "
         f"{chk['agree_3_iterates']:.1e}; h_0 vs closed form: {chk['h0_vs_closed_form']:.1e}; "
         f"policy rows off the simplex by up to {chk['row_sum_dev']:.1e}\n"
     )
+    print(f"reward assembly: reading={a.reading!r}\n")
     print(
         "| S | faithful (s/it) | fast (ms/it) | reference (ms/it) | faithful/fast "
         "| faithful/reference | baseline NaN from iteration | fast finite |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for S in (int(s) for s in a.sizes.split(",")):
-        r = row(S, a.nan_iters)
+        r = row(S, a.nan_iters, a.reading)
         nan = "never" if r["nan_at"] is None else str(r["nan_at"])
         print(
             f"| {S} | {r['faithful']:.3f} ({r['iters']} it) | {1e3 * r['fast']:.3f} "

@@ -41,13 +41,8 @@ from .._validation import InvalidInputError
 from ..upper import QuadraticUpper
 from .ops import (
     LowerBatch,
-    apply_a,
-    apply_a_t,
-    expect_next,
     hypergrad_policy_term,
-    log_policy,
     lower_from_problems,
-    policy_products,
     quadratic_upper_value,
     soft_sweeps,
     solve_soft_newton,
@@ -75,7 +70,21 @@ class MSoBiRLBatch:
 
     def grad_pi(self, pi_bsa) -> torch.Tensor:
         """``grad_pi f = G + cpi pi`` ([B, S, A])."""
-        return self.G + self.cpi[:, None, None] * pi_bsa
+        return torch.addcmul(self.G, self.cpi_col3, pi_bsa)
+
+    @property
+    def cx_col(self) -> torch.Tensor:
+        """``cx`` as a ``[B, 1]`` column (made once)."""
+        if not hasattr(self, "_cx_col"):
+            self._cx_col = self.cx[:, None]
+        return self._cx_col
+
+    @property
+    def cpi_col3(self) -> torch.Tensor:
+        """``cpi`` as a ``[B, 1, 1]`` column (made once)."""
+        if not hasattr(self, "_cpi_col3"):
+            self._cpi_col3 = self.cpi[:, None, None]
+        return self._cpi_col3
 
 
 def from_problems(problems, device=None, dtype=None) -> MSoBiRLBatch:
@@ -154,34 +163,63 @@ def batch_hyperparameter(value, name: str, B: int, like: torch.Tensor) -> torch.
 def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     """Steps 1-5 (module docstring) for all problems: ``(x_next, q_next, w_next, h)``.
 
-    ``N + 1`` passes over ``P``: one for ``P_pi`` and ``P^T u`` together, one for
-    ``P V_k`` (shared by ``pit_k`` and the first inner sweep, which starts from ``Q_k``
-    and so needs the same ``P V_k``), ``N - 1`` for the other sweeps; plus four passes
-    over ``P_pi`` (``S^2``, ``1/A`` of a pass over ``P`` each).
+    ``N + 1`` passes over ``P`` (:attr:`~.ops.LowerBatch.passes`), and ``P_pi`` is never
+    formed:
+
+    * one pass for ``y = A_k^T w - b_k = w - sum_a u + gamma P^T (u - pi w)`` (from
+      ``A_k^T w = w - gamma P^T (pi w)`` and ``b_k = sum_a u - gamma P^T u``);
+    * one pass for ``P y`` and ``P V_k`` together: ``A_k y = y - gamma sum_a pi (P y)``,
+      and ``P V_k`` serves ``pit_k`` and the first inner sweep (which starts from
+      ``Q_k`` and so needs the same ``P V_k``);
+    * ``N - 1`` passes for the other sweeps.
+
+    ``beta_b``, ``zeta_b``: the steps as ``[B]`` or ``[B, 1]`` tensors.
     """
     lb = bt.lower
-    P, gamma, tau, reward = lb.P, lb.gamma, lb.tau, lb.reward
-    # per-problem constants broadcast over [B, S, A]; Python floats when the batch shares
-    # them (fewer dispatched operations for small problems)
-    g3 = lb.gamma_scalar if lb.gamma_scalar is not None else gamma[:, None, None]
-    t3 = lb.tau_scalar if lb.tau_scalar is not None else tau[:, None, None]
-    z = q / t3  # step 1: log pi = z - logsumexp(z), V = tau logsumexp(z)
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)
-    pi = torch.exp(z - lse)
-    v = (t3 * lse).squeeze(-1)
+    gamma, tau, reward, order = lb.gamma, lb.tau, lb.reward, lb.passes
+    B, S, A = q.shape
+    # Per-problem constants: Python floats when the batch shares them, else columns that
+    # broadcast. Every operation here is dispatched at a cost of several microseconds, so
+    # the iteration is written with as few as the formulas allow.
+    g = lb.gamma_scalar if lb.gamma_scalar is not None else gamma[:, None]
+    t = lb.tau_scalar if lb.tau_scalar is not None else tau[:, None]
+    g3 = g if lb.gamma_scalar is not None else g[:, :, None]
+    beta_c = beta_b if beta_b.dim() == 2 else beta_b[:, None]
+    zeta_c = zeta_b if zeta_b.dim() == 2 else zeta_b[:, None]
+    # step 1: pi = exp(z - m) / sum, V = tau (log sum exp(z - m) + m), z = Q / tau,
+    # m = max_a z (max-shifted log-sum-exp)
+    z = q if lb.tau_scalar == 1.0 else q / (t if lb.tau_scalar is not None else t[:, :, None])
+    m = z.amax(dim=-1, keepdim=True)
+    pi = torch.sub(z, m).exp_()
+    total = pi.sum(dim=-1, keepdim=True)
+    pi.div_(total)
+    v = total.log_().add_(m)  # V / tau, [B, S, 1]
+    if lb.tau_scalar != 1.0:
+        v = v * (t if lb.tau_scalar is not None else t[:, :, None])
     u = pi * bt.grad_pi(pi)  # step 2
-    ppi, ptu = policy_products(P, pi, u)
-    b = u.sum(-1) - gamma[:, None] * ptu
-    w_next = w - zeta_b[:, None] * apply_a(ppi, gamma, apply_a_t(ppi, gamma, w) - b)
-    gpv = g3 * expect_next(P, v)  # gamma P V_k
-    pit = torch.exp(log_policy(reward.value(x) + gpv, tau))
+    ptd = order.left(torch.addcmul(u, pi, w[:, :, None], value=-1.0).view(B, 1, S * A))
+    y = (w - u.sum(-1)).add_(ptd.view(B, S) * g)  # A^T w - b
+    right = order.right(torch.stack((y, v.view(B, S)), dim=1)).view(B, 2, S, A)
+    a_y = y - (pi * right[:, 0]).sum(-1) * g  # A y
+    w_next = torch.addcmul(w, zeta_c, a_y, value=-1.0)
+    gpv = right[:, 1] * g3  # gamma P V_k
+    zt = reward.value(x) + gpv  # pit = softmax(zt / tau), max-shifted
+    if lb.tau_scalar != 1.0:
+        zt = zt / (t if lb.tau_scalar is not None else t[:, :, None])
+    pit = torch.sub(zt, zt.amax(dim=-1, keepdim=True)).exp_()
+    pit.div_(pit.sum(dim=-1, keepdim=True))
     # step 3: sum u dr - Phi^T w = sum_{s,a} (u[s,a] - pit[s,a] w[s]) dr[s,a]
-    h = bt.cx[:, None] * x + reward.contract(u - pit * w_next[:, :, None], x) / tau[:, None]
-    x_next = x - beta_b[:, None] * h  # step 4
+    term = reward.contract(torch.addcmul(u, pit, w_next[:, :, None], value=-1.0), x)
+    if lb.tau_scalar != 1.0:
+        term = term / t
+    h = torch.addcmul(term, bt.cx_col, x)
+    x_next = torch.addcmul(x, beta_c, h, value=-1.0)  # step 4
     r_next = reward.value(x_next)  # step 5
     if N >= 1:
         q = r_next + gpv  # first sweep: T(Q_k) = r + gamma P V_k
-    q = soft_sweeps(P, gamma, tau, r_next, q, N - 1, gamma=lb.gamma_scalar, tau=lb.tau_scalar)
+    q = soft_sweeps(
+        lb.P, gamma, tau, r_next, q, N - 1, gamma=lb.gamma_scalar, tau=lb.tau_scalar, order=order
+    )
     return x_next, q, w_next, h
 
 
@@ -217,6 +255,7 @@ def m_sobirl_fast(
     progress: bool = False,
     diag_every=1,
     threads="auto",
+    blocks="auto",
 ) -> FastHistory:
     """Run ``K`` iterations of M-SoBiRL on every problem of ``batch`` at once.
 
@@ -238,6 +277,10 @@ def m_sobirl_fast(
         threads: torch threads for the loop: ``'auto'`` (:func:`~.ops.thread_count`: one
             thread for small problems, every core for batches and large ``S``), an
             integer, or ``None`` (leave torch's setting alone).
+        blocks: row blocks of ``P`` per pass (:class:`~.ops.PassOrder`): ``'auto'``
+            (:func:`~.ops.pass_blocks`: two when ``P`` is a little larger than the L2
+            cache, else one) or an integer; kept on the batch. The iterates do not depend
+            on it beyond rounding.
     """
     lb = batch.lower
     hp = {"K": K, "beta": beta, "zeta": zeta, "N": N}
@@ -267,9 +310,10 @@ def m_sobirl_fast(
         n_threads = threads
     else:
         raise InvalidInputError("threads", "'auto', None or an integer >= 1", repr(threads))
+    lb.use_blocks(blocks)
     K, N = int(hp["K"]), int(hp["N"])
-    beta_b = batch_hyperparameter(hp["beta"], "beta", lb.B, lb.P)
-    zeta_b = batch_hyperparameter(hp["zeta"], "zeta", lb.B, lb.P)
+    beta_b = batch_hyperparameter(hp["beta"], "beta", lb.B, lb.P)[:, None]
+    zeta_b = batch_hyperparameter(hp["zeta"], "zeta", lb.B, lb.P)[:, None]
     x = (
         lb.x0.clone()
         if x0 is None
@@ -336,8 +380,8 @@ def m_sobirl_fast(
         "algorithm": "m_sobirl",
         "K": K,
         "N": N,
-        "beta": npy(beta_b).tolist(),
-        "zeta": npy(zeta_b).tolist(),
+        "beta": npy(beta_b[:, 0]).tolist(),
+        "zeta": npy(zeta_b[:, 0]).tolist(),
         "B": lb.B,
         "problems": lb.names,
         "seeds": lb.seeds,

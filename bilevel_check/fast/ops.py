@@ -18,6 +18,7 @@ core.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ __all__ = [
     "policy_products",
     "state_chain",
     "soft_sweeps",
+    "PassOrder",
+    "pass_blocks",
+    "l2_cache_bytes",
     "uniform_value",
     "thread_count",
     "threads",
@@ -133,7 +137,21 @@ class BatchedReward:
     F: torch.Tensor | None = None
 
     def value(self, x_bd: torch.Tensor) -> torch.Tensor:
-        """``r_x [B, S, A]``."""
+        """``r_x [B, S, A]``.
+
+        The last result is kept and returned again while it is asked for the same tensor
+        ``x_bd``, unmodified (same object, same in-place version counter): the fast loops
+        ask for ``r(x_{k+1})`` at the end of one iteration and at the start of the next.
+        The returned tensor is that kept one: do not modify it in place.
+        """
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] is x_bd and memo[1] == x_bd._version:
+            return memo[2]
+        r = self._value(x_bd)
+        self._memo = (x_bd, x_bd._version, r)
+        return r
+
+    def _value(self, x_bd: torch.Tensor) -> torch.Tensor:
         if self.kind == "quadratic":
             # x^T M x as two batched products (half the time of a 3-operand einsum, which
             # plans its contraction on every call)
@@ -187,6 +205,33 @@ class LowerBatch:
         if not hasattr(self, "_tau_scalar"):
             self._tau_scalar = uniform_value(self.tau)
         return self._tau_scalar
+
+    @property
+    def passes(self) -> PassOrder:
+        """The batch's :class:`PassOrder` over ``P``, kept so that its block order carries
+        over from one iteration to the next: :func:`pass_blocks` blocks on CPU, one on
+        CUDA, unless :meth:`use_blocks` chose a number (remade if ``P`` is replaced)."""
+        po = getattr(self, "_passes", None)
+        if po is None or po.source is not self.P:
+            blocks = getattr(self, "_blocks", None)
+            if blocks is None:
+                blocks = 1
+                if self.P.device.type == "cpu":
+                    blocks = pass_blocks(self.B, self.S, self.A, self.P.element_size())
+            po = self._passes = PassOrder(self.P, blocks)
+        return po
+
+    def use_blocks(self, blocks) -> None:
+        """Read ``P`` in ``blocks`` row blocks (an integer, see :class:`PassOrder`), or
+        ``'auto'`` (:func:`pass_blocks`)."""
+        n = self.S * self.A
+        if isinstance(blocks, str) and blocks == "auto":
+            self._blocks = None
+        elif isinstance(blocks, int) and not isinstance(blocks, bool) and 1 <= blocks <= n:
+            self._blocks = blocks
+        else:
+            raise InvalidInputError("blocks", f"'auto' or an integer in [1, {n}]", repr(blocks))
+        self._passes = None
 
     @property
     def S(self) -> int:
@@ -394,29 +439,159 @@ def uniform_value(t_b: torch.Tensor) -> float | None:
     return first if bool((t_b == first).all()) else None
 
 
-def soft_sweeps(p_bsas, gamma_b, tau_b, r_bsa, q_bsa, n: int, *, gamma=None, tau=None):
+@functools.lru_cache(maxsize=1)
+def l2_cache_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """The size of one core's level-2 cache in bytes, read from Linux's
+    ``/sys/devices/system/cpu/cpu0/cache`` (``root``); ``None`` where that is not
+    available (other systems), which makes :func:`pass_blocks` read ``P`` in one block."""
+    try:
+        for entry in sorted(os.listdir(root)):
+            with open(os.path.join(root, entry, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(root, entry, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+            return int(text.rstrip("KMG")) * scale
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+#: :func:`pass_blocks` splits the passes over ``P`` in two when its bytes lie in
+#: ``(1, PASS_BLOCKS_MAX_L2] x`` one core's L2 (see :class:`PassOrder`). Measured on this
+#: project's 2-core machine (2 MiB L2, float64, A = 10, one thread; a soft sweep's time as
+#: a multiple of one read of a ``P``-sized buffer): S = 200 (1.6x L2) 1.44x in one block,
+#: 1.22x in two; S = 250 (2.4x L2) 1.32x, 1.29x; S = 300 (3.4x L2) 1.26x, 1.29x; S = 150
+#: (0.9x L2, in cache either way) 2.29x, 2.34x.
+PASS_BLOCKS_MAX_L2 = 3.0
+
+
+def pass_blocks(B: int, S: int, A: int, itemsize: int = 8, *, l2: int | None = None) -> int:
+    """How many row blocks :class:`PassOrder` splits ``P`` into: 2 when the batch's
+    ``B S^2 A itemsize`` bytes exceed one core's L2 (``l2``, default
+    :func:`l2_cache_bytes`) by at most :data:`PASS_BLOCKS_MAX_L2` times, else 1 (``P``
+    fits in L2, or is so much larger that the reused part is negligible, or the L2 size
+    is unknown)."""
+    l2 = l2_cache_bytes() if l2 is None else l2
+    nbytes = B * S * S * A * itemsize
+    if l2 is None or not l2 < nbytes <= PASS_BLOCKS_MAX_L2 * l2:
+        return 1
+    return 2
+
+
+class PassOrder:
+    """Passes over ``P`` (its ``[B, S A, S]`` view) in row blocks whose order alternates.
+
+    A pass that streams ``P`` front to back leaves its last rows in the core's L2 cache.
+    When ``P`` is a little larger than L2, reading the blocks back to front on the next
+    pass starts with those rows, still cached, so a pass costs less than one read of ``P``
+    from the next cache level (section 5 of ``benchmarks/README.md``). Each method call is
+    one pass over ``P`` and flips the order for the next. With one block it is a plain
+    batched product. The arithmetic of every entry is that of the one-block product; only
+    the order of the blocks changes.
+
+    Args:
+        p_bsas: ``[B, S, A, S]`` (contiguous).
+        blocks: the number of row blocks (:func:`pass_blocks`), 1 to ``S A``.
+    """
+
+    def __init__(self, p_bsas: torch.Tensor, blocks: int = 1):
+        B, S, A, _ = p_bsas.shape
+        n = S * A
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= n:
+            raise InvalidInputError("blocks", f"an integer in [1, {n}]", repr(blocks))
+        self.shape = (B, S, A)
+        self.source = p_bsas
+        self.flat = p_bsas.reshape(B, n, S)
+        bounds = [(i * n) // blocks for i in range(blocks + 1)]
+        self.slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.blocks = [self.flat[:, sl] for sl in self.slices]
+        self.blocks_t = [block.transpose(1, 2) for block in self.blocks]
+        self.reverse = False
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.slices)
+
+    def _order(self) -> list:
+        """The block indices of this pass (and flip the order for the next)."""
+        order = range(len(self.slices) - 1, -1, -1) if self.reverse else range(len(self.slices))
+        self.reverse = not self.reverse
+        return list(order)
+
+    def sweeps(self, r_bsa, q_bsa, n: int, gamma: float, tau: float) -> torch.Tensor:
+        """``n`` soft Bellman sweeps ``Q <- r + gamma P (tau logsumexp(Q / tau))`` with a
+        common ``gamma`` and ``tau`` (Python floats); ``n`` passes.
+
+        Each sweep is a max-shifted log-sum-exp (six operations; ``torch.logsumexp`` adds
+        three for infinite maxima, which a finite ``Q`` does not have: a non-finite ``Q``
+        gives NaN, which the callers report) and one ``baddbmm`` per block, written into
+        one of two buffers made for this call (the views of the blocks, of ``r`` and of the
+        buffers are made once, not per sweep: at S = 200 those small operations cost a
+        fifth of a sweep).
+        """
+        B, S, A = self.shape
+        if n <= 0:
+            return q_bsa
+        r_blocks = [r_bsa.reshape(B, S * A, 1)[:, sl] for sl in self.slices]
+        bufs = [torch.empty_like(r_bsa) for _ in range(min(n, 2))]
+        outs = [[buf.view(B, S * A, 1)[:, sl] for sl in self.slices] for buf in bufs]
+        forward = list(range(len(self.slices)))
+        backward = forward[::-1]
+        for j in range(n):
+            z = q_bsa if tau == 1.0 else q_bsa / tau
+            m = z.amax(dim=-1, keepdim=True)  # max-shifted log-sum-exp
+            v = torch.sub(z, m).exp_().sum(dim=-1, keepdim=True).log_().add_(m)
+            if tau != 1.0:
+                v.mul_(tau)
+            out = outs[j % 2]
+            for i in backward if self.reverse else forward:
+                torch.baddbmm(r_blocks[i], self.blocks[i], v, alpha=gamma, out=out[i])
+            self.reverse = not self.reverse
+            q_bsa = bufs[j % 2]
+        return q_bsa
+
+    def right(self, x_bks: torch.Tensor) -> torch.Tensor:
+        """``(P x_j)[b, s a]`` for ``k`` vectors ``x [B, k, S]``, as ``[B, k, S A]``; one pass
+        (computed as ``x P^T``)."""
+        if len(self.slices) == 1:
+            return torch.matmul(x_bks, self.blocks_t[0])
+        parts = [None] * len(self.slices)
+        for i in self._order():
+            parts[i] = torch.matmul(x_bks, self.blocks_t[i])
+        return torch.cat(parts, dim=2)
+
+    def left(self, y_bkn: torch.Tensor) -> torch.Tensor:
+        """``sum_{s,a} y_j[b, s a] P[b, s a, :]`` for ``k`` vectors ``y [B, k, S A]``, as
+        ``[B, k, S]``; one pass."""
+        total = None
+        for i in self._order():
+            part = y_bkn[:, :, self.slices[i]]
+            if total is None:
+                total = torch.bmm(part, self.blocks[i])
+            else:
+                total = torch.baddbmm(total, part, self.blocks[i])
+        return total
+
+
+def soft_sweeps(p_bsas, gamma_b, tau_b, r_bsa, q_bsa, n: int, *, gamma=None, tau=None, order=None):
     """``n`` applications of :func:`soft_bellman_q` with fewer dispatched operations.
 
     ``gamma``, ``tau``: the batch's common discount and temperature as Python floats
     (:func:`uniform_value`) or ``None``. With a common ``gamma`` each sweep is one
     ``logsumexp`` and one ``baddbmm`` (``r + gamma P V``) on the ``[B, S A, S]`` view of
     ``P``; a common ``tau = 1`` also drops the two scalings. Same arithmetic as
-    :func:`soft_bellman_q` up to the rounding of the fused multiply-add.
+    :func:`soft_bellman_q` up to the rounding of the fused multiply-add. ``order``: a
+    :class:`PassOrder` over ``p_bsas`` whose block order the sweeps continue (with a
+    common ``gamma``; default: one block).
     """
     if gamma is None:
         for _ in range(n):
             q_bsa = soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa)
         return q_bsa
-    B, S, A, _ = p_bsas.shape
-    p_flat = p_bsas.reshape(B, S * A, S)
-    r_flat = r_bsa.reshape(B, S * A, 1)
-    for _ in range(n):
-        if tau == 1.0:
-            v = torch.logsumexp(q_bsa, dim=-1)
-        else:
-            v = soft_values(q_bsa, tau_b)
-        q_bsa = torch.baddbmm(r_flat, p_flat, v.unsqueeze(-1), alpha=gamma).view(B, S, A)
-    return q_bsa
+    order = PassOrder(p_bsas) if order is None else order
+    return order.sweeps(r_bsa, q_bsa, n, float(gamma), float(tau))
 
 
 def state_chain(p_bsas, pi_bsa) -> torch.Tensor:

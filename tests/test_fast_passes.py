@@ -1,0 +1,163 @@
+"""The fast path's passes over ``P`` in row blocks (:class:`bilevel_check.fast.ops.PassOrder`):
+every product equals numpy's on the same data whatever the number of blocks and their
+order, the order alternates from pass to pass, the block policy follows its stated
+thresholds, and the M-SoBiRL iterates read in blocks equal the numpy reference's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bilevel_check._validation import InvalidInputError
+from bilevel_check.algorithms.m_sobirl import m_sobirl
+from bilevel_check.fast import from_problems, m_sobirl_fast, ops
+from bilevel_check.problems import get_problem
+from bilevel_check.soft import logsumexp
+
+
+def _data(B=2, S=5, A=3, seed=0):
+    rng = np.random.default_rng(seed)
+    P = rng.random((B, S, A, S))
+    P /= P.sum(-1, keepdims=True)
+    return P, rng
+
+
+def _close(actual, desired, *, rtol):
+    actual = actual.numpy() if isinstance(actual, torch.Tensor) else actual
+    scale = float(np.max(np.abs(desired)))
+    assert float(np.max(np.abs(actual - desired))) <= rtol * scale
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 7, 15])
+def test_products_match_numpy_for_any_blocking(blocks, *, rtol=1e-14):
+    # rtol: float64 sums of at most S A = 15 terms of size <= 1 in another order than
+    # numpy's: a few ulps; 1e-14 is ~45 ulps
+    P, rng = _data()
+    B, S, A, _ = P.shape
+    po = ops.PassOrder(torch.as_tensor(P), blocks)
+    assert po.n_blocks == blocks
+    x = rng.standard_normal((B, 2, S))
+    y = rng.standard_normal((B, 3, S * A))
+    for _ in range(2):  # both block orders
+        right = po.right(torch.as_tensor(x)).numpy()
+        _close(right, np.einsum("bnt,bkt->bkn", P.reshape(B, S * A, S), x), rtol=rtol)
+        left = po.left(torch.as_tensor(y)).numpy()
+        _close(left, np.einsum("bkn,bnt->bkt", y, P.reshape(B, S * A, S)), rtol=rtol)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 4])
+@pytest.mark.parametrize("tau", [1.0, 0.3])
+def test_sweeps_match_numpy_soft_bellman(blocks, tau, *, rtol=1e-13):
+    # rtol: three float64 sweeps, each a max-shifted log-sum-exp over A = 3 and a sum of
+    # S = 5 products; gamma = 0.8 keeps the error from growing: ~10 ulps
+    P, rng = _data(seed=1)
+    r = rng.standard_normal(P.shape[:3])
+    q = rng.standard_normal(P.shape[:3])
+    want = q.copy()
+    for _ in range(3):
+        v = tau * logsumexp(want / tau, axis=-1)
+        want = r + 0.8 * np.einsum("bsat,bt->bsa", P, v)
+    po = ops.PassOrder(torch.as_tensor(P), blocks)
+    got = po.sweeps(torch.as_tensor(r), torch.as_tensor(q), 3, 0.8, tau)
+    _close(got, want, rtol=rtol)
+    assert po.sweeps(torch.as_tensor(r), torch.as_tensor(q), 0, 0.8, tau) is not None
+
+
+def test_block_order_alternates_from_pass_to_pass(monkeypatch):
+    # each pass starts with the block the previous pass read last: record, by data
+    # pointer, the blocks in the order the products read them
+    P, _ = _data(B=1, S=6, A=2)
+    po = ops.PassOrder(torch.as_tensor(P), 3)
+    ptr = {blk.data_ptr(): i for i, blk in enumerate(po.blocks)}
+    seen = []
+    for name in ("bmm", "baddbmm", "matmul"):
+        real = getattr(torch, name)
+
+        def spy(*args, _real=real, **kwargs):
+            seen.extend(ptr[a.data_ptr()] for a in args[:3] if a.data_ptr() in ptr)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, spy)
+    y = torch.ones(1, 1, 12, dtype=torch.float64)
+    po.left(y)
+    po.left(y)
+    po.right(torch.ones(1, 1, 6, dtype=torch.float64))
+    zero = torch.zeros(1, 6, 2, dtype=torch.float64)
+    po.sweeps(zero, zero, 2, 0.9, 1.0)
+    assert seen == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0, 1, 2]
+
+
+def test_pass_blocks_policy_thresholds():
+    l2 = 2 * 1024**2
+    # one problem, S A = 10 S: bytes = 80 S^2
+    assert ops.pass_blocks(1, 100, 10, l2=l2) == 1  # 0.8 MB: fits in L2
+    assert ops.pass_blocks(1, 200, 10, l2=l2) == 2  # 3.2 MB: 1.5x L2
+    assert ops.pass_blocks(1, 300, 10, l2=l2) == 1  # 7.2 MB: 3.4x L2
+    assert ops.pass_blocks(4, 100, 10, l2=l2) == 2  # the batch's bytes count
+    assert ops.pass_blocks(1, 200, 10, l2=None) in (1, 2)  # the machine's own L2
+    edge = int(ops.PASS_BLOCKS_MAX_L2 * l2)
+    assert ops.pass_blocks(1, 1, edge, 1, l2=l2) == 2  # bytes = 3 L2: still two blocks
+    assert ops.pass_blocks(1, 1, edge + 1, 1, l2=l2) == 1
+    assert ops.pass_blocks(1, 1, l2, 1, l2=l2) == 1  # bytes = L2: fits
+
+
+def test_l2_size_is_read_from_sysfs_layout(tmp_path):
+    for name, level, size in (("index0", "1", "48K"), ("index2", "2", "2048K")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "level").write_text(level + "\n")
+        (tmp_path / name / "size").write_text(size + "\n")
+    assert ops.l2_cache_bytes(str(tmp_path)) == 2048 * 1024
+    assert ops.l2_cache_bytes(str(tmp_path / "missing")) is None
+
+
+def test_bad_blocks_name_the_argument():
+    P, _ = _data()
+    with pytest.raises(InvalidInputError, match="blocks"):
+        ops.PassOrder(torch.as_tensor(P), 0)
+    with pytest.raises(InvalidInputError, match="blocks"):
+        ops.PassOrder(torch.as_tensor(P), 16)  # S A = 15 rows
+    batch = from_problems([get_problem("ranmdp_small", seed=0)])
+    for bad in ("two", 0, True, 2.0):
+        with pytest.raises(InvalidInputError, match="blocks"):
+            m_sobirl_fast(batch, K=1, blocks=bad)
+
+
+def test_reward_value_is_recomputed_after_in_place_change(*, rtol=1e-14):
+    # the kept r(x) must not outlive an in-place change of x: compare with numpy's
+    # c * x^T M x (float64, d = 5 terms)
+    p = get_problem("ranmdp_small", seed=0)
+    batch = from_problems([p])
+    x = torch.as_tensor(p.x0[None].copy())
+    first = batch.lower.reward.value(x)
+    assert batch.lower.reward.value(x) is first  # kept while x is unchanged
+    x.mul_(2.0)
+    xn = x[0].numpy()
+    _close(batch.lower.reward.value(x)[0], p.reward.c * float(xn @ p.reward.M @ xn), rtol=rtol)
+
+
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_m_sobirl_fast_in_blocks_matches_reference(blocks, *, rtol=1e-10):
+    # rtol: as test_fast.py's first-100-iterates test (float64, same recursion, another
+    # summation order; measured ~1e-15)
+    p = get_problem("garnet", seed=0)
+    ref = m_sobirl(p, K=50, track_true_grad=False, track_phi=False)
+    batch = from_problems([p])
+    fast = m_sobirl_fast(batch, K=50, blocks=blocks)
+    assert batch.lower.passes.n_blocks == blocks
+    scale = np.max(np.abs(ref.x))
+    assert np.max(np.abs(fast.x[:, 0] - ref.x)) <= rtol * scale
+
+
+def test_m_sobirl_fast_mixed_gamma_tau_batch_matches_reference(*, rtol=1e-10):
+    # per-problem gamma and tau take the broadcast-column branch of the step: each batch
+    # entry against its own numpy reference run (float64, same recursion)
+    problems = [
+        get_problem("ranmdp_small", seed=0, gamma=0.9, tau=1.0),
+        get_problem("ranmdp_small", seed=1, gamma=0.7, tau=0.5),
+    ]
+    fast = m_sobirl_fast(from_problems(problems), K=40)
+    for i, p in enumerate(problems):
+        ref = m_sobirl(p, K=40, track_true_grad=False, track_phi=False)
+        assert np.max(np.abs(fast.x[:, i] - ref.x)) <= rtol * np.max(np.abs(ref.x))
+        assert np.max(np.abs(fast.h[:, i] - ref.h)) <= rtol * np.max(np.abs(ref.h))
