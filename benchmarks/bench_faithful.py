@@ -2,11 +2,12 @@
 numpy reference, per iteration (not a test; prints a self-check and one table).
 
     python benchmarks/bench_faithful.py [--sizes 10,50,100,200] [--nan-iters 30]
-                                        [--reading per_entry|shared]
+                                        [--reading per_entry|shared] [--threads 1]
 
 ``ranmdp`` with ``A = 10``, ``d = 100``, ``N = 10``, ``beta = 8e-3``, ``zeta = 0.5``, the
-script's starting scale (``|x0| = 10``, :func:`authors_faithful.faithful_start`), one
-thread everywhere, B = 1, float64, side by side in one run.
+script's starting scale (``|x0| = 10``, :func:`authors_faithful.faithful_start`), B = 1,
+float64, side by side in one run. ``--threads`` sets torch's threads for the faithful
+baseline and the fast path alike (default one; the numpy reference stays on one).
 
 * **self-check** (S = 8, A = 3, d = 5): the faithful torch baseline (autograd per state
   through the slice-assigned reward tensor) against :func:`faithful_step_numpy` (the
@@ -75,7 +76,6 @@ def row(S: int, nan_iters: int, reading: str) -> dict:
     bt = from_problems([p])
     beta_b = torch.full((1,), HP["beta"], dtype=torch.float64)
     zeta_b = torch.full((1,), HP["zeta"], dtype=torch.float64)
-    torch.set_num_threads(1)
 
     def fast(n=20):
         x = torch.as_tensor(x0)[None].clone()
@@ -107,6 +107,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10,50,100,200")
     ap.add_argument("--nan-iters", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument(
         "--reading",
         choices=READINGS,
@@ -114,14 +115,14 @@ def main(argv=None) -> None:
         help="the script's reward assembly (authors_faithful.py docstring; default per_entry)",
     )
     a = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     chk = self_check(a.reading)
     print(
         f"self-check (S=8, A=3, d=5): faithful torch vs numpy twin, 3 iterates: "
         f"{chk['agree_3_iterates']:.1e}; h_0 vs closed form: {chk['h0_vs_closed_form']:.1e}; "
         f"policy rows off the simplex by up to {chk['row_sum_dev']:.1e}\n"
     )
-    print(f"reward assembly: reading={a.reading!r}\n")
+    print(f"reward assembly: reading={a.reading!r}; torch threads: {torch.get_num_threads()}\n")
     print(
         "| S | faithful (s/it) | fast (ms/it) | reference (ms/it) | faithful/fast "
         "| faithful/reference | baseline NaN from iteration | fast finite |"

@@ -161,3 +161,22 @@ def test_m_sobirl_fast_mixed_gamma_tau_batch_matches_reference(*, rtol=1e-10):
         ref = m_sobirl(p, K=40, track_true_grad=False, track_phi=False)
         assert np.max(np.abs(fast.x[:, i] - ref.x)) <= rtol * np.max(np.abs(ref.x))
         assert np.max(np.abs(fast.h[:, i] - ref.h)) <= rtol * np.max(np.abs(ref.h))
+
+
+def test_exp_shifted_floor_and_softmax_against_numpy(*, rtol=1e-15):
+    # terms below exp(EXP_FLOOR) are raised to it (stated in the docstring), and a softmax
+    # and log-sum-exp built from them agree with numpy's max-shifted ones (float64; the
+    # raised terms move the sums by < A * 1e-304, far below one ulp)
+    z = torch.tensor([[[0.0, -1.0, -650.0, -720.0, -5000.0]]], dtype=torch.float64)
+    e = ops.exp_shifted(z, z.amax(dim=-1, keepdim=True))
+    assert float(e[0, 0, 3]) == float(np.exp(ops.EXP_FLOOR))
+    assert float(e[0, 0, 4]) == float(np.exp(ops.EXP_FLOOR))
+    assert float(e[0, 0, 2]) == float(np.exp(-650.0))
+    zn = z.numpy()[0, 0]
+    want_lse = float(logsumexp(zn))
+    got_lse = float(torch.log(e.sum()) + z.amax())
+    assert abs(got_lse - want_lse) <= rtol * abs(want_lse) + 1e-300
+    want_pi = np.exp(zn - want_lse)
+    got_pi = (e / e.sum()).numpy()[0, 0]
+    assert np.max(np.abs(got_pi[:3] - want_pi[:3])) <= rtol
+    assert np.all(got_pi[3:] <= 1e-303)

@@ -41,6 +41,7 @@ from .._validation import InvalidInputError
 from ..upper import QuadraticUpper
 from .ops import (
     LowerBatch,
+    exp_shifted,
     hypergrad_policy_term,
     lower_from_problems,
     quadratic_upper_value,
@@ -190,7 +191,7 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     # m = max_a z (max-shifted log-sum-exp)
     z = q if lb.tau_scalar == 1.0 else q / (t if lb.tau_scalar is not None else t[:, :, None])
     m = z.amax(dim=-1, keepdim=True)
-    pi = torch.sub(z, m).exp_()
+    pi = exp_shifted(z, m)
     total = pi.sum(dim=-1, keepdim=True)
     pi.div_(total)
     v = total.log_().add_(m)  # V / tau, [B, S, 1]
@@ -206,7 +207,7 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     zt = reward.value(x) + gpv  # pit = softmax(zt / tau), max-shifted
     if lb.tau_scalar != 1.0:
         zt = zt / (t if lb.tau_scalar is not None else t[:, :, None])
-    pit = torch.sub(zt, zt.amax(dim=-1, keepdim=True)).exp_()
+    pit = exp_shifted(zt, zt.amax(dim=-1, keepdim=True))
     pit.div_(pit.sum(dim=-1, keepdim=True))
     # step 3: sum u dr - Phi^T w = sum_{s,a} (u[s,a] - pit[s,a] w[s]) dr[s,a]
     term = reward.contract(torch.addcmul(u, pit, w_next[:, :, None], value=-1.0), x)
