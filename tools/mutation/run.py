@@ -81,7 +81,13 @@ TARGETS = {
         "tests/test_core_contracts_models.py",
         "tests/test_fast_contracts.py",
         "tests/test_fast.py",
+        "tests/test_fast_passes.py",
         "tests/test_unrolled.py",
+    ],
+    "fast/m_sobirl.py": [
+        "tests/test_fast.py",
+        "tests/test_fast_passes.py",
+        "tests/test_fast_contracts.py",
     ],
     "routes/rigorous.py": ["tests/test_rigorous_contracts.py", "tests/test_rigorous.py"],
 }
