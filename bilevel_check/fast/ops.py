@@ -44,7 +44,6 @@ __all__ = [
     "soft_bellman_q",
     "expect_next",
     "expect_prev",
-    "policy_products",
     "state_chain",
     "soft_sweeps",
     "exp_shifted",
@@ -55,8 +54,6 @@ __all__ = [
     "uniform_value",
     "thread_count",
     "threads",
-    "apply_a",
-    "apply_a_t",
     "solve_soft_newton",
     "hypergrad_policy_term",
 ]
@@ -422,13 +419,6 @@ def expect_prev(p_bsas, u_bsa) -> torch.Tensor:
     return torch.matmul(u_bsa.reshape(B, 1, S * A), p_bsas.reshape(B, S * A, S)).view(B, S)
 
 
-def policy_products(p_bsas, pi_bsa, u_bsa) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P_pi [B, S, S], P^T u [B, S])`` in one pass over ``P``: the per-state products
-    ``[pi[s]; u[s]] @ P[s]`` (``[2, A] @ [A, S]``), one batched matmul, no copy of ``P``."""
-    both = torch.matmul(torch.stack((pi_bsa, u_bsa), dim=2), p_bsas)  # [B, S, 2, S]
-    return both[:, :, 0, :], both[:, :, 1, :].sum(dim=1)
-
-
 def soft_bellman_q(p_bsas, gamma_b, tau_b, r_bsa, q_bsa) -> torch.Tensor:
     """``(TQ)[b,s,a] = r + gamma sum_s' P[b,s,a,s'] tau logsumexp(Q[b,s',.]/tau)`` (section 1)."""
     v = soft_values(q_bsa, tau_b)
@@ -618,16 +608,6 @@ def soft_sweeps(p_bsas, gamma_b, tau_b, r_bsa, q_bsa, n: int, *, gamma=None, tau
 def state_chain(p_bsas, pi_bsa) -> torch.Tensor:
     """``P_pi[b, s, s'] = sum_a pi[b, s, a] P[b, s, a, s']`` ([B, S, S])."""
     return torch.einsum("bsa,bsat->bst", pi_bsa, p_bsas)
-
-
-def apply_a(ppi_bss, gamma_b, z_bs) -> torch.Tensor:
-    """``(I - gamma P_pi) z`` ([B, S]); O(S^2) per problem, no matrix is formed."""
-    return z_bs - gamma_b[:, None] * torch.matmul(ppi_bss, z_bs.unsqueeze(-1)).squeeze(-1)
-
-
-def apply_a_t(ppi_bss, gamma_b, w_bs) -> torch.Tensor:
-    """``(I - gamma P_pi)^T w`` ([B, S])."""
-    return w_bs - gamma_b[:, None] * torch.matmul(w_bs.unsqueeze(1), ppi_bss).squeeze(1)
 
 
 #: a batch whose transition tensors total less than this many bytes runs on one thread.
