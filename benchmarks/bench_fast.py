@@ -21,9 +21,12 @@ these sizes), ``ranmdp`` with ``A = 10``, ``d = 100``, ``N = 10``, ``B = 1``:
   closest to the code's own speed.
 * per-iteration times of the numpy reference (:func:`m_sobirl_step`), the fast path in
   float64 and float32, as multiples of the floor; float32's accuracy is the relative
-  difference of ``x_k`` from float64 after the timed iterations. The last column runs the
-  fast path in float64 on every core (``torch.set_num_threads(os.cpu_count())``; not
-  compared with the one-thread floor: with two cores each core's L2 holds half of ``P``).
+  difference of ``x_k`` from float64 after the timed iterations. The float64 soft
+  Bellman sweeps run in the compiled numba loop when numba is installed (column "sweep
+  kernel"; float32 and other thread counts use torch's). The last column runs the
+  fast path in float64 on every core (``torch.set_num_threads(os.cpu_count())``, torch
+  kernels; not compared with the one-thread floor: with two cores each core's L2 holds
+  half of ``P``).
 """
 
 from __future__ import annotations
@@ -113,9 +116,14 @@ def per_iteration(S: int, iters: int, reps: int) -> dict:
         out[name] = fast_run()[0].double().numpy()
         if dtype == torch.float64:
             res["blocks"] = bt.lower.passes.n_blocks
-            torch.set_num_threads(os.cpu_count() or 1)
+            res["kernel"] = bt.lower.passes.kernel
+            cores = os.cpu_count() or 1
+            torch.set_num_threads(cores)
+            bt.lower.use_kernel("auto", cores)  # the serial numba loop only on one thread
+            res["all cores kernel"] = bt.lower.passes.kernel
             res["fast f64 all cores"] = median_time(fast_run, reps, "all cores") / iters
             torch.set_num_threads(1)
+            bt.lower.use_kernel("auto", 1)
     x_ref = ref_run()
     res["agree f64"] = float(np.max(np.abs(out["fast f64"] - x_ref)) / np.max(np.abs(x_ref)))
     res["agree f32"] = float(np.max(np.abs(out["fast f32"] - x_ref)) / np.max(np.abs(x_ref)))
@@ -143,14 +151,14 @@ def main(argv=None) -> None:
     print("Read rates and floors (GB/s, ms per iteration):\n")
     print(
         "| S | P (MB) | sum, P-sized | sum, own P | mat-vec | sum, 256 MiB | floor "
-        "| memory floor | blocks |"
+        "| memory floor | blocks | sweep kernel |"
     )
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     for S, nbytes, bw, floor, mem_floor, r in rows:
         print(
             f"| {S} | {nbytes / 1e6:.2f} | {bw['sum (P-sized)']:.1f} | {bw['sum (own P)']:.1f} "
             f"| {bw['mat-vec (P)']:.1f} | {bw['sum (256 MiB)']:.1f} | {1e3 * floor:.3f} "
-            f"| {1e3 * mem_floor:.3f} | {r['blocks']} |"
+            f"| {1e3 * mem_floor:.3f} | {r['blocks']} | {r['kernel']} |"
         )
     print("\nTimes (ms per iteration, median; best of the repetitions after the comma):\n")
     print(
@@ -168,7 +176,7 @@ def main(argv=None) -> None:
             f"| {best['fast f64'] / a.iters / floor:.2f}x | {r['fast f32'] / floor:.2f}x "
             f"| {r['fast f64'] / mem_floor:.2f}x | {r['reference'] / r['fast f64']:.2f}x "
             f"| {r['agree f64']:.1e} | {r['agree f32']:.1e} "
-            f"| {1e3 * r['fast f64 all cores']:.3f} |",
+            f"| {1e3 * r['fast f64 all cores']:.3f} ({r['all cores kernel']}) |",
             flush=True,
         )
 

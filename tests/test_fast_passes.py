@@ -46,22 +46,65 @@ def test_products_match_numpy_for_any_blocking(blocks, *, rtol=1e-14):
         _close(left, np.einsum("bkn,bnt->bkt", y, P.reshape(B, S * A, S)), rtol=rtol)
 
 
+NEEDS_NUMBA = [
+    pytest.mark.numba,
+    pytest.mark.skipif(not ops.numba_available(), reason="needs numba (the [numba] extra)"),
+]
+KERNELS = ["torch", pytest.param("numba", marks=NEEDS_NUMBA)]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("blocks", [1, 2, 4])
 @pytest.mark.parametrize("tau", [1.0, 0.3])
-def test_sweeps_match_numpy_soft_bellman(blocks, tau, *, rtol=1e-13):
-    # rtol: three float64 sweeps, each a max-shifted log-sum-exp over A = 3 and a sum of
-    # S = 5 products; gamma = 0.8 keeps the error from growing: ~10 ulps
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_sweeps_match_numpy_soft_bellman(kernel, blocks, tau, n, *, rtol=1e-13):
+    # rtol: up to three float64 sweeps, each a max-shifted log-sum-exp over A = 3 and a
+    # sum of S = 5 products; gamma = 0.8 keeps the error from growing: ~10 ulps
     P, rng = _data(seed=1)
     r = rng.standard_normal(P.shape[:3])
-    q = rng.standard_normal(P.shape[:3])
+    q = rng.standard_normal(P.shape[:3]) * [1.0, 1.0, 900.0]  # one spread past EXP_FLOOR
     want = q.copy()
-    for _ in range(3):
+    for _ in range(n):
         v = tau * logsumexp(want / tau, axis=-1)
         want = r + 0.8 * np.einsum("bsat,bt->bsa", P, v)
-    po = ops.PassOrder(torch.as_tensor(P), blocks)
-    got = po.sweeps(torch.as_tensor(r), torch.as_tensor(q), 3, 0.8, tau)
+    po = ops.PassOrder(torch.as_tensor(P), blocks, kernel)
+    got = po.sweeps(torch.as_tensor(r), torch.as_tensor(q), n, 0.8, tau)
     _close(got, want, rtol=rtol)
-    assert po.sweeps(torch.as_tensor(r), torch.as_tensor(q), 0, 0.8, tau) is not None
+    assert po.reverse == (n % 2 == 1)  # one flip per pass
+    same = torch.as_tensor(q)
+    assert po.sweeps(torch.as_tensor(r), same, 0, 0.8, tau) is same
+
+
+@pytest.mark.numba
+@pytest.mark.skipif(not ops.numba_available(), reason="needs numba (the [numba] extra)")
+def test_numba_kernel_choice_and_refusals():
+    P, _ = _data()
+    p64 = torch.as_tensor(P)
+    # float64 on CPU on one thread with numba installed; torch for float32 and threads
+    assert ops.sweep_kernel(p64, "auto", threads=1) == "numba"
+    assert ops.sweep_kernel(p64.float(), "auto", threads=1) == "torch"
+    assert ops.sweep_kernel(p64, "auto", threads=2) == "torch"
+    assert ops.sweep_kernel(p64, "torch") == "torch"
+    with pytest.raises(InvalidInputError, match="kernel"):
+        ops.sweep_kernel(p64.float(), "numba")
+    with pytest.raises(InvalidInputError, match="kernel"):
+        ops.PassOrder(p64.float(), 1, "numba")
+    for bad in ("cuda", None, 1):
+        with pytest.raises(InvalidInputError, match="kernel"):
+            ops.sweep_kernel(p64, bad)
+        with pytest.raises(InvalidInputError, match="kernel"):
+            ops.PassOrder(p64, 1, bad)
+    from bilevel_check.fast import _kernels
+
+    assert _kernels.EXP_FLOOR == ops.EXP_FLOOR
+
+
+def test_kernel_without_numba_is_refused_by_name(monkeypatch):
+    P, _ = _data()
+    monkeypatch.setattr(ops, "numba_available", lambda: False)
+    assert ops.sweep_kernel(torch.as_tensor(P), "auto", threads=1) == "torch"
+    with pytest.raises(InvalidInputError, match="numba is not installed"):
+        ops.sweep_kernel(torch.as_tensor(P), "numba")
 
 
 def test_block_order_alternates_from_pass_to_pass(monkeypatch):
@@ -136,15 +179,17 @@ def test_reward_value_is_recomputed_after_in_place_change(*, rtol=1e-14):
     _close(batch.lower.reward.value(x)[0], p.reward.c * float(xn @ p.reward.M @ xn), rtol=rtol)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("blocks", [2, 3])
-def test_m_sobirl_fast_in_blocks_matches_reference(blocks, *, rtol=1e-10):
+def test_m_sobirl_fast_in_blocks_matches_reference(blocks, kernel, *, rtol=1e-10):
     # rtol: as test_fast.py's first-100-iterates test (float64, same recursion, another
     # summation order; measured ~1e-15)
     p = get_problem("garnet", seed=0)
     ref = m_sobirl(p, K=50, track_true_grad=False, track_phi=False)
     batch = from_problems([p])
-    fast = m_sobirl_fast(batch, K=50, blocks=blocks)
+    fast = m_sobirl_fast(batch, K=50, blocks=blocks, kernel=kernel)
     assert batch.lower.passes.n_blocks == blocks
+    assert fast.params["kernel"] == kernel and fast.params["blocks"] == blocks
     scale = np.max(np.abs(ref.x))
     assert np.max(np.abs(fast.x[:, 0] - ref.x)) <= rtol * scale
 

@@ -30,6 +30,8 @@ EXTRA_MODULES = (
     "distributed",
     "pandas",
     "pyarrow",
+    "numba",
+    "llvmlite",
 )
 
 BLOCKER = f"""

@@ -257,6 +257,7 @@ def m_sobirl_fast(
     diag_every=1,
     threads="auto",
     blocks="auto",
+    kernel="auto",
 ) -> FastHistory:
     """Run ``K`` iterations of M-SoBiRL on every problem of ``batch`` at once.
 
@@ -282,6 +283,10 @@ def m_sobirl_fast(
             (:func:`~.ops.pass_blocks`: two when ``P`` is a little larger than the L2
             cache, else one) or an integer; kept on the batch. The iterates do not depend
             on it beyond rounding.
+        kernel: the soft Bellman sweeps' kernel (:func:`~.ops.sweep_kernel`):
+            ``'auto'`` (the compiled numba loop for float64 on CPU on one thread when
+            numba is installed, else torch), ``'torch'`` or ``'numba'``; kept on the batch and
+            recorded in ``params['kernel']``. The iterates agree to rounding.
     """
     lb = batch.lower
     hp = {"K": K, "beta": beta, "zeta": zeta, "N": N}
@@ -312,6 +317,7 @@ def m_sobirl_fast(
     else:
         raise InvalidInputError("threads", "'auto', None or an integer >= 1", repr(threads))
     lb.use_blocks(blocks)
+    lb.use_kernel(kernel, torch.get_num_threads() if n_threads is None else n_threads)
     K, N = int(hp["K"]), int(hp["N"])
     beta_b = batch_hyperparameter(hp["beta"], "beta", lb.B, lb.P)[:, None]
     zeta_b = batch_hyperparameter(hp["zeta"], "zeta", lb.B, lb.P)[:, None]
@@ -390,6 +396,8 @@ def m_sobirl_fast(
         "dtype": str(lb.P.dtype).replace("torch.", ""),
         "threads": torch.get_num_threads() if n_threads is None else int(n_threads),
         "diag_every": every if (track_phi or track_true_grad) else None,
+        "kernel": lb.passes.kernel,
+        "blocks": lb.passes.n_blocks,
     }
     if bar.interrupted:
         params["interrupted"] = True

@@ -50,6 +50,8 @@ __all__ = [
     "EXP_FLOOR",
     "PassOrder",
     "pass_blocks",
+    "sweep_kernel",
+    "numba_available",
     "l2_cache_bytes",
     "uniform_value",
     "thread_count",
@@ -209,7 +211,8 @@ class LowerBatch:
     def passes(self) -> PassOrder:
         """The batch's :class:`PassOrder` over ``P``, kept so that its block order carries
         over from one iteration to the next: :func:`pass_blocks` blocks on CPU, one on
-        CUDA, unless :meth:`use_blocks` chose a number (remade if ``P`` is replaced)."""
+        CUDA, unless :meth:`use_blocks` chose a number; the sweep kernel of
+        :func:`sweep_kernel` (:meth:`use_kernel`). Remade if ``P`` is replaced."""
         po = getattr(self, "_passes", None)
         if po is None or po.source is not self.P:
             blocks = getattr(self, "_blocks", None)
@@ -217,8 +220,15 @@ class LowerBatch:
                 blocks = 1
                 if self.P.device.type == "cpu":
                     blocks = pass_blocks(self.B, self.S, self.A, self.P.element_size())
-            po = self._passes = PassOrder(self.P, blocks)
+            kernel = getattr(self, "_kernel", None) or sweep_kernel(self.P, "auto")
+            po = self._passes = PassOrder(self.P, blocks, kernel)
         return po
+
+    def use_kernel(self, kernel, threads: int | None = None) -> None:
+        """Run the soft Bellman sweeps with ``kernel`` (:func:`sweep_kernel`: ``'auto'``,
+        ``'torch'`` or ``'numba'``, resolved and checked now for ``threads``)."""
+        self._kernel = sweep_kernel(self.P, kernel, threads)
+        self._passes = None
 
     def use_blocks(self, blocks) -> None:
         """Read ``P`` in ``blocks`` row blocks (an integer, see :class:`PassOrder`), or
@@ -491,6 +501,49 @@ def pass_blocks(B: int, S: int, A: int, itemsize: int = 8, *, l2: int | None = N
     return 2
 
 
+@functools.lru_cache(maxsize=1)
+def numba_available() -> bool:
+    """Whether numba (the extra ``[numba]``) imports, for the compiled sweep kernel."""
+    try:
+        from . import _kernels  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require_numba_kernel(p_bsas: torch.Tensor) -> None:
+    if not numba_available():
+        raise InvalidInputError(
+            "kernel",
+            "'torch', or 'numba' with numba installed (pip install 'bilevel-check[numba]')",
+            "'numba' (numba is not installed)",
+        )
+    if p_bsas.device.type != "cpu" or p_bsas.dtype != torch.float64:
+        raise InvalidInputError(
+            "kernel",
+            "'numba' only for float64 tensors on CPU ('torch' otherwise)",
+            f"'numba' with {p_bsas.dtype} on {p_bsas.device}",
+        )
+
+
+def sweep_kernel(p_bsas: torch.Tensor, kernel: str = "auto", threads: int | None = None) -> str:
+    """The sweep kernel for ``P``: ``kernel`` itself when ``'torch'`` or ``'numba'``
+    (checked), and for ``'auto'`` ``'numba'`` on CPU in float64 when numba is installed
+    and the loop runs on one thread (``threads``, default torch's current count; the
+    compiled loop is serial, while torch's products use every thread), else ``'torch'``.
+    The choice is recorded in the fast loops' ``params['kernel']``."""
+    if kernel == "auto":
+        threads = torch.get_num_threads() if threads is None else threads
+        usable = p_bsas.device.type == "cpu" and p_bsas.dtype == torch.float64 and threads == 1
+        return "numba" if usable and numba_available() else "torch"
+    if kernel == "numba":
+        _require_numba_kernel(p_bsas)
+        return kernel
+    if kernel == "torch":
+        return kernel
+    raise InvalidInputError("kernel", "'auto', 'torch' or 'numba'", repr(kernel))
+
+
 class PassOrder:
     """Passes over ``P`` (its ``[B, S A, S]`` view) in row blocks whose order alternates.
 
@@ -502,16 +555,27 @@ class PassOrder:
     batched product. The arithmetic of every entry is that of the one-block product; only
     the order of the blocks changes.
 
+    The soft Bellman sweeps (:meth:`sweeps`) run either as torch operations
+    (``kernel='torch'``) or, for float64 on CPU, as one compiled loop per sweep
+    (``kernel='numba'``, :mod:`bilevel_check.fast._kernels`: the log-sum-exp fused into
+    the pass, rows in alternating order).
+
     Args:
         p_bsas: ``[B, S, A, S]`` (contiguous).
         blocks: the number of row blocks (:func:`pass_blocks`), 1 to ``S A``.
+        kernel: ``'torch'`` or ``'numba'`` (:func:`sweep_kernel` chooses).
     """
 
-    def __init__(self, p_bsas: torch.Tensor, blocks: int = 1):
+    def __init__(self, p_bsas: torch.Tensor, blocks: int = 1, kernel: str = "torch"):
         B, S, A, _ = p_bsas.shape
         n = S * A
         if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= n:
             raise InvalidInputError("blocks", f"an integer in [1, {n}]", repr(blocks))
+        if kernel == "numba":
+            _require_numba_kernel(p_bsas)
+        elif kernel != "torch":
+            raise InvalidInputError("kernel", "'torch' or 'numba'", repr(kernel))
+        self.kernel = kernel
         self.shape = (B, S, A)
         self.source = p_bsas
         self.flat = p_bsas.reshape(B, n, S)
@@ -545,6 +609,19 @@ class PassOrder:
         B, S, A = self.shape
         if n <= 0:
             return q_bsa
+        if self.kernel == "numba":
+            from ._kernels import soft_sweeps_rows
+
+            q_next, self.reverse = soft_sweeps_rows(
+                self.flat.numpy(),
+                r_bsa.contiguous().numpy(),
+                q_bsa.contiguous().numpy(),
+                int(n),
+                float(gamma),
+                float(tau),
+                self.reverse,
+            )
+            return torch.from_numpy(q_next)
         r_blocks = [r_bsa.reshape(B, S * A, 1)[:, sl] for sl in self.slices]
         bufs = [torch.empty_like(r_bsa) for _ in range(min(n, 2))]
         outs = [[buf.view(B, S * A, 1)[:, sl] for sl in self.slices] for buf in bufs]

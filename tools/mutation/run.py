@@ -89,6 +89,7 @@ TARGETS = {
         "tests/test_fast_passes.py",
         "tests/test_fast_contracts.py",
     ],
+    "fast/_kernels.py": ["tests/test_fast_passes.py", "tests/test_fast.py"],
     "routes/rigorous.py": ["tests/test_rigorous_contracts.py", "tests/test_rigorous.py"],
 }
 
