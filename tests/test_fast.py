@@ -271,3 +271,29 @@ def test_diag_every_only_thins_the_diagnostics(*, rtol=1e-12):
         m_sobirl_fast(bt, K=2, diag_every=0)
     with pytest.raises(InvalidInputError, match="threads"):
         m_sobirl_fast(bt, K=2, threads="many")
+
+
+def test_sobirl_fast_interrupt_keeps_finished_iterations(monkeypatch):
+    # Ctrl-C in iteration 3 (without a progress bar): the history holds x_0..x_3 and
+    # h_0..h_2, equal to an uninterrupted run's, and says it was interrupted
+    from bilevel_check._history import RunInterrupted
+    from bilevel_check.fast import sobirl as fs
+
+    p = get_problem("rlhf_tabular")
+    full = sobirl_fast(sobirl_batch_from_problems([p]), K=5)
+    real, calls = fs.solve_soft_newton, []
+
+    def newton(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "solve_soft_newton", newton)
+    with pytest.raises(RunInterrupted) as info:
+        sobirl_fast(sobirl_batch_from_problems([p]), K=5)
+    hist = info.value.history
+    assert hist.params["interrupted"] is True
+    assert hist.x.shape[0] == 4 and hist.h.shape[0] == 3
+    np.testing.assert_array_equal(hist.x, full.x[:4])
+    np.testing.assert_array_equal(hist.h, full.h[:3])

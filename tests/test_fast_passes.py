@@ -145,12 +145,15 @@ def test_pass_blocks_policy_thresholds():
     assert ops.pass_blocks(1, 1, l2, 1, l2=l2) == 1  # bytes = L2: fits
 
 
-def test_l2_size_is_read_from_sysfs_layout(tmp_path):
-    for name, level, size in (("index0", "1", "48K"), ("index2", "2", "2048K")):
+@pytest.mark.parametrize(
+    ("text", "nbytes"), [("2048K", 2048 * 1024), ("2M", 2 * 1024**2), ("1G", 1024**3), ("512", 512)]
+)
+def test_l2_size_is_read_from_sysfs_layout(tmp_path, text, nbytes):
+    for name, level, size in (("index0", "1", "48K"), ("index2", "2", text)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "level").write_text(level + "\n")
         (tmp_path / name / "size").write_text(size + "\n")
-    assert ops.l2_cache_bytes(str(tmp_path)) == 2048 * 1024
+    assert ops.l2_cache_bytes(str(tmp_path)) == nbytes
     assert ops.l2_cache_bytes(str(tmp_path / "missing")) is None
 
 
@@ -160,10 +163,15 @@ def test_bad_blocks_name_the_argument():
         ops.PassOrder(torch.as_tensor(P), 0)
     with pytest.raises(InvalidInputError, match="blocks"):
         ops.PassOrder(torch.as_tensor(P), 16)  # S A = 15 rows
-    batch = from_problems([get_problem("ranmdp_small", seed=0)])
-    for bad in ("two", 0, True, 2.0):
+    p = get_problem("ranmdp_small", seed=0)
+    batch = from_problems([p])
+    n = p.mdp.S * p.mdp.A
+    for bad in ("two", 0, True, 2.0, n + 1):
         with pytest.raises(InvalidInputError, match="blocks"):
             m_sobirl_fast(batch, K=1, blocks=bad)
+    for good in (1, n):  # both ends of the range: every row its own block at n
+        hist = m_sobirl_fast(batch, K=1, blocks=good)
+        assert hist.params["blocks"] == good
 
 
 def test_reward_value_is_recomputed_after_in_place_change(*, rtol=1e-14):
@@ -225,3 +233,119 @@ def test_exp_shifted_floor_and_softmax_against_numpy(*, rtol=1e-15):
     got_pi = (e / e.sum()).numpy()[0, 0]
     assert np.max(np.abs(got_pi[:3] - want_pi[:3])) <= rtol
     assert np.all(got_pi[3:] <= 1e-303)
+
+
+def test_m_sobirl_fast_uniform_tau_two_matches_reference(*, rtol=1e-10):
+    # a common tau other than 1 takes the scaled branches of the step and the sweeps
+    # (tau = 2 exactly: a branch keyed to the wrong constant shows); numpy reference,
+    # float64, same recursion
+    p = get_problem("ranmdp_small", seed=3, tau=2.0)
+    ref = m_sobirl(p, K=30, track_true_grad=False, track_phi=False)
+    for kernel in ("torch", "numba") if ops.numba_available() else ("torch",):
+        fast = m_sobirl_fast(from_problems([p]), K=30, kernel=kernel)
+        assert np.max(np.abs(fast.x[:, 0] - ref.x)) <= rtol * np.max(np.abs(ref.x))
+        assert np.max(np.abs(fast.h[:, 0] - ref.h)) <= rtol * np.max(np.abs(ref.h))
+
+
+def test_m_sobirl_fast_history_shapes_and_argument_checks():
+    p = get_problem("ranmdp_small", seed=0)
+    batch = from_problems([p])
+    norms = m_sobirl_fast(batch, K=3, record="norms")
+    assert norms.x.size == 0 and norms.h.size == 0 and norms.h_norm.shape == (3, 1)
+    assert norms.pi.size == 0  # M-SoBiRL keeps Q and w, no policy
+    for name, bad in (("beta", 0.0), ("zeta", 0.0), ("threads", 0)):
+        with pytest.raises(InvalidInputError, match=name):
+            m_sobirl_fast(batch, K=1, **{name: bad})
+    assert m_sobirl_fast(batch, K=1, threads=1).params["threads"] == 1
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sweeps_with_a_large_first_action(kernel, *, rtol=1e-13):
+    # action 0 carries the largest Q (~2000) and action 2 the smallest (~-2000): a shift
+    # short of the maximum (even by half) overflows exp here (exp(709) is the float64
+    # limit), and the floored terms are exercised; numpy's max-shifted log-sum-exp is
+    # the reference
+    P, rng = _data(seed=5)
+    q = rng.standard_normal(P.shape[:3])
+    q[..., 0] = 2000.0 + np.abs(q[..., 0])
+    q[..., 2] = -2000.0 - np.abs(q[..., 2])
+    r = rng.standard_normal(P.shape[:3])
+    v = logsumexp(q, axis=-1)
+    want = r + 0.8 * np.einsum("bsat,bt->bsa", P, v)
+    got = ops.PassOrder(torch.as_tensor(P), 1, kernel).sweeps(
+        torch.as_tensor(r), torch.as_tensor(q), 1, 0.8, 1.0
+    )
+    _close(got, want, rtol=rtol)
+
+
+@pytest.mark.numba
+@pytest.mark.skipif(not ops.numba_available(), reason="needs numba (the [numba] extra)")
+def test_numba_kernel_stays_in_bounds(tmp_path):
+    # compiled code does not check indices: recompile with numba's bounds checking on
+    # (fresh cache) in a child and run sweeps in both row orders against numpy
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import numpy as np\n"
+        "from bilevel_check.fast._kernels import soft_sweeps_rows\n"
+        "from bilevel_check.soft import logsumexp\n"
+        "rng = np.random.default_rng(0)\n"
+        "P = rng.random((2, 4, 3, 4)); P /= P.sum(-1, keepdims=True)\n"
+        "r = rng.standard_normal((2, 4, 3)); q = rng.standard_normal((2, 4, 3))\n"
+        "for rev in (False, True):\n"
+        "    got, _ = soft_sweeps_rows(P.reshape(2, 12, 4), r, q, 3, 0.9, 1.0, rev)\n"
+        "    want = q\n"
+        "    for _ in range(3):\n"
+        "        want = r + 0.9 * np.einsum('bsat,bt->bsa', P, logsumexp(want, axis=-1))\n"
+        "    assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))\n"
+    )
+    env = {
+        **__import__("os").environ,
+        "NUMBA_BOUNDSCHECK": "1",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+        "PYTHONPATH": str(root),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_m_sobirl_fast_interrupt_keeps_finished_iterations(monkeypatch):
+    # Ctrl-C at iteration 3: the history holds x_0..x_3 and h_0..h_2, equal to the first
+    # iterates of an uninterrupted run, and says it was interrupted
+    from bilevel_check._history import RunInterrupted
+    from bilevel_check.fast import m_sobirl as fm
+
+    p = get_problem("ranmdp_small", seed=0)
+    full = m_sobirl_fast(from_problems([p]), K=6)
+    real, calls = fm._step, []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(fm, "_step", step)
+    with pytest.raises(RunInterrupted) as info:
+        m_sobirl_fast(from_problems([p]), K=6)
+    hist = info.value.history
+    assert hist.params["interrupted"] is True
+    assert hist.x.shape[0] == 4 and hist.h.shape[0] == 3 and hist.h_norm.shape[0] == 3
+    np.testing.assert_array_equal(hist.x, full.x[:4])
+    np.testing.assert_array_equal(hist.h, full.h[:3])
+
+
+def test_m_sobirl_fast_reports_its_own_wall_time():
+    import time
+
+    p = get_problem("ranmdp_small", seed=0)
+    batch = from_problems([p])
+    t0 = time.perf_counter()
+    hist = m_sobirl_fast(batch, K=5)
+    elapsed = time.perf_counter() - t0
+    assert 0.0 < hist.seconds <= elapsed

@@ -11,10 +11,14 @@ steps 1-5, same defaults ``Q_0 = 0``, ``w_0 = 0``), computed for all problems at
    ``pit_k = softmax((r_{x_k} + gamma P V_k) / tau)``
 4. ``x_{k+1} = x_k - beta h_k``;  5. ``Q_{k+1} = T_{x_{k+1}}^N(Q_k)``.
 
-Work per iteration ``O(B (N S^2 A + S A d + d^2))``: the ``S^2 A`` contractions with
-``P``, the ``S A`` weights against ``dr`` (for the quadratic family ``dr = c (M + M^T) x``
-is contracted without being formed). The optional diagnostics (``phi(x_k)``,
-``grad phi(x_k)`` by (9)) add batched S x S solves (batched soft Newton).
+Work per iteration ``O(B (N S^2 A + S A d + d^2))``: ``N + 1`` passes over ``P``
+(docs/math.md section 4, "In N + 1 passes over P"; ``P_pi`` is never formed), the
+``S A`` weights against ``dr`` (for the quadratic family ``dr = c (M + M^T) x`` is
+contracted without being formed). On CPU the passes read ``P`` in alternating row
+blocks (:class:`~.ops.PassOrder`) and, for float64 on one thread with numba installed,
+the ``N - 1`` plain sweeps run as one compiled loop each (:mod:`._kernels`). The
+optional diagnostics (``phi(x_k)``, ``grad phi(x_k)`` by (9)) add batched S x S solves
+(batched soft Newton).
 
 Accuracy (measured in ``tests/test_fast.py``, first 100 iterates, seed 0): float64
 reproduces the numpy reference to ~1e-15 relative; float32 agrees with float64 to
@@ -185,18 +189,19 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     g = lb.gamma_scalar if lb.gamma_scalar is not None else gamma[:, None]
     t = lb.tau_scalar if lb.tau_scalar is not None else tau[:, None]
     g3 = g if lb.gamma_scalar is not None else g[:, :, None]
+    t3 = t if lb.tau_scalar is not None else t[:, :, None]
     beta_c = beta_b if beta_b.dim() == 2 else beta_b[:, None]
     zeta_c = zeta_b if zeta_b.dim() == 2 else zeta_b[:, None]
     # step 1: pi = exp(z - m) / sum, V = tau (log sum exp(z - m) + m), z = Q / tau,
     # m = max_a z (max-shifted log-sum-exp)
-    z = q if lb.tau_scalar == 1.0 else q / (t if lb.tau_scalar is not None else t[:, :, None])
+    z = q if lb.tau_scalar == 1.0 else q / t3
     m = z.amax(dim=-1, keepdim=True)
     pi = exp_shifted(z, m)
     total = pi.sum(dim=-1, keepdim=True)
     pi.div_(total)
     v = total.log_().add_(m)  # V / tau, [B, S, 1]
     if lb.tau_scalar != 1.0:
-        v = v * (t if lb.tau_scalar is not None else t[:, :, None])
+        v = v * t3
     u = pi * bt.grad_pi(pi)  # step 2
     ptd = order.left(torch.addcmul(u, pi, w[:, :, None], value=-1.0).view(B, 1, S * A))
     y = (w - u.sum(-1)).add_(ptd.view(B, S) * g)  # A^T w - b
@@ -206,7 +211,7 @@ def _step(bt: MSoBiRLBatch, x, q, w, beta_b, zeta_b, N: int):
     gpv = right[:, 1] * g3  # gamma P V_k
     zt = reward.value(x) + gpv  # pit = softmax(zt / tau), max-shifted
     if lb.tau_scalar != 1.0:
-        zt = zt / (t if lb.tau_scalar is not None else t[:, :, None])
+        zt = zt / t3
     pit = exp_shifted(zt, zt.amax(dim=-1, keepdim=True))
     pit.div_(pit.sum(dim=-1, keepdim=True))
     # step 3: sum u dr - Phi^T w = sum_{s,a} (u[s,a] - pit[s,a] w[s]) dr[s,a]
@@ -364,8 +369,8 @@ def m_sobirl_fast(
             x = x_new
             if keep:
                 xs[k + 1], hs[k] = x, h
-            if progress:
-                bar.update(1, info=f"max|h|={float(hn[k].max()):.2e}")
+            # counted with or without a bar: Ctrl-C keeps the bar.n finished iterations
+            bar.update(1, info=f"max|h|={float(hn[k].max()):.2e}" if progress else "")
     if lb.P.device.type == "cuda":
         torch.cuda.synchronize(lb.P.device)
     seconds = time.perf_counter() - t0

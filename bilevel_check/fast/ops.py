@@ -233,13 +233,12 @@ class LowerBatch:
     def use_blocks(self, blocks) -> None:
         """Read ``P`` in ``blocks`` row blocks (an integer, see :class:`PassOrder`), or
         ``'auto'`` (:func:`pass_blocks`)."""
-        n = self.S * self.A
-        if isinstance(blocks, str) and blocks == "auto":
+        if isinstance(blocks, str):
+            if blocks != "auto":
+                raise InvalidInputError("blocks", "'auto' or an integer", repr(blocks))
             self._blocks = None
-        elif isinstance(blocks, int) and not isinstance(blocks, bool) and 1 <= blocks <= n:
-            self._blocks = blocks
         else:
-            raise InvalidInputError("blocks", f"'auto' or an integer in [1, {n}]", repr(blocks))
+            self._blocks = PassOrder(self.P, blocks).n_blocks  # checks the range
         self._passes = None
 
     @property

@@ -374,8 +374,8 @@ def sobirl_fast(
             if keep:
                 xs.append(x.clone())
                 hs.append(h)
-            if progress:
-                bar.update(1, info=f"max|h|={float(rec['hn'][-1].max()):.2e}")
+            # counted with or without a bar: Ctrl-C keeps the bar.n finished iterations
+            bar.update(1, info=f"max|h|={float(rec['hn'][-1].max()):.2e}" if progress else "")
     seconds = time.perf_counter() - t0
     if bar.interrupted:  # keep the bar.n finished iterations
         n = bar.n
