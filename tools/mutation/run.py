@@ -91,6 +91,7 @@ TARGETS = {
     ],
     "fast/_kernels.py": ["tests/test_fast_passes.py", "tests/test_fast.py"],
     "routes/rigorous.py": ["tests/test_rigorous_contracts.py", "tests/test_rigorous.py"],
+    "routes/a_posteriori.py": ["tests/test_a_posteriori.py"],
 }
 
 #: score below which ``--check`` fails (the committed per-module floor, in percent)
