@@ -148,7 +148,10 @@ def test_certify_sigint_gives_one_line_and_no_half_file(tmp_path):
     _wait_for(lambda: man.is_file() and "single_state" in man.read_text(), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (stdout, stderr)
+    # 130 from the handler's return; once, in a full run on 2 busy cores, the child ended
+    # by SIGINT itself (-2) after printing the same one line: both read as 130 in a shell
+    # (128 + SIGINT), and the file checks below are the same either way
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, stdout, stderr)
     assert stderr.count("\n") == 1 and "interrupted" in stderr and "Traceback" not in stderr
     assert not list(out.rglob("*.tmp"))  # no temporary file left behind
     for p in out.rglob("*.json"):
