@@ -133,7 +133,8 @@ class TargetOccupancyUpper:
         p_sas: transitions ``[S, A, S]`` (or sparse ``[S*A, S]``, see :class:`TabularMDP`).
         g: discount in ``[0, 1)``.
         target: target indicator or weights ``[S]``.
-        mu_u: start distribution ``[S]``.
+        mu_u: start distribution ``[S]`` (nonnegative, summing to 1 within 1e-12;
+            renormalized).
         cx: ridge weight on ``x``.
     """
 
@@ -141,8 +142,11 @@ class TargetOccupancyUpper:
         self.P, S, _ = check_transitions(p_sas, "p_sas")
         self.target = as_float_array(target, "target", ndim=1)
         check_shape(self.target, (S,), "target")
-        self.mu_u = as_float_array(mu_u, "mu_u", ndim=1)
-        check_shape(self.mu_u, (S,), "mu_u")
+        mu = as_float_array(mu_u, "mu_u", ndim=1)
+        check_distribution(mu, "mu_u", S)
+        # renormalized after validation, as P's rows and the trajectory uppers' mu_u are:
+        # the exact routes (mpmath, Arb) divide the stated vector by its exact sum
+        self.mu_u = mu / mu.sum()
         if isinstance(g, bool) or not isinstance(g, numbers.Real) or not 0.0 <= float(g) < 1.0:
             raise InvalidInputError("g", "a discount in [0, 1)", repr(g))
         if isinstance(cx, bool) or not isinstance(cx, numbers.Real) or not np.isfinite(cx):

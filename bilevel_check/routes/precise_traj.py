@@ -171,7 +171,8 @@ class _MPOccupancy:
         self.g = _num(spec["g"], "upper_spec.g")
         self.cx = _num(spec["cx"], "upper_spec.cx")
         self.target = mpmath.matrix(_arr(spec["target"], (S,), "upper_spec.target"))
-        self.mu = mpmath.matrix(_arr(spec["mu_u"], (S,), "upper_spec.mu_u"))
+        mu = _arr(spec["mu_u"], (S,), "upper_spec.mu_u")
+        self.mu = mpmath.matrix([v / mpmath.fsum(mu) for v in mu])  # renormalized, as P_u
         self.S, self.A = S, A
 
     def _M(self, pi):

@@ -69,6 +69,7 @@ TARGETS = {
         "tests/test_core_contracts_models.py",
         "tests/test_upper.py",
         "tests/test_model_free.py",
+        "tests/test_start_distributions.py",
         "properties/test_bradley_terry.py",
     ],
     "trajectories.py": [
