@@ -64,19 +64,26 @@ def penalty_gradient(mdp, reward, upper, x, pi_sa, pi_star_sa, lam: float) -> np
     return np.asarray(upper.grad_x(x, pi_sa), dtype=np.float64) + lam * (gJ_star - gJ)
 
 
-def inner_minimizer(mdp, reward, upper, x, lam: float, *, eta=1.0, tol=1e-13, max_steps=100_000):
-    """``pi_lam(x)`` by penalized PMD steps from the uniform policy until the log-policy
-    step is below ``tol``; returns ``(pi [S, A], steps)``."""
-    r = reward.value(x)
-    log_pi = np.full((mdp.S, mdp.A), -np.log(mdp.A))
+def _policy_steps(mdp, upper, x, r, log_pi, lam: float, eta: float, max_steps: int, tol):
+    """Up to ``max_steps`` penalized PMD steps on ``f(x, .) - lam J_tau(x, .)`` from
+    ``log_pi``, stopping after the first whose log-policy step is ``<= tol`` (``None``:
+    never); returns ``(log_pi, steps taken)``."""
     for steps in range(1, max_steps + 1):
         g = upper.grad_pi(x, np.exp(log_pi))
         new, _, _ = penalized_pmd_step(mdp.P, mdp.gamma, mdp.tau, mdp.mu, r, log_pi, g, lam, eta)
         step = float(np.max(np.abs(new - log_pi)))
         log_pi = new
-        if step <= tol:
-            return np.exp(log_pi), steps
-    return np.exp(log_pi), max_steps
+        if tol is not None and step <= tol:
+            return log_pi, steps
+    return log_pi, max_steps
+
+
+def inner_minimizer(mdp, reward, upper, x, lam: float, *, eta=1.0, tol=1e-13, max_steps=100_000):
+    """``pi_lam(x)`` by penalized PMD steps from the uniform policy until the log-policy
+    step is below ``tol``; returns ``(pi [S, A], steps)``."""
+    log_pi = np.full((mdp.S, mdp.A), -np.log(mdp.A))
+    log_pi, steps = _policy_steps(mdp, upper, x, reward.value(x), log_pi, lam, eta, max_steps, tol)
+    return np.exp(log_pi), steps
 
 
 def _sweeps(mdp, r, q, n):
@@ -109,6 +116,14 @@ def pbrl_iterates(
     hp = problem_defaults(problem, {"beta": 0.01}, {"beta": beta})
     beta, lam, eta_pi = _pos(hp["beta"], "beta"), _pos(lam, "lam"), _pos(eta_pi, "eta_pi")
     pi_steps, N = _count(pi_steps, "pi_steps"), _count(N, "N", 0)
+    yield from _penalty_loop(problem, x0, iters, lam, beta, eta_pi, pi_steps, None, N)
+
+
+def _penalty_loop(problem, x0, iters, lam, beta, eta_pi, steps, tol, N):
+    """The single-loop penalty iteration shared by PBRL (``steps`` policy steps, ``tol``
+    ``None``) and the Hessian-free estimator (up to ``steps``, stopping at ``tol``):
+    policy steps, ``N`` warm-started sweeps for ``pi*``, the penalty gradient, a step in
+    ``x``. Counters: two lower solves per policy step, ``N`` sweeps, two for ``h``."""
     mdp, reward, upper = problem.mdp, problem.reward, problem.upper
     x = check_x(x0, reward.d, "x0")
     log_pi = np.full((mdp.S, mdp.A), -np.log(mdp.A))
@@ -116,13 +131,9 @@ def pbrl_iterates(
     c = Counters()
     for _ in range(int(iters)):
         r = reward.value(x)
-        for _ in range(pi_steps):
-            g = upper.grad_pi(x, np.exp(log_pi))
-            log_pi, _, _ = penalized_pmd_step(
-                mdp.P, mdp.gamma, mdp.tau, mdp.mu, r, log_pi, g, lam, eta_pi
-            )
+        log_pi, taken = _policy_steps(mdp, upper, x, r, log_pi, lam, eta_pi, steps, tol)
         q = _sweeps(mdp, r, q, N)
-        c.add(lower=N + 2 * pi_steps + 2)
+        c.add(lower=2 * taken + N + 2)
         pi_star = np.exp(log_softmax_policy(q, mdp.tau))
         h = penalty_gradient(mdp, reward, upper, x, np.exp(log_pi), pi_star, lam)
         yield Iterate(x, h, c.snapshot())
@@ -166,30 +177,7 @@ def hessian_free_iterates(
     beta, lam, eta_pi = _pos(hp["beta"], "beta"), _pos(lam, "lam"), _pos(eta_pi, "eta_pi")
     inner_steps, N = _count(inner_steps, "inner_steps"), _count(N, "N", 0)
     inner_tol = _pos(inner_tol, "inner_tol")
-    mdp, reward, upper = problem.mdp, problem.reward, problem.upper
-    x = check_x(x0, reward.d, "x0")
-    log_pi = np.full((mdp.S, mdp.A), -np.log(mdp.A))
-    q = np.zeros((mdp.S, mdp.A))
-    c = Counters()
-    for _ in range(int(iters)):
-        r = reward.value(x)
-        for _ in range(inner_steps):
-            g = upper.grad_pi(x, np.exp(log_pi))
-            new, _, _ = penalized_pmd_step(
-                mdp.P, mdp.gamma, mdp.tau, mdp.mu, r, log_pi, g, lam, eta_pi
-            )
-            c.add(lower=2)
-            step = float(np.max(np.abs(new - log_pi)))
-            log_pi = new
-            if step <= inner_tol:
-                break
-        q = _sweeps(mdp, r, q, N)
-        c.add(lower=N + 2)
-        pi_star = np.exp(log_softmax_policy(q, mdp.tau))
-        h = penalty_gradient(mdp, reward, upper, x, np.exp(log_pi), pi_star, lam)
-        yield Iterate(x, h, c.snapshot())
-        x = x - beta * h
-    yield Iterate(x, None, c.snapshot())
+    yield from _penalty_loop(problem, x0, iters, lam, beta, eta_pi, inner_steps, inner_tol, N)
 
 
 def attenuating_ac_iterates(
