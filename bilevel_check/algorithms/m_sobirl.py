@@ -119,6 +119,16 @@ def _pos(value, name: str, *, integer: bool = False, allow_zero: bool = False):
     return int(value) if integer else float(value)
 
 
+def _start(mdp, reward, x0, Q0, w0):
+    """The checked start ``(x [d], Q [S, A], w [S])``; ``Q0``, ``w0`` default to zeros."""
+    x = check_x(x0, reward.d, "x0")
+    q = np.zeros((mdp.S, mdp.A)) if Q0 is None else as_float_array(Q0, "Q0", ndim=2)
+    check_shape(q, (mdp.S, mdp.A), "Q0")
+    w = np.zeros(mdp.S) if w0 is None else as_float_array(w0, "w0", ndim=1)
+    check_shape(w, (mdp.S,), "w0")
+    return x, q, w
+
+
 def m_sobirl(
     problem_or_parts,
     *,
@@ -171,12 +181,7 @@ def m_sobirl(
         if px0 is None:
             raise InvalidInputError("x0", "a start point [d] (bare parts have no default)", "None")
         x0 = px0
-    x = check_x(x0, reward.d, "x0")
-    S, A = mdp.S, mdp.A
-    q = np.zeros((S, A)) if Q0 is None else as_float_array(Q0, "Q0", ndim=2)
-    check_shape(q, (S, A), "Q0")
-    w = np.zeros(S) if w0 is None else as_float_array(w0, "w0", ndim=1)
-    check_shape(w, (S,), "w0")
+    x, q, w = _start(mdp, reward, x0, Q0, w0)
     if callback is not None and not callable(callback):
         raise InvalidInputError("callback", "a callable or None", type(callback).__name__)
 
@@ -261,12 +266,7 @@ def m_sobirl_iterates(
     beta, zeta = _pos(hp["beta"], "beta"), _pos(hp["zeta"], "zeta")
     N = _pos(hp["N"], "N", integer=True, allow_zero=True)
     mdp, reward, upper = problem.mdp, problem.reward, problem.upper
-    x = check_x(x0, reward.d, "x0")
-    S, A = mdp.S, mdp.A
-    q = np.zeros((S, A)) if Q0 is None else as_float_array(Q0, "Q0", ndim=2)
-    check_shape(q, (S, A), "Q0")
-    w = np.zeros(S) if w0 is None else as_float_array(w0, "w0", ndim=1)
-    check_shape(w, (S,), "w0")
+    x, q, w = _start(mdp, reward, x0, Q0, w0)
     c = Counters()
     for _ in range(int(iters)):
         x_next, q, w, h, _pi = m_sobirl_step(mdp, reward, upper, x, q, w, beta=beta, zeta=zeta, N=N)

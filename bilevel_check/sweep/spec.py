@@ -226,16 +226,7 @@ class SweepSpec:
             "algorithms": data["algorithm"],
             "problems": data["problem"],
         }
-        for key in (
-            "grid",
-            "seeds",
-            "iterations",
-            "base_seed",
-            "options",
-            "eps_ladder",
-            "save_iterates",
-            "name",
-        ):
+        for key in _SPEC_KEYS - {"algorithm", "problem"}:  # the other keys keep their names
             if key in data:
                 kwargs[key] = data[key]
         return cls(**kwargs)
