@@ -10,6 +10,7 @@ modules). As a core module it imports no subpackage.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -79,6 +80,13 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def atomic_write_png(path, fig, *, dpi: int = 100, **savefig_kwargs) -> Path:
+    """A matplotlib figure rendered to PNG in memory, then written atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, **savefig_kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_text(path, text: str) -> Path:

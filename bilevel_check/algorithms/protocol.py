@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._io import atomic_write_bytes, atomic_write_json, json_series
+from .._io import atomic_write_json, atomic_write_png, json_series
 from .._loader import UsageError, load_target
 from .._progress import Progress
 from .._validation import InvalidInputError, InvalidInputTypeError
@@ -619,7 +619,6 @@ def comparison_table(results: Iterable[ScoreResult], *, eps: float = 1e-3) -> st
 def plot_scores(results: Iterable[ScoreResult], path, *, title: str = "") -> None:
     """Stationarity and bias against iterations and against oracle calls (2 x 2 panels),
     one line per result, written atomically as a PNG (matplotlib, Agg backend)."""
-    import io
 
     import matplotlib
 
@@ -642,7 +641,5 @@ def plot_scores(results: Iterable[ScoreResult], path, *, title: str = "") -> Non
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_png(path, fig)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())

@@ -17,13 +17,12 @@ room.
 
 from __future__ import annotations
 
-import io
 import sys
 
 import numpy as np
 
 from .._history import RunInterrupted
-from .._io import atomic_write_bytes, writable_folder
+from .._io import atomic_write_png, writable_folder
 from .._validation import InvalidInputError, InvalidInputTypeError, int_arg
 
 __all__ = ["register", "run_algorithm", "plot_convergence"]
@@ -179,10 +178,8 @@ def plot_convergence(hist, path, *, title: str = "", max_lines: int = 16) -> Non
     ax2.set(xlabel="k", ylabel="phi(x_k)", title="hyper-objective (exact lower level)")
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_png(path, fig)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _cmd_run(args) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes, atomic_write_text
+from .._io import atomic_write_png, atomic_write_text
 from .spec import SweepSpec
 from .store import SweepStore
 
@@ -138,14 +138,6 @@ def _group_slope(results, iterates, key: dict) -> float:
     return loglog_slope(med.index.to_numpy() + 1, running_min)
 
 
-def _save_png(fig, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _plots(folder, spec, results, iterates, groups) -> list:
     import matplotlib
 
@@ -164,7 +156,7 @@ def _plots(folder, spec, results, iterates, groups) -> list:
         ax.set_ylabel("median ||grad phi(x_k)|| over seeds")
         if len(ax.lines) <= 12:
             ax.legend(fontsize=7)
-        _save_png(fig, Path(folder) / "stationarity.png")
+        atomic_write_png(Path(folder) / "stationarity.png", fig, dpi=110, bbox_inches="tight")
         plt.close(fig)
         names.append("stationarity.png")
     if "gamma" in spec.param_names and "tau" in spec.param_names:
@@ -177,7 +169,7 @@ def _plots(folder, spec, results, iterates, groups) -> list:
         ax.set_xlabel("tau")
         ax.set_ylabel("gamma")
         fig.colorbar(im, label="log10 median final ||grad phi||")
-        _save_png(fig, Path(folder) / "heatmap_grad_norm.png")
+        atomic_write_png(Path(folder) / "heatmap_grad_norm.png", fig, dpi=110, bbox_inches="tight")
         plt.close(fig)
         names.append("heatmap_grad_norm.png")
     return names
