@@ -30,20 +30,9 @@ def show_case(case_id: str, *, root=None, full: bool = False) -> dict:
     Raises:
         GoldenError: when no case has that id (the message lists a few ids).
     """
-    from ..golden.store import GoldenError, load_golden, reference_root
+    from ..golden.store import find_golden
 
-    cases = load_golden(root=root)
-    for c in cases:
-        if c.id == case_id:
-            break
-    else:
-        ids = [c.id for c in cases]
-        raise GoldenError(
-            str(reference_root(root)),
-            "case id",
-            f"one of {len(ids)} ids, e.g. {ids[:5]}",
-            repr(case_id),
-        )
+    c = find_golden(case_id, root=root)
     raw = c.case
     S, A = len(raw["mdp"]["P"]), len(raw["mdp"]["P"][0])
     return {

@@ -44,6 +44,7 @@ __all__ = [
     "GoldenError",
     "GoldenCase",
     "golden_case_file",
+    "find_golden",
     "load_golden",
     "load_manifest",
     "golden_suite_version",
@@ -324,8 +325,8 @@ def load_group_file(path, *, root=None) -> list[GoldenCase]:
     return out
 
 
-def golden_case_file(case_id: str, *, root=None) -> dict:
-    """The golden case ``case_id`` as a stand-alone case file (``bilevel-check show ID --case``).
+def find_golden(case_id: str, *, root=None) -> GoldenCase:
+    """The golden case ``case_id``.
 
     Raises:
         GoldenError: no golden case has that id (the message lists a few ids).
@@ -333,7 +334,7 @@ def golden_case_file(case_id: str, *, root=None) -> dict:
     cases = load_golden(root=root)
     for c in cases:
         if c.id == case_id:
-            return c.case_file()
+            return c
     ids = [c.id for c in cases]
     raise GoldenError(
         str(reference_root(root)),
@@ -341,6 +342,15 @@ def golden_case_file(case_id: str, *, root=None) -> dict:
         f"one of {len(ids)} ids, e.g. {ids[:5]}",
         repr(case_id),
     )
+
+
+def golden_case_file(case_id: str, *, root=None) -> dict:
+    """The golden case ``case_id`` as a stand-alone case file (``bilevel-check show ID --case``).
+
+    Raises:
+        GoldenError: no golden case has that id (the message lists a few ids).
+    """
+    return find_golden(case_id, root=root).case_file()
 
 
 def load_golden(groups=None, *, root=None) -> list[GoldenCase]:
