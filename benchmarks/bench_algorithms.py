@@ -49,6 +49,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import timings  # noqa: E402
 from authors_baseline import authors_style_step  # noqa: E402
 
 from bilevel_check.algorithms.m_sobirl import m_sobirl_step  # noqa: E402
@@ -61,17 +62,7 @@ HP = {"beta": 8e-3, "zeta": 0.5, "N": 10}
 
 
 def median_time(fn, reps: int, sync=None) -> float:
-    fn()
-    if sync:
-        sync()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+    return statistics.median(timings(fn, reps, sync))
 
 
 def per_iteration(S: int, iters: int, reps: int, devices) -> dict:

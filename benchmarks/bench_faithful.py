@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import timings  # noqa: E402
 from authors_faithful import (  # noqa: E402
     HP,
     READINGS,
@@ -55,13 +56,7 @@ from bilevel_check.problems import ranmdp  # noqa: E402
 
 
 def median_time(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(timings(fn, reps))
 
 
 def row(S: int, nan_iters: int, reading: str) -> dict:

@@ -38,10 +38,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _timing import timings  # noqa: E402
 
 from bilevel_check.algorithms.m_sobirl import m_sobirl_step  # noqa: E402
 from bilevel_check.fast import from_problems  # noqa: E402
@@ -58,12 +58,7 @@ BEST = {}
 
 def median_time(fn, reps: int, key=None) -> float:
     """Median of ``reps`` timed calls; the fastest is kept in ``BEST[key]``."""
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
+    ts = timings(fn, reps)
     if key is not None:
         BEST[key] = min(ts)
     return statistics.median(ts)
