@@ -65,15 +65,13 @@ def _values(q_sa, tau, v):
 
 @numba.njit(cache=True, fastmath=_FLAGS)
 def _sweeps(p_flat, r_sa, q_sa, out_a, out_b, n, gamma, tau, reverse):
-    """``n`` sweeps of one problem into ``out_a``/``out_b`` (the last in buffer
-    ``(n - 1) % 2``); returns ``(that index, reverse)``."""
+    """``n`` sweeps of one problem into ``out_a``/``out_b`` (sweep ``j`` into buffer
+    ``j % 2``); returns the row order of the next pass (``True``: back to front)."""
     S, A = r_sa.shape
     v = np.empty(S, dtype=np.float64)
     _values(q_sa, tau, v)
-    which = 0
     for j in range(n):
         dst = out_a if j % 2 == 0 else out_b
-        which = j % 2
         last = j == n - 1
         if reverse:
             for s in range(S - 1, -1, -1):
@@ -86,7 +84,7 @@ def _sweeps(p_flat, r_sa, q_sa, out_a, out_b, n, gamma, tau, reverse):
         reverse = not reverse
         if not last:
             _values(dst, tau, v)
-    return which, reverse
+    return reverse
 
 
 def soft_sweeps_rows(p_flat, r_bsa, q_bsa, n, gamma, tau, reverse):
@@ -99,7 +97,7 @@ def soft_sweeps_rows(p_flat, r_bsa, q_bsa, n, gamma, tau, reverse):
     out = np.empty((2, B, S, A), dtype=np.float64)
     flipped = reverse
     for b in range(B):
-        _, flipped = _sweeps(
+        flipped = _sweeps(
             p_flat[b], r_bsa[b], q_bsa[b], out[0, b], out[1, b], n, gamma, tau, reverse
         )
     return out[(n - 1) % 2], flipped

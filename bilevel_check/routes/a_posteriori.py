@@ -25,7 +25,7 @@ from flint import arb, ctx
 
 from .._validation import InvalidInputError
 from ..case import load_case
-from .rigorous import _bellman, _Problem, _upper_of, rigorous_solve
+from .rigorous import _bellman, _leaves, _Problem, _upper_of, rigorous_solve
 
 __all__ = ["Float64Bounds", "float64_bounds", "REFERENCE_DIGITS"]
 
@@ -94,10 +94,6 @@ def _array(value, name: str, shape: tuple) -> np.ndarray:
     return arr
 
 
-def _leaves(v) -> list:
-    return [e for c in v for e in _leaves(c)] if isinstance(v, list) else [v]
-
-
 def float64_bounds(case, *, V=None, pi=None, grad=None, prec: int = 128) -> Float64Bounds:
     """Proven error bounds of float64 results of ``case`` (module docstring).
 
@@ -141,7 +137,7 @@ def float64_bounds(case, *, V=None, pi=None, grad=None, prec: int = 128) -> Floa
         enc = rigorous_solve(case, digits=REFERENCE_DIGITS)
         with ctx.workprec(max(prec, enc.prec)):
             for name in rest:
-                balls = _leaves(enc.values[name])
+                balls = [ball for _, ball in _leaves(enc.values[name])]
                 values = given[name].ravel()
                 errors[name] = _float_up(
                     _upper_of([arb(float(x)) - b for x, b in zip(values, balls)])
